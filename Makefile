@@ -1,0 +1,43 @@
+# make install  installs archagent with every extra the tests need into the current Python
+#               environment (or into ./.venv when that Python is externally managed, PEP 668)
+# make demo     installs, then runs an NB201 search offline on the embedded tables
+# make test     installs, then runs the whole test suite
+# make bench    reproduces docs/benchmarks.md
+
+SYS_PYTHON ?= python3
+# torch first, pinned: a bare `torch` requirement with no torch installed pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+BENCHDATA ?= ../shared/benchdata
+PYTEST_ARGS ?=
+
+PYTHON := $(shell $(SYS_PYTHON) -c "import os, sys, sysconfig; managed = os.path.exists(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')); print('.venv/bin/python' if managed and sys.prefix == sys.base_prefix else sys.executable)")
+STAMP := .make/installed
+
+.PHONY: install demo test bench clean
+
+install: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
+	$(PYTHON) -m pip install -e ".[test]"
+	@mkdir -p .make && touch $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory install
+
+.venv/bin/python:
+	$(SYS_PYTHON) -m venv .venv
+
+demo: $(STAMP)
+	@if [ ! -f "$(BENCHDATA)/nb201/nb201_12epoch_accuracy.csv" ]; then \
+	  echo "make demo needs the NAS-Bench-201 tables in $(BENCHDATA)/nb201 (nb201_12epoch_accuracy.csv)."; \
+	  echo "Get them as README.md ('NAS-Bench-201 tables') says, then run: make demo BENCHDATA=/path/to/benchdata"; \
+	  exit 1; fi
+	$(PYTHON) -m agent search --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201" --proposer evolution --budget 100 --seed 0
+
+test: $(STAMP)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PYTHON) bench/search_nb201.py --benchmark-dir "$(BENCHDATA)/nb201"
+
+clean:
+	rm -rf .make build *.egg-info .pytest_cache

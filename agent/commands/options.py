@@ -1,0 +1,68 @@
+"""Flags shared by several commands, and the value checks behind them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def add_task_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", help="task name (`agent tasks` lists them)")
+    parser.add_argument("--space", help="search space (default: the task's)")
+    parser.add_argument("--benchmark-dir", dest="benchmark_dir",
+                        help="folder with nb201_12epoch_accuracy.csv and optional nb201_<dataset>_200epoch_test.csv")
+    parser.add_argument("--signal-table", dest="signal_table", help="the 12-epoch table file (overrides --benchmark-dir)")
+    parser.add_argument("--final-table", dest="final_table", help="the 200-epoch test table file (overrides --benchmark-dir)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def settings_flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    return {name: getattr(args, name, None) for name in ("home", *names)}
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def console(stderr: bool = False):
+    """A rich console; when the output is not a terminal, wide enough not to cut ids."""
+    from rich.console import Console
+
+    c = Console(stderr=stderr)
+    if not c.is_terminal:
+        c = Console(stderr=stderr, width=max(c.width, 200))
+    return c

@@ -1,0 +1,67 @@
+"""`agent search`: a bounded search that ends with the best candidates and a final report."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent.commands.options import console as make_console, add_task_data, non_negative_int, positive_float, positive_int, print_json, settings_flags
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_task_data(parser)
+    parser.add_argument("--proposer", choices=["random", "evolution"], help="how candidates are proposed (default: evolution)")
+    parser.add_argument("--budget", type=positive_int, help="evaluations to spend (default: the task's, 100 for nb201)")
+    parser.add_argument("--minutes", type=positive_float, help="wall-clock limit; the search stops cleanly when it is reached")
+    parser.add_argument("--seed", type=non_negative_int, help="random seed; the same seed gives the same search (default 0)")
+    parser.add_argument("--population", type=positive_int, help="evolution: population size (default 20)")
+    parser.add_argument("--tournament", type=positive_int, help="evolution: tournament sample size (default 5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.config import load_settings
+    from agent.progress import SearchProgress
+    from agent.search.runner import run_search
+
+    settings = load_settings(settings_flags(
+        args, "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
+        "population", "tournament",
+    )).settings
+    progress = SearchProgress.for_stderr()
+    try:
+        summary = run_search(settings, on_start=progress.start, on_result=progress.result)
+    finally:
+        progress.stop()
+    if args.json:
+        print_json(summary.to_json())
+    else:
+        render_summary(summary)
+    return 0
+
+
+def render_summary(summary) -> None:
+    from rich.table import Table
+
+    console = make_console()
+    table = Table(title=f"best candidates by validation accuracy (run {summary.run_id})", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("candidate")
+    table.add_column("val acc", justify="right")
+    table.add_column("arch / spec")
+    for i, row in enumerate(summary.top, start=1):
+        table.add_row(str(i), row["candidate_id"], f"{row['val_accuracy']:.4f}", row.get("arch", ""))
+    console.print(table)
+    counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
+    console.print(f"{summary.evaluations} evaluations ({counts or 'none'}); {summary.duplicates_skipped} duplicate proposals "
+                  f"skipped; stopped: {summary.stop_reason}; {summary.wall_seconds:.1f} s", highlight=False)
+    best = summary.best
+    if best is None:
+        console.print("[red]no candidate finished ok: there is no final report[/]")
+        return
+    test = f"{best.test_accuracy:.4f}" if best.test_accuracy is not None else "n/a"
+    console.print(f"[bold]final report[/] of the best by validation, {best.candidate_id}: "
+                  f"test accuracy [bold green]{test}[/] ({best.test_source}); validation {best.val_accuracy:.4f}",
+                  highlight=False)
+    extra = getattr(best, "arch", None)
+    if extra:
+        console.print(f"arch: {extra}", highlight=False)
+    console.print(f"details: agent show {best.candidate_id}", highlight=False)

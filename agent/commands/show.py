@@ -1,0 +1,50 @@
+"""`agent show CANDIDATE`: spec, arch string, metrics, curve, status and error of one candidate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from agent.commands.options import console as make_console, print_json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("candidate", help="a candidate id (from `agent history --run RUN`)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from agent.api import show
+
+    c = show(args.candidate, home=args.home)
+    if args.json:
+        print_json(c)
+        return 0
+    console = make_console()
+    console.print(f"[bold]{c['candidate_id']}[/]  status [bold]{c['status']}[/]  run {c['run_id']}  "
+                  f"proposer {c['proposer']}", highlight=False)
+    if c.get("arch"):
+        console.print(f"arch: {c['arch']}", highlight=False)
+    console.print("spec: " + json.dumps(c["spec"], sort_keys=True), highlight=False)
+    if c["parents"]:
+        console.print("parents: " + ", ".join(c["parents"]), highlight=False)
+    if c["rationale"]:
+        console.print(f"rationale: {c['rationale']}", highlight=False)
+    if c["error"]:
+        console.print(f"[red]error:[/] {c['error']}", highlight=False)
+    table = Table(title="evaluations", title_justify="left")
+    for col in ("purpose", "status", "fidelity", "val acc", "test acc", "source", "wall s"):
+        table.add_column(col)
+    for e in c["evaluations"]:
+        table.add_row(e["purpose"], e["status"], f"{e['fidelity']:g} {e['fidelity_unit']}" if e["fidelity"] else "",
+                      "" if e["val_accuracy"] is None else f"{e['val_accuracy']:.4f}",
+                      "" if e["test_accuracy"] is None else f"{e['test_accuracy']:.4f}",
+                      e["source"] or "", f"{e['wall_seconds']:.3f}")
+    if c["evaluations"]:
+        console.print(table)
+    if c["curve"]:
+        points = ", ".join(f"epoch {p['epoch']:g}: {p['val_accuracy']:.4f}" for p in c["curve"] if p["val_accuracy"] is not None)
+        console.print(f"validation curve: {points}", highlight=False)
+    return 0

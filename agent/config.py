@@ -1,0 +1,142 @@
+"""Configuration: flags > environment > agent.toml > built-in defaults.
+
+``agent.toml`` is read from the working directory and from ``$AGENT_HOME`` (the working
+directory's file wins). Keys are the setting names below, at the top level of the file;
+relative paths in a file are relative to that file. Every setting can also come from the
+environment as ``AGENT_<NAME>`` (``AGENT_HOME``, ``AGENT_BENCHMARK_DIR``, ...). Unknown keys
+and wrongly typed values are errors that name the key, the source and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evaluator.errors import ConfigError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CONFIG_FILE = "agent.toml"
+ENV_PREFIX = "AGENT_"
+
+
+class Settings(BaseModel):
+    """Every setting, with its built-in default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path = Field(default=Path("runs"), description="history database and artifacts")
+    benchmark_dir: Path | None = Field(default=None, description="folder with the NAS-Bench-201 tables")
+    signal_table: Path | None = Field(default=None, description="12-epoch table, overrides benchmark_dir")
+    final_table: Path | None = Field(default=None, description="200-epoch table, overrides benchmark_dir")
+    task: str | None = Field(default=None, description="default task for `agent search`")
+    proposer: Literal["random", "evolution"] = "evolution"
+    budget: int | None = Field(default=None, gt=0, description="evaluations; None: the task's default")
+    minutes: float | None = Field(default=None, gt=0, description="wall-clock limit of a search")
+    seed: int = Field(default=0, ge=0)
+    space: str | None = Field(default=None, description="search space; None: the task's default")
+    population: int = Field(default=20, ge=2, description="regularized evolution: population size")
+    tournament: int = Field(default=5, ge=1, description="regularized evolution: tournament sample size")
+    lock_timeout: float = Field(default=60.0, gt=0, description="seconds to wait for the history database")
+
+
+FIELDS = tuple(Settings.model_fields)
+PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table"}
+
+
+class ResolvedSettings(BaseModel):
+    settings: Settings
+    sources: dict[str, str]  # setting -> "flag", "env AGENT_X", "agent.toml (path)", "default"
+
+
+def _check_keys(values: Mapping[str, Any], source: str) -> None:
+    for key in values:
+        if key not in FIELDS:
+            raise ConfigError(
+                f"{source}: unknown setting {key!r}{did_you_mean(key, FIELDS)}",
+                hint="known settings: " + ", ".join(FIELDS),
+            )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file or remove it") from None
+    _check_keys(data, str(path))
+    for key in PATH_FIELDS & data.keys():
+        if isinstance(data[key], str):
+            data[key] = str((path.parent / Path(data[key]).expanduser()))
+    return data
+
+
+def _validate_one(key: str, value: Any, source: str) -> Any:
+    try:
+        Settings.model_validate({key: value})
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise ConfigError(
+            f"{source}: bad value {value!r} for {key}: {msg}",
+            hint=f"set {key} to a valid value ({Settings.model_fields[key].description or 'see README.md'})",
+        ) from None
+    return value
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ResolvedSettings:
+    """Merge the four sources; ``flags`` holds only what the user gave (None means unset)."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    _check_keys(flags, "arguments")
+
+    env_values = {k: env[ENV_PREFIX + k.upper()] for k in FIELDS if env.get(ENV_PREFIX + k.upper())}
+    cwd_file = cwd / CONFIG_FILE
+    cwd_values = _read_toml(cwd_file) if cwd_file.is_file() else {}
+
+    # The home directory decides where the second config file is, so resolve it first.
+    if "home" in flags:
+        home = Path(flags["home"])
+    elif "home" in env_values:
+        home = Path(env_values["home"])
+    elif "home" in cwd_values:
+        home = Path(cwd_values["home"])
+    else:
+        home = Path(Settings.model_fields["home"].default)
+    home_file = (cwd / home).expanduser() / CONFIG_FILE
+    home_values = {}
+    if home_file.is_file() and home_file.resolve() != cwd_file.resolve():
+        home_values = _read_toml(home_file)
+        if "home" in home_values:
+            raise ConfigError(
+                f"{home_file}: 'home' cannot be set inside the home directory's own agent.toml",
+                hint="set home in ./agent.toml, AGENT_HOME or --home",
+            )
+
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {k: "default" for k in FIELDS}
+    layers = [
+        (home_values, f"agent.toml ({home_file})"),
+        (cwd_values, f"agent.toml ({cwd_file})"),
+        (env_values, "environment"),
+        (flags, "flag"),
+    ]
+    for values, source in layers:
+        for key, value in values.items():
+            label = f"env {ENV_PREFIX}{key.upper()}" if source == "environment" else source
+            merged[key] = _validate_one(key, value, label)
+            sources[key] = label
+    settings = Settings.model_validate(merged)
+    updates = {k: cwd / Path(getattr(settings, k)).expanduser() for k in PATH_FIELDS if getattr(settings, k) is not None}
+    return ResolvedSettings(settings=settings.model_copy(update=updates), sources=sources)

@@ -1,0 +1,169 @@
+"""The history's schema, declared once.
+
+``TABLES`` is the current schema; the DDL is generated from it. A new database is created
+directly at ``SCHEMA_VERSION``. An older database is brought up to date by ``MIGRATIONS``:
+frozen SQL steps, one per version, applied in order inside one transaction. To change the
+schema: edit ``TABLES``, bump ``SCHEMA_VERSION``, append the step that turns the previous
+version into the new one, and add a database of the previous version to the upgrade tests
+(tests/assets/). Times are UTC. JSON columns hold pydantic dumps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    not_null: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+    doc: str = ""
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+def _c(name: str, type_: str, not_null: bool = False) -> Column:
+    return Column(name, type_, not_null)
+
+
+SCHEMA_VERSION = 1
+
+TABLES: tuple[Table, ...] = (
+    Table(
+        "meta",
+        (_c("key", "VARCHAR", True), _c("value", "VARCHAR")),
+        ("key",),
+        doc="key/value facts about the database: schema_version, created",
+    ),
+    Table(
+        "runs",
+        (
+            _c("run_id", "VARCHAR", True),
+            _c("task", "VARCHAR", True),
+            _c("space", "VARCHAR", True),
+            _c("proposer", "VARCHAR", True),
+            _c("seed", "BIGINT", True),
+            _c("budget", "BIGINT", True),
+            _c("status", "VARCHAR", True),
+            _c("config", "JSON"),
+            _c("created", "TIMESTAMP", True),
+            _c("finished", "TIMESTAMP"),
+            _c("summary", "JSON"),
+            _c("host", "VARCHAR"),
+            _c("pid", "BIGINT"),
+        ),
+        ("run_id",),
+        doc="one row per search; status running/done/interrupted/failed",
+    ),
+    Table(
+        "candidates",
+        (
+            _c("candidate_id", "VARCHAR", True),
+            _c("run_id", "VARCHAR", True),
+            _c("seq", "BIGINT", True),
+            _c("space", "VARCHAR", True),
+            _c("spec", "JSON", True),
+            _c("canonical_key", "VARCHAR"),
+            _c("parents", "JSON", True),
+            _c("proposer", "VARCHAR", True),
+            _c("model", "VARCHAR"),
+            _c("rationale", "VARCHAR"),
+            _c("prompt_ref", "VARCHAR"),
+            _c("status", "VARCHAR", True),
+            _c("error", "VARCHAR"),
+            _c("created", "TIMESTAMP", True),
+            _c("updated", "TIMESTAMP", True),
+        ),
+        ("candidate_id",),
+        indexes=(("run_id",),),
+        doc="one row per proposed candidate, with lineage (parents) and its current status",
+    ),
+    Table(
+        "evaluations",
+        (
+            _c("evaluation_id", "VARCHAR", True),
+            _c("candidate_id", "VARCHAR", True),
+            _c("run_id", "VARCHAR", True),
+            _c("purpose", "VARCHAR", True),
+            _c("status", "VARCHAR", True),
+            _c("fidelity", "DOUBLE"),
+            _c("fidelity_unit", "VARCHAR", True),
+            _c("val_accuracy", "DOUBLE"),
+            _c("test_accuracy", "DOUBLE"),
+            _c("metrics", "JSON", True),
+            _c("source", "VARCHAR"),
+            _c("wall_seconds", "DOUBLE", True),
+            _c("device_seconds", "DOUBLE", True),
+            _c("error", "VARCHAR"),
+            _c("created", "TIMESTAMP", True),
+        ),
+        ("evaluation_id",),
+        indexes=(("candidate_id",),),
+        doc="one row per evaluation; purpose 'search' (validation) or 'final' (test)",
+    ),
+    Table(
+        "curves",
+        (
+            _c("evaluation_id", "VARCHAR", True),
+            _c("candidate_id", "VARCHAR", True),
+            _c("epoch", "DOUBLE", True),
+            _c("val_accuracy", "DOUBLE"),
+            _c("train_loss", "DOUBLE"),
+            _c("val_loss", "DOUBLE"),
+        ),
+        ("evaluation_id", "epoch"),
+        doc="learning curves: one row per evaluation and epoch",
+    ),
+    Table(
+        "events",
+        (
+            _c("event_id", "VARCHAR", True),
+            _c("run_id", "VARCHAR", True),
+            _c("candidate_id", "VARCHAR"),
+            _c("kind", "VARCHAR", True),
+            _c("time", "TIMESTAMP", True),
+            _c("payload", "JSON", True),
+        ),
+        ("event_id",),
+        doc="append-only log: run started/finished, duplicates skipped, errors",
+    ),
+)
+
+TABLES_BY_NAME = {t.name: t for t in TABLES}
+
+
+def create_statements() -> list[str]:
+    """DDL for a new database at SCHEMA_VERSION."""
+    out = []
+    for table in TABLES:
+        cols = [f"{c.name} {c.type}{' NOT NULL' if c.not_null else ''}" for c in table.columns]
+        cols.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
+        out.append(f"CREATE TABLE {table.name} (\n  " + ",\n  ".join(cols) + "\n)")
+        for idx in table.indexes:
+            out.append(f"CREATE INDEX idx_{table.name}_{'_'.join(idx)} ON {table.name} ({', '.join(idx)})")
+    return out
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Turns a database at ``version - 1`` into one at ``version``. Frozen once released."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+# Version 1 is the first released schema: databases are created at it, so there is no step
+# into it. Append Migration(version=2, ...) here when TABLES changes.
+MIGRATIONS: tuple[Migration, ...] = ()

@@ -1,0 +1,394 @@
+"""The DuckDB history, shared by any number of processes on one AGENT_HOME.
+
+Concurrency contract (DESIGN.md): no process keeps the database open. Every read or write
+opens the file for one short transaction and closes it; a process that finds the file
+locked by another retries with bounded, jittered backoff (``lock_timeout`` seconds in all).
+Readers open it read-only. Workers never write here: the coordinator does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from agent.history.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, create_statements
+from evaluator.errors import ArchAgentError, NotFoundError
+from evaluator.records import Candidate, Evaluation, Run, RunStatus, Status
+
+DB_NAME = "history.duckdb"
+
+
+class HistoryError(ArchAgentError):
+    """The history database cannot be used (locked too long, newer schema, damaged)."""
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.IOException) and ("lock" in text or "resource temporarily unavailable" in text)
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class History:
+    """All access to ``$AGENT_HOME/history.duckdb``."""
+
+    def __init__(self, home: Path, lock_timeout: float = 60.0) -> None:
+        self.home = Path(home)
+        self.path = self.home / DB_NAME
+        self.lock_timeout = lock_timeout
+        self._checked = False
+
+    # -- connections -------------------------------------------------------------------
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.Error as exc:
+                if not _is_lock_conflict(exc):
+                    raise HistoryError(
+                        f"cannot open the history database {self.path}: {exc}",
+                        hint="check the path and its permissions; a damaged file can be moved aside to start afresh",
+                    ) from None
+                if time.monotonic() + delay > deadline:
+                    raise HistoryError(
+                        f"the history database {self.path} stayed locked by another process for "
+                        f"{self.lock_timeout:g} s: {exc}",
+                        hint="another process holds it open too long; stop it, or raise lock_timeout in agent.toml",
+                    ) from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.6, 0.25)
+
+    @contextmanager
+    def _transaction(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not self._checked:
+            self._ensure_schema()
+        con = self._open(read_only)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        """Create the database or upgrade it; refuse a database newer than this code."""
+        if self.exists():
+            version = self._read_version()
+            if version == SCHEMA_VERSION:
+                self._checked = True
+                return
+            if version > SCHEMA_VERSION:
+                raise HistoryError(
+                    f"the history database {self.path} has schema version {version}, newer than "
+                    f"this archagent understands ({SCHEMA_VERSION})",
+                    hint="upgrade archagent (pip install -U archagent), or use another --home",
+                )
+        self.home.mkdir(parents=True, exist_ok=True)
+        con = self._open(read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                self._create_or_migrate(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        self._checked = True
+
+    def _read_version(self) -> int:
+        con = self._open(read_only=True)
+        try:
+            return self._version_of(con)
+        finally:
+            con.close()
+
+    @staticmethod
+    def _version_of(con: duckdb.DuckDBPyConnection) -> int:
+        has_meta = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchone()[0]
+        if not has_meta:
+            return 0
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _create_or_migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        version = self._version_of(con)  # again: another process may have done it meanwhile
+        if version == SCHEMA_VERSION:
+            return
+        if version == 0:
+            tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
+            if tables:
+                raise HistoryError(
+                    f"{self.path} is a DuckDB file but not an archagent history (no schema version)",
+                    hint="use another --home, or move the file aside",
+                )
+            for stmt in create_statements():
+                con.execute(stmt)
+            con.execute("INSERT INTO meta VALUES ('created', ?)", [datetime.now(timezone.utc).isoformat()])
+        else:
+            for step in MIGRATIONS:
+                if step.version > version:
+                    for stmt in step.statements:
+                        con.execute(stmt)
+        con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+        )
+
+    def schema_version(self) -> int | None:
+        return self._read_version() if self.exists() else None
+
+    # -- writes ------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        names = TABLES_BY_NAME[table].column_names
+        unknown = set(rows[0]) - set(names)
+        if unknown:
+            raise ValueError(f"columns {sorted(unknown)} are not in table {table}")
+        cols = list(rows[0])
+        con.executemany(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            [[row[c] for c in cols] for row in rows],
+        )
+
+    def create_run(self, run: Run) -> None:
+        with self._transaction() as con:
+            self._insert(con, "runs", [{
+                "run_id": run.run_id, "task": run.task, "space": run.space, "proposer": run.proposer,
+                "seed": run.seed, "budget": run.budget, "status": run.status.value,
+                "config": _json(run.config), "created": _naive_utc(run.created),
+                "host": socket.gethostname(), "pid": os.getpid(),
+            }])
+            self._insert(con, "events", [self._event_row(run.run_id, "run_started", {"pid": os.getpid()})])
+
+    def add_candidates(self, candidates: Sequence[Candidate], events: Sequence[dict[str, Any]] = ()) -> None:
+        """Insert candidates (any status) and events such as skipped duplicates, in one transaction.
+
+        An event is ``{"run_id", "kind", "payload", "candidate_id"?}``.
+        """
+        if not candidates and not events:
+            return
+        with self._transaction() as con:
+            self._insert(con, "events", [
+                self._event_row(e["run_id"], e["kind"], e.get("payload", {}), e.get("candidate_id")) for e in events
+            ])
+            self._insert(con, "candidates", [{
+                "candidate_id": c.candidate_id, "run_id": c.run_id, "seq": c.seq, "space": c.space,
+                "spec": _json(c.spec), "canonical_key": c.canonical_key, "parents": _json(c.parents),
+                "proposer": c.proposer, "model": c.model, "rationale": c.rationale,
+                "prompt_ref": c.prompt_ref, "status": c.status.value, "error": c.error,
+                "created": _naive_utc(c.created), "updated": _naive_utc(c.created),
+            } for c in candidates])
+
+    def set_status(self, candidate_ids: Sequence[str], status: Status) -> None:
+        if not candidate_ids:
+            return
+        now = _naive_utc(datetime.now(timezone.utc))
+        with self._transaction() as con:
+            con.executemany(
+                "UPDATE candidates SET status = ?, updated = ? WHERE candidate_id = ?",
+                [[status.value, now, cid] for cid in candidate_ids],
+            )
+
+    def add_evaluations(self, run_id: str, evaluations: Sequence[Evaluation], update_status: bool = True) -> None:
+        """Store evaluations with their curves; search evaluations also set the candidate's status."""
+        if not evaluations:
+            return
+        with self._transaction() as con:
+            rows, curve_rows = [], []
+            for ev in evaluations:
+                eid = f"{ev.candidate_id}-{ev.purpose.value}-{uuid.uuid4().hex[:8]}"
+                rows.append({
+                    "evaluation_id": eid, "candidate_id": ev.candidate_id, "run_id": run_id,
+                    "purpose": ev.purpose.value, "status": ev.status.value, "fidelity": ev.fidelity,
+                    "fidelity_unit": ev.fidelity_unit, "val_accuracy": ev.val_accuracy,
+                    "test_accuracy": ev.test_accuracy, "metrics": _json(ev.metrics), "source": ev.source,
+                    "wall_seconds": ev.wall_seconds, "device_seconds": ev.device_seconds,
+                    "error": ev.error, "created": _naive_utc(ev.created),
+                })
+                curve_rows += [{
+                    "evaluation_id": eid, "candidate_id": ev.candidate_id, "epoch": p.epoch,
+                    "val_accuracy": p.val_accuracy, "train_loss": p.train_loss, "val_loss": p.val_loss,
+                } for p in ev.curve]
+            self._insert(con, "evaluations", rows)
+            self._insert(con, "curves", curve_rows)
+            if update_status:
+                now = _naive_utc(datetime.now(timezone.utc))
+                con.executemany(
+                    "UPDATE candidates SET status = ?, error = ?, updated = ? WHERE candidate_id = ?",
+                    [[ev.status.value, ev.error, now, ev.candidate_id] for ev in evaluations if ev.purpose.value == "search"],
+                )
+
+    @staticmethod
+    def _event_row(run_id: str, kind: str, payload: dict[str, Any], candidate_id: str | None = None) -> dict[str, Any]:
+        return {
+            "event_id": uuid.uuid4().hex, "run_id": run_id, "candidate_id": candidate_id, "kind": kind,
+            "time": _naive_utc(datetime.now(timezone.utc)), "payload": _json(payload),
+        }
+
+    def add_event(self, run_id: str, kind: str, payload: dict[str, Any] | None = None, candidate_id: str | None = None) -> None:
+        with self._transaction() as con:
+            self._insert(con, "events", [self._event_row(run_id, kind, payload or {}, candidate_id)])
+
+    def finish_run(self, run_id: str, status: RunStatus, summary: dict[str, Any] | None) -> None:
+        with self._transaction() as con:
+            con.execute(
+                "UPDATE runs SET status = ?, finished = ?, summary = ? WHERE run_id = ?",
+                [status.value, _naive_utc(datetime.now(timezone.utc)), _json(summary) if summary is not None else None, run_id],
+            )
+            self._insert(con, "events", [self._event_row(run_id, "run_finished", {"status": status.value})])
+
+    # -- reads -------------------------------------------------------------------------
+
+    @contextmanager
+    def _reader(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A read-only transaction, or None when there is no history yet."""
+        if not self.exists():
+            yield None
+            return
+        with self._transaction(read_only=True) as con:
+            yield con
+
+    @staticmethod
+    def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    _RUN_ROWS = """
+        SELECT r.run_id, r.task, r.status, r.created, r.space, r.proposer, r.seed, r.budget, r.finished,
+               coalesce(e.evaluations, 0) AS evaluations, e.best_val_accuracy
+        FROM runs r LEFT JOIN (
+            SELECT c.run_id,
+                   count(*) FILTER (WHERE c.status NOT IN ('queued', 'running', 'invalid')) AS evaluations,
+                   max(v.val_accuracy) AS best_val_accuracy
+            FROM candidates c LEFT JOIN evaluations v
+              ON v.candidate_id = c.candidate_id AND v.purpose = 'search' AND v.status = 'ok'
+            GROUP BY c.run_id
+        ) e ON e.run_id = r.run_id
+    """
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        with self._reader() as con:
+            if con is None:
+                return []
+            return self._dicts(con.execute(self._RUN_ROWS + " ORDER BY r.created, r.run_id"))
+
+    def resolve_run_id(self, run: str) -> str:
+        """A run id, or 'latest' for the newest run."""
+        with self._reader() as con:
+            if con is not None:
+                if run == "latest":
+                    row = con.execute("SELECT run_id FROM runs ORDER BY created DESC, run_id DESC LIMIT 1").fetchone()
+                else:
+                    row = con.execute("SELECT run_id FROM runs WHERE run_id = ?", [run]).fetchone()
+                if row:
+                    return row[0]
+        raise NotFoundError(
+            f"no run {run!r} in the history at {self.home}" if run != "latest" else f"no runs yet in {self.home}",
+            hint="`agent history` lists the runs; check --home / AGENT_HOME",
+        )
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        run_id = self.resolve_run_id(run_id)
+        with self._reader() as con:
+            row = self._dicts(con.execute(self._RUN_ROWS + " WHERE r.run_id = ?", [run_id]))[0]
+            extra = con.execute("SELECT config, summary FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        row["config"], row["summary"] = _loads(extra[0]), _loads(extra[1])
+        return row
+
+    def run_candidates(self, run_id: str) -> list[dict[str, Any]]:
+        with self._reader() as con:
+            if con is None:
+                return []
+            rows = self._dicts(con.execute(
+                """
+                SELECT c.candidate_id, c.seq, c.status, v.val_accuracy, f.test_accuracy, c.canonical_key,
+                       c.proposer, c.parents, c.spec, c.error, c.created
+                FROM candidates c
+                LEFT JOIN evaluations v ON v.candidate_id = c.candidate_id AND v.purpose = 'search'
+                LEFT JOIN evaluations f ON f.candidate_id = c.candidate_id AND f.purpose = 'final' AND f.status = 'ok'
+                WHERE c.run_id = ? ORDER BY c.seq
+                """,
+                [run_id],
+            ))
+        for row in rows:
+            row["parents"], row["spec"] = _loads(row["parents"]), _loads(row["spec"])
+        return rows
+
+    def get_candidate(self, candidate_id: str) -> dict[str, Any]:
+        with self._reader() as con:
+            row = None
+            if con is not None:
+                found = self._dicts(con.execute("SELECT * FROM candidates WHERE candidate_id = ?", [candidate_id]))
+                row = found[0] if found else None
+            if row is None:
+                raise NotFoundError(
+                    f"no candidate {candidate_id!r} in the history at {self.home}",
+                    hint="`agent history --run RUN` lists a run's candidates; check --home / AGENT_HOME",
+                )
+            evals = self._dicts(con.execute(
+                "SELECT * FROM evaluations WHERE candidate_id = ? ORDER BY created, evaluation_id", [candidate_id]
+            ))
+            curves = self._dicts(con.execute(
+                "SELECT evaluation_id, epoch, val_accuracy, train_loss, val_loss FROM curves "
+                "WHERE candidate_id = ? ORDER BY evaluation_id, epoch", [candidate_id]
+            ))
+        row["spec"], row["parents"] = _loads(row["spec"]), _loads(row["parents"])
+        for ev in evals:
+            ev["metrics"] = _loads(ev["metrics"])
+            ev["curve"] = [
+                {k: v for k, v in c.items() if k != "evaluation_id"} for c in curves if c["evaluation_id"] == ev["evaluation_id"]
+            ]
+        row["evaluations"] = evals
+        return row
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        with self._reader() as con:
+            if con is None:
+                return []
+            rows = self._dicts(con.execute("SELECT * FROM events WHERE run_id = ? ORDER BY time, event_id", [run_id]))
+        for row in rows:
+            row["payload"] = _loads(row["payload"])
+        return rows

@@ -1,0 +1,29 @@
+"""Proposers by name. ``make_proposer("evolution", space, seed=0)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.proposers.base import Proposal, ProposalContext, Proposer
+from agent.proposers.evolution import RegularizedEvolution
+from agent.proposers.random_search import RandomSearch
+from evaluator.errors import UserInputError, did_you_mean
+from evaluator.spaces import SearchSpace
+
+PROPOSERS: dict[str, type[Proposer]] = {p.name: p for p in (RandomSearch, RegularizedEvolution)}
+
+
+def make_proposer(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Proposer:
+    try:
+        cls = PROPOSERS[name]
+    except KeyError:
+        raise UserInputError(
+            f"unknown proposer {name!r}{did_you_mean(name, PROPOSERS)}",
+            hint="choose one of " + ", ".join(PROPOSERS),
+        ) from None
+    if cls is RegularizedEvolution:
+        return cls(space, seed, **options)
+    return cls(space, seed)
+
+
+__all__ = ["PROPOSERS", "Proposal", "ProposalContext", "Proposer", "make_proposer"]

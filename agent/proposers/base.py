@@ -1,0 +1,51 @@
+"""The proposer interface: ask for proposals, tell outcomes.
+
+``propose(n, context)`` is called whenever the pool has free slots; it returns up to ``n``
+proposals (untrusted until the graph validates them). ``observe(candidate, evaluation)``
+is called once per finished search evaluation, in the order results arrive. A proposer
+seeded with the same seed and told the same outcomes proposes the same candidates.
+
+Duplicates never reach the pool: the graph drops a proposal whose canonical key is already
+in the run and asks again, so a proposer does not need to track what was evaluated, but
+may use ``context.seen`` to avoid wasting attempts.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from evaluator.records import Candidate, Evaluation
+from evaluator.spaces import SearchSpace
+
+
+@dataclass
+class Proposal:
+    spec: Any  # untrusted: validated by the space before anything else sees it
+    parents: list[str] = field(default_factory=list)
+    rationale: str | None = None
+    model: str | None = None
+
+
+@dataclass
+class ProposalContext:
+    seen: frozenset[str]  # canonical keys already in the run (evaluated, queued or running)
+    evaluations: int
+    budget: int
+
+
+class Proposer(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+        self.space = space
+        self.rng = random.Random(seed)
+
+    @abstractmethod
+    def propose(self, n: int, context: ProposalContext) -> list[Proposal]:
+        """Up to ``n`` new proposals."""
+
+    def observe(self, candidate: Candidate, evaluation: Evaluation) -> None:
+        """Called with each finished search evaluation; baselines that ignore results skip it."""

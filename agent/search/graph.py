@@ -1,0 +1,175 @@
+"""The search loop as a langgraph graph: propose -> validate -> evaluate -> record -> decide.
+
+Nodes are plain functions of the state and the run's context; each returns only the keys
+it changed. The pool is asynchronous: ``evaluate`` submits what fits and collects what has
+finished, so a pool with many slots keeps them busy while the proposer works.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from agent.proposers import ProposalContext
+from agent.search.state import TOP_K, SearchContext, SearchState
+from evaluator.errors import SpecError
+from evaluator.pool import Job
+from evaluator.records import Candidate, Status
+
+
+def _candidate_id(run_id: str, seq: int) -> str:
+    return f"{run_id}-c{seq:04d}"
+
+
+def propose(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    ctx = runtime.context
+    if state.get("stop_reason"):
+        return {"proposals": []}
+    pending = len(state["ready"]) + len(state["running"])
+    n = min(ctx.pool.capacity - pending, ctx.budget - state["evaluations"] - pending, ctx.max_attempts - state["attempts"])
+    if n <= 0:
+        return {"proposals": []}
+    context = ProposalContext(seen=frozenset(state["seen"]), evaluations=state["evaluations"], budget=ctx.budget)
+    proposals = ctx.proposer.propose(n, context)[:n]
+    return {"proposals": proposals, "attempts": state["attempts"] + len(proposals)}
+
+
+def validate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    """Untrusted proposals become unique, validated candidates; the rest are recorded."""
+    ctx = runtime.context
+    if not state["proposals"]:
+        return {}
+    seen = set(state["seen"])
+    seq, ready, new_keys, rejected, events = state["seq"], list(state["ready"]), [], [], []
+    counts = dict(state["counts"])
+    for p in state["proposals"]:
+        common = dict(run_id=ctx.run.run_id, space=ctx.space.name, parents=p.parents,
+                      proposer=ctx.proposer.name, model=p.model, rationale=p.rationale)
+        try:
+            spec = ctx.space.validate(p.spec)
+        except SpecError as exc:
+            raw = p.spec if isinstance(p.spec, dict) else {"raw": repr(p.spec)[:2000]}
+            rejected.append(Candidate(candidate_id=_candidate_id(ctx.run.run_id, seq), seq=seq, spec=raw,
+                                      status=Status.INVALID, error=str(exc), **common))
+            counts[Status.INVALID.value] = counts.get(Status.INVALID.value, 0) + 1
+            seq += 1
+            continue
+        key = ctx.space.canonical_key(spec)
+        if key in seen:
+            events.append({"run_id": ctx.run.run_id, "kind": "duplicate_skipped",
+                           "payload": {"canonical_key": key, "parents": p.parents}})
+            continue
+        seen.add(key)
+        new_keys.append(key)
+        ready.append(Candidate(candidate_id=_candidate_id(ctx.run.run_id, seq), seq=seq, spec=spec,
+                               canonical_key=key, status=Status.QUEUED, **common))
+        seq += 1
+    if rejected or events:
+        ctx.recorder.add_candidates(rejected, events)
+    return {"proposals": [], "ready": ready, "seen": new_keys, "seq": seq, "counts": counts,
+            "unrecorded": state["unrecorded"] + [c.candidate_id for c in ready[len(state["ready"]):]],
+            "duplicates": state["duplicates"] + len(events)}
+
+
+def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    """Submit what fits in the pool, then collect what has finished."""
+    ctx = runtime.context
+    ready, running = list(state["ready"]), dict(state["running"])
+    submit = ready[: ctx.pool.free_slots()] if not state.get("stop_reason") else []
+    # One write for the candidates this step: new ones go in as running (or queued when the
+    # pool is full); ones already recorded as queued are marked running.
+    unrecorded = set(state["unrecorded"])
+    for c in submit:
+        c.status = Status.RUNNING
+    if unrecorded:
+        ctx.recorder.add_candidates([c for c in ready if c.candidate_id in unrecorded])
+    started = [c.candidate_id for c in submit if c.candidate_id not in unrecorded]
+    if started:
+        ctx.recorder.set_status(started, Status.RUNNING)
+    for c in submit:
+        ctx.pool.submit(Job(candidate_id=c.candidate_id, spec=c.spec))
+        running[c.candidate_id] = c
+    waiting = ready[len(submit):]
+    results = []
+    if running:
+        timeout = None if ctx.deadline is None else max(0.0, ctx.deadline - time.monotonic())
+        for event in ctx.pool.events(timeout=timeout):
+            if event.kind == "finished" and event.candidate_id in running and event.evaluation is not None:
+                results.append((running.pop(event.candidate_id), event.evaluation))
+    return {"ready": waiting, "running": running, "results": results, "unrecorded": []}
+
+
+def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    ctx = runtime.context
+    results = state["results"]
+    if not results:
+        return {}
+    ctx.recorder.add_evaluations(ctx.run.run_id, [ev for _, ev in results])
+    counts, evaluations, top = dict(state["counts"]), state["evaluations"], list(state["top"])
+    for candidate, ev in results:
+        candidate.status = ev.status
+        counts[ev.status.value] = counts.get(ev.status.value, 0) + 1
+        if ev.status.counts_against_budget:
+            evaluations += 1
+        if ev.status is Status.OK and ev.val_accuracy is not None:
+            top.append({"candidate_id": candidate.candidate_id, "seq": candidate.seq, "spec": candidate.spec,
+                        "val_accuracy": ev.val_accuracy})
+        ctx.proposer.observe(candidate, ev)
+    top = sorted(top, key=lambda t: (-t["val_accuracy"], t["seq"]))[:TOP_K]
+    update = {"results": [], "counts": counts, "evaluations": evaluations, "top": top}
+    if ctx.on_result is not None:
+        snapshot = {**state, **update}
+        for candidate, ev in results:
+            ctx.on_result(candidate, ev, snapshot)
+    return update
+
+
+def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    ctx = runtime.context
+    if state.get("stop_reason"):
+        return {}
+    reason = None
+    if state["evaluations"] >= ctx.budget:
+        reason = "budget reached"
+    elif ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+        reason = "time limit reached"
+    elif state["attempts"] >= ctx.max_attempts and not state["ready"] and not state["running"]:
+        reason = f"proposal limit reached ({ctx.max_attempts} proposals; the space may be exhausted)"
+    if reason is None:
+        return {}
+    for cid in state["running"]:
+        ctx.pool.cancel(cid)  # each cancelled job still reports a final 'pruned' result
+    return {"stop_reason": reason}
+
+
+def route(state: SearchState) -> Literal["continue", "stop"]:
+    if state.get("stop_reason") and not state["running"]:
+        return "stop"
+    return "continue"
+
+
+def build_graph():
+    graph = StateGraph(SearchState, context_schema=SearchContext)
+    graph.add_node("propose", propose)
+    graph.add_node("validate", validate)
+    graph.add_node("evaluate", evaluate)
+    graph.add_node("record", record)
+    graph.add_node("decide", decide)
+    graph.add_edge(START, "propose")
+    graph.add_edge("propose", "validate")
+    graph.add_edge("validate", "evaluate")
+    graph.add_edge("evaluate", "record")
+    graph.add_edge("record", "decide")
+    graph.add_conditional_edges("decide", route, {"continue": "propose", "stop": END})
+    return graph.compile()
+
+
+SEARCH_GRAPH = build_graph()
+
+
+def initial_state() -> SearchState:
+    return SearchState(proposals=[], ready=[], unrecorded=[], running={}, results=[], seen=[], seq=0, attempts=0,
+                       evaluations=0, counts={}, duplicates=0, top=[], stop_reason=None)

@@ -1,0 +1,46 @@
+"""The search graph's state (changes every step) and context (fixed for a run)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from agent.history.recorder import Recorder
+from agent.proposers import Proposal, Proposer
+from evaluator.pool import EvaluationPool
+from evaluator.records import Candidate, Evaluation, Run
+from evaluator.spaces import SearchSpace
+
+
+@dataclass
+class SearchContext:
+    run: Run
+    space: SearchSpace
+    proposer: Proposer
+    pool: EvaluationPool
+    recorder: Recorder
+    budget: int
+    deadline: float | None  # time.monotonic() value, or None for no wall-clock limit
+    max_attempts: int  # proposals (valid or not) the proposer may make in all
+    on_result: Callable[[Candidate, Evaluation, "SearchState"], None] | None = None
+
+
+class SearchState(TypedDict, total=False):
+    proposals: list[Proposal]  # from the proposer, not yet validated
+    ready: list[Candidate]  # validated and unique, waiting for a pool slot
+    unrecorded: list[str]  # ids in ``ready`` not yet written to the history
+    running: dict[str, Candidate]  # submitted to the pool
+    results: list[tuple[Candidate, Evaluation]]  # finished since the last record step
+    seen: Annotated[list[str], operator.add]  # canonical keys in the run, in order
+    seq: int  # next candidate sequence number
+    attempts: int  # proposals made so far
+    evaluations: int  # final statuses other than invalid: what the budget counts
+    counts: dict[str, int]  # candidates by final status
+    duplicates: int  # proposals dropped because their key was already in the run
+    top: list[dict[str, Any]]  # best ok candidates by validation accuracy, best first
+    stop_reason: str | None  # set once the search should wind down
+
+
+TOP_K = 5

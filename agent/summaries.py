@@ -1,0 +1,51 @@
+"""The result objects of the CLI and the Python API; their JSON is DESIGN.md's contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+class BestCandidate(_Out):
+    candidate_id: str
+    spec: dict[str, Any]
+    val_accuracy: float = Field(description="search signal (validation), fraction")
+    test_accuracy: float | None = Field(description="final report of the chosen candidate, fraction")
+    test_source: str | None = Field(default=None, description="what test_accuracy is (which table, how many epochs)")
+
+
+class SearchSummary(_Out):
+    run_id: str
+    status: str
+    task: str
+    space: str
+    proposer: str
+    seed: int
+    budget: int
+    evaluations: int
+    counts: dict[str, int]
+    duplicates_skipped: int
+    proposals: int
+    stop_reason: str | None
+    best: BestCandidate | None
+    top: list[dict[str, Any]]
+    wall_seconds: float
+    home: str | None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class RunRow(_Out):
+    run_id: str
+    task: str
+    status: str
+    created: str
+    evaluations: int
+    best_val_accuracy: float | None

@@ -1,0 +1,66 @@
+"""The asynchronous evaluation-pool interface.
+
+The coordinator submits jobs and collects events; it never waits on one candidate while
+another could be proposed. Backends: tabular (in-process lookups, here), a local process
+pool and Ray later. Workers never touch the history: they hand back
+:class:`~evaluator.records.Evaluation` records and the coordinator writes them.
+
+Contract:
+
+- ``submit(job)`` returns at once; at most ``capacity`` jobs are in flight.
+- ``events(timeout)`` returns the events that happened since the last call, blocking up to
+  ``timeout`` seconds for at least one when jobs are in flight. A job ends with exactly one
+  ``finished`` event carrying its evaluation (whatever its status).
+- ``result(candidate_id)`` is the finished evaluation, or None while the job runs.
+- ``cancel(candidate_id)`` stops a job; it then finishes with status ``pruned``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from evaluator.records import Evaluation, Purpose
+
+
+@dataclass(frozen=True)
+class Job:
+    candidate_id: str
+    spec: dict[str, Any]
+    purpose: Purpose = Purpose.SEARCH
+    fidelity: float | None = None  # None: the task's default
+
+
+@dataclass(frozen=True)
+class PoolEvent:
+    kind: Literal["started", "progress", "finished"]
+    candidate_id: str
+    evaluation: Evaluation | None = None  # set on "finished"
+    data: dict[str, Any] = field(default_factory=dict)  # "progress": epoch, val_accuracy, ...
+
+
+class EvaluationPool(ABC):
+    capacity: int = 1
+
+    @abstractmethod
+    def submit(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def events(self, timeout: float | None = None) -> list[PoolEvent]: ...
+
+    @abstractmethod
+    def result(self, candidate_id: str) -> Evaluation | None: ...
+
+    @abstractmethod
+    def cancel(self, candidate_id: str) -> bool: ...
+
+    @property
+    @abstractmethod
+    def in_flight(self) -> int: ...
+
+    def free_slots(self) -> int:
+        return max(0, self.capacity - self.in_flight)
+
+    def close(self) -> None:
+        """Release workers; the default pool holds none."""

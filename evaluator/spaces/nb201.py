@@ -1,0 +1,121 @@
+"""The NAS-Bench-201 cell space: 4 nodes, 6 edges, 5 operations per edge (15,625 cells).
+
+An edge ``edge_i_j`` carries node ``j``'s output into node ``i``. The canonical text form is
+NAS-Bench-201's arch string, e.g.
+``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|``
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluator.errors import SpecError, did_you_mean
+from evaluator.spaces.base import SearchSpace
+
+Op = Literal["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+OPS: tuple[str, ...] = get_args(Op)
+# (to_node, from_node) in arch-string order.
+EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+EDGE_FIELDS: tuple[str, ...] = tuple(f"edge_{i}_{j}" for i, j in EDGES)
+NUM_CELLS = len(OPS) ** len(EDGES)
+
+
+class Nb201Cell(BaseModel):
+    """One NAS-Bench-201 cell: the operation on each of the six edges."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    edge_1_0: Op = Field(description="op from node 0 (cell input) to node 1")
+    edge_2_0: Op = Field(description="op from node 0 to node 2")
+    edge_2_1: Op = Field(description="op from node 1 to node 2")
+    edge_3_0: Op = Field(description="op from node 0 to node 3 (cell output)")
+    edge_3_1: Op = Field(description="op from node 1 to node 3")
+    edge_3_2: Op = Field(description="op from node 2 to node 3")
+
+
+def arch_string(spec: dict[str, Any]) -> str:
+    """The NAS-Bench-201 arch string of a validated spec."""
+    groups = []
+    for node in (1, 2, 3):
+        ops = [f"{spec[f'edge_{node}_{j}']}~{j}" for j in range(node)]
+        groups.append("|" + "|".join(ops) + "|")
+    return "+".join(groups)
+
+
+def parse_arch(arch: str) -> dict[str, Any]:
+    """Parse an arch string into a spec; the error names the node, the edge and the fix."""
+    if not isinstance(arch, str) or not arch.strip():
+        raise SpecError(
+            f"arch string {arch!r} is empty",
+            hint="write it like |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+        )
+    nodes = arch.strip().split("+")
+    if len(nodes) != 3:
+        raise SpecError(
+            f"arch string {arch!r} has {len(nodes)} node group(s) separated by '+', expected 3",
+            hint="a NAS-Bench-201 cell has 3 node groups: |op~0|+|op~0|op~1|+|op~0|op~1|op~2|",
+        )
+    spec: dict[str, Any] = {}
+    for node, group in enumerate(nodes, start=1):
+        parts = [p for p in group.strip().strip("|").split("|")]
+        if len(parts) != node:
+            raise SpecError(
+                f"arch string {arch!r}: node {node} has {len(parts)} edge(s), expected {node}",
+                hint=f"node {node} takes one op from each earlier node: "
+                + "|".join(f"op~{j}" for j in range(node)),
+            )
+        for j, part in enumerate(parts):
+            op, sep, src = part.partition("~")
+            if sep != "~" or src != str(j):
+                raise SpecError(
+                    f"arch string {arch!r}: node {node} edge {j + 1} is {part!r}, expected 'OP~{j}'",
+                    hint=f"edges into node {node} are listed in order ~0 .. ~{node - 1}",
+                    field=f"edge_{node}_{j}",
+                )
+            if op not in OPS:
+                raise SpecError(
+                    f"arch string {arch!r}: unknown op {op!r} on edge {node}<-{j}{did_you_mean(op, OPS)}",
+                    hint="ops are " + ", ".join(OPS),
+                    field=f"edge_{node}_{j}",
+                )
+            spec[f"edge_{node}_{j}"] = op
+    return spec
+
+
+class Nb201Space(SearchSpace):
+    name: ClassVar[str] = "nb201"
+    proposal_schema: ClassVar[type[BaseModel]] = Nb201Cell
+
+    def describe(self) -> str:
+        return (
+            "NAS-Bench-201 cell: a DAG of 4 nodes; node 0 is the cell input, node 3 the output. "
+            "Each of the 6 edges edge_i_j (node j -> node i, j < i) carries one op: "
+            + ", ".join(OPS)
+            + ". A node sums its incoming edges; 'none' removes an edge. "
+            f"{NUM_CELLS} cells in all."
+        )
+
+    def validate(self, spec: Any) -> dict[str, Any]:
+        if isinstance(spec, str):
+            return parse_arch(spec)
+        if isinstance(spec, dict) and set(spec) == {"arch"}:
+            return parse_arch(spec["arch"])
+        return super().validate(spec)
+
+    def sample(self, rng: random.Random) -> dict[str, Any]:
+        return {field: rng.choice(OPS) for field in EDGE_FIELDS}
+
+    def mutate(self, spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        child = dict(spec)
+        field = rng.choice(EDGE_FIELDS)
+        child[field] = rng.choice([op for op in OPS if op != spec[field]])
+        return child
+
+    def canonical_key(self, spec: dict[str, Any]) -> str:
+        return arch_string(spec)
+
+    def extra_fields(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"arch": arch_string(spec)}

@@ -1,0 +1,111 @@
+"""Tasks: what to design for, where its data is, how it is measured.
+
+Foundation I knows the tabular NAS-Bench-201 tasks. Their data are benchmark tables found
+by path: ``benchmark_dir`` holds ``nb201_12epoch_accuracy.csv`` (the search signal) and, if
+present, ``nb201_<dataset>_200epoch_test.csv`` (the final report); ``signal_table`` and
+``final_table`` name files directly and win over the directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluator.errors import TaskError, did_you_mean
+from evaluator.nb201_tables import SIGNAL_TABLE_NAME, final_table_name
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    kind: Literal["tabular"]
+    description: str
+    dataset: str
+    input_shape: tuple[int, ...]
+    num_classes: int = Field(gt=1)
+    metric: Literal["accuracy"] = "accuracy"
+    default_budget: int = Field(gt=0)
+    default_space: str
+    fidelity: float = Field(gt=0, description="epochs behind the search signal")
+    signal_column: str | None = None  # tabular: the column prefix in the signal table
+    signal_table: Path | None = None
+    final_table: Path | None = None  # None: the final report falls back to the signal table's test column
+
+
+class _Nb201Def(BaseModel):
+    dataset: str  # as in final table names: nb201_<dataset>_200epoch_test.csv
+    column: str  # as in the signal table: <column>-val, <column>-test
+    input_shape: tuple[int, ...]
+    num_classes: int
+    about: str
+
+
+_NB201 = {
+    "nb201-cifar10": _Nb201Def(dataset="cifar10", column="cifar10", input_shape=(3, 32, 32), num_classes=10, about="CIFAR-10"),
+    "nb201-cifar100": _Nb201Def(dataset="cifar100", column="cifar100", input_shape=(3, 32, 32), num_classes=100, about="CIFAR-100"),
+    "nb201-imagenet16": _Nb201Def(dataset="imagenet16", column="imagenet", input_shape=(3, 16, 16), num_classes=120, about="ImageNet16-120"),
+}
+
+TASK_NAMES: tuple[str, ...] = tuple(_NB201)
+
+
+def resolve_task(
+    name: str,
+    *,
+    benchmark_dir: Path | None = None,
+    signal_table: Path | None = None,
+    final_table: Path | None = None,
+) -> Task:
+    """Build a Task by name, locating its data; errors say where we looked and what to pass."""
+    if name not in _NB201:
+        raise TaskError(
+            f"unknown task {name!r}{did_you_mean(name, TASK_NAMES)}",
+            hint="known tasks: " + ", ".join(TASK_NAMES) + " (`agent tasks` lists them)",
+        )
+    d = _NB201[name]
+    bdir = Path(benchmark_dir) if benchmark_dir is not None else None
+    if bdir is not None and not bdir.is_dir():
+        raise TaskError(
+            f"benchmark directory not found: {bdir}",
+            hint=f"pass --benchmark-dir with the folder that holds {SIGNAL_TABLE_NAME}",
+        )
+    if signal_table is None:
+        if bdir is None:
+            raise TaskError(
+                f"task {name} needs the NAS-Bench-201 tables, and no benchmark directory was given",
+                hint=f"pass --benchmark-dir DIR (the folder with {SIGNAL_TABLE_NAME}), --signal-table FILE, "
+                "or set benchmark_dir in agent.toml / AGENT_BENCHMARK_DIR; README.md says where to get the tables",
+            )
+        signal_table = bdir / SIGNAL_TABLE_NAME
+        if not signal_table.is_file():
+            raise TaskError(
+                f"{bdir} has no {SIGNAL_TABLE_NAME}",
+                hint=f"pass --benchmark-dir with the folder that holds {SIGNAL_TABLE_NAME}, or --signal-table FILE",
+            )
+    if final_table is None and bdir is not None:
+        candidate = bdir / final_table_name(d.dataset)
+        final_table = candidate if candidate.is_file() else None
+    return Task(
+        name=name,
+        kind="tabular",
+        description=f"NAS-Bench-201 on {d.about}, tabular: 12-epoch validation accuracy as the search signal",
+        dataset=d.dataset,
+        input_shape=d.input_shape,
+        num_classes=d.num_classes,
+        default_budget=100,
+        default_space="nb201",
+        fidelity=12,
+        signal_column=d.column,
+        signal_table=Path(signal_table).resolve(),
+        final_table=Path(final_table).resolve() if final_table is not None else None,
+    )
+
+
+def describe_tasks() -> list[dict[str, str]]:
+    return [
+        {"task": name, "space": "nb201", "kind": "tabular", "data": f"NAS-Bench-201 tables, {d.about}"}
+        for name, d in _NB201.items()
+    ]
