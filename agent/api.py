@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Settings, load_settings
-from agent.history import History
+from agent.store import History
 from agent.summaries import RunRow, SearchSummary
 
 

@@ -56,7 +56,7 @@ def _bubblewrap() -> dict[str, Any]:
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     from agent.config import load_settings
-    from agent.history import History
+    from agent.store import History
 
     resolved = load_settings({"home": args.home})
     s = resolved.settings

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from agent.config import Settings
-from agent.history import History
-from agent.history.recorder import Recorder
-from agent.proposers import make_proposer
+from agent.store import History
+from agent.store.recorder import Recorder
+from agent.proposers import Proposer, make_proposer
 from agent.search.graph import SEARCH_GRAPH, initial_state
 from agent.search.state import SearchContext, SearchState
 from agent.summaries import BestCandidate, SearchSummary
@@ -47,24 +47,34 @@ def prepare(settings: Settings) -> tuple[Task, SearchSpace, TabularBenchmark]:
     return task, space, TabularBenchmark(task)
 
 
+def _proposer_from(settings: Settings, space: SearchSpace) -> Proposer:
+    if settings.proposer != "evolution":
+        return make_proposer(settings.proposer, space, settings.seed)
+    if settings.tournament > settings.population:
+        raise UserInputError(
+            f"tournament ({settings.tournament}) is larger than population ({settings.population})",
+            hint="choose a tournament size between 1 and the population size (--tournament, --population)",
+        )
+    return make_proposer("evolution", space, settings.seed, population=settings.population, tournament=settings.tournament)
+
+
 def run_search(
     settings: Settings,
     *,
     recorder: Recorder | None = None,
+    proposer: Proposer | None = None,
     on_start: Callable[[Run, list[str]], None] | None = None,
     on_result: ResultCallback | None = None,
 ) -> SearchSummary:
-    """Run a search as configured; record it in ``recorder`` (default: the home's history)."""
+    """Run a search as configured; record it in ``recorder`` (default: the home's history).
+
+    ``proposer`` replaces the one named in settings (a proposer of your own, for example).
+    """
     started = time.monotonic()
     task, space, benchmark = prepare(settings)
     pool = TabularPool(benchmark)
-    options = {"population": settings.population, "tournament": settings.tournament} if settings.proposer == "evolution" else {}
-    if options and settings.tournament > settings.population:
-        raise UserInputError(
-            f"tournament ({settings.tournament}) is larger than population ({settings.population})",
-            hint="choose a tournament size between 1 and the population size",
-        )
-    proposer = make_proposer(settings.proposer, space, settings.seed, **options)
+    if proposer is None:
+        proposer = _proposer_from(settings, space)
     budget = settings.budget or task.default_budget
     home = settings.home
     if recorder is None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
-from agent.history.recorder import Recorder
+from agent.store.recorder import Recorder
 from agent.proposers import Proposal, Proposer
 from evaluator.pool import EvaluationPool
 from evaluator.records import Candidate, Evaluation, Run

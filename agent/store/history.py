@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from agent.history.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, create_statements
+from agent.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, create_statements
 from evaluator.errors import ArchAgentError, NotFoundError
 from evaluator.records import Candidate, Evaluation, Run, RunStatus, Status
 

@@ -1,0 +1,216 @@
+"""The DuckDB history: schema declared once, versioned upgrades, short transactions."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import agent.store.history as store
+from agent.store import History, HistoryError
+from agent.store.schema import SCHEMA_VERSION, TABLES, Migration
+from evaluator.errors import NotFoundError
+from evaluator.records import Candidate, CurvePoint, Evaluation, Purpose, Run, RunStatus, Status
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def _load_sql(path: Path, db: Path) -> None:
+    con = duckdb.connect(str(db))
+    try:
+        for stmt in path.read_text().split(";\n"):
+            body = "\n".join(line for line in stmt.splitlines() if not line.startswith("--")).strip()
+            if body:
+                con.execute(body)
+    finally:
+        con.close()
+
+
+def _columns(db: Path) -> dict[str, list[tuple[str, str]]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns ORDER BY table_name, ordinal_position"
+        ).fetchall()
+    finally:
+        con.close()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for table, column, dtype in rows:
+        out.setdefault(table, []).append((column, dtype))
+    return out
+
+
+def _declared() -> dict[str, list[tuple[str, str]]]:
+    return {t.name: [(c.name, c.type) for c in t.columns] for t in TABLES}
+
+
+def _run(run_id: str = "r1", budget: int = 3) -> Run:
+    return Run(run_id=run_id, task="nb201-cifar10", space="nb201", proposer="random", seed=0, budget=budget)
+
+
+def _candidate(run_id: str, seq: int, status: Status = Status.QUEUED) -> Candidate:
+    return Candidate(candidate_id=f"{run_id}-c{seq:04d}", run_id=run_id, seq=seq, space="nb201",
+                     spec={"edge_1_0": "none"}, canonical_key=f"key{seq}", proposer="random", status=status)
+
+
+def test_new_database_has_the_declared_schema(tmp_path):
+    h = History(tmp_path)
+    h.create_run(_run())
+    assert h.schema_version() == SCHEMA_VERSION
+    assert _columns(h.path) == _declared()
+
+
+def test_version_1_database_upgrades_and_keeps_every_row(tmp_path):
+    _load_sql(ASSETS / "history_v1.sql", tmp_path / store.DB_NAME)
+    h = History(tmp_path)
+    runs = h.list_runs()
+    assert [r["run_id"] for r in runs] == ["20261122-120000-aaaaaa"]
+    assert runs[0]["evaluations"] == 1  # the invalid candidate does not count
+    assert runs[0]["best_val_accuracy"] == pytest.approx(0.85)
+    cand = h.get_candidate("20261122-120000-aaaaaa-c0000")
+    assert [e["purpose"] for e in cand["evaluations"]] == ["search", "final"]
+    assert cand["evaluations"][0]["curve"] == [{"epoch": 12.0, "val_accuracy": 0.85, "train_loss": None, "val_loss": None}]
+    assert h.schema_version() == SCHEMA_VERSION
+    assert _columns(h.path) == _declared()
+    h.add_event("20261122-120000-aaaaaa", "note", {"ok": True})  # still writable after the upgrade
+    assert h.events("20261122-120000-aaaaaa")[-1]["kind"] == "note"
+
+
+def test_migrations_apply_in_order_and_keep_data(tmp_path, monkeypatch):
+    """The upgrade machinery itself: a pretend version 2 adds a column to an existing file."""
+    h = History(tmp_path)
+    h.create_run(_run())
+    step = Migration(2, "add runs.note", ("ALTER TABLE runs ADD COLUMN note VARCHAR DEFAULT 'n/a'",))
+    monkeypatch.setattr(store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store, "MIGRATIONS", (step,))
+    h2 = History(tmp_path)
+    assert h2.schema_version() == 1
+    assert [r["run_id"] for r in h2.list_runs()] == ["r1"]
+    assert h2.schema_version() == 2
+    assert ("note", "VARCHAR") in _columns(h2.path)["runs"]
+
+
+def test_database_newer_than_the_code_is_refused(tmp_path):
+    h = History(tmp_path)
+    h.create_run(_run())
+    con = duckdb.connect(str(h.path))
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(HistoryError, match="schema version 99") as info:
+        History(tmp_path).list_runs()
+    assert "upgrade archagent" in info.value.hint
+
+
+def test_foreign_duckdb_file_is_refused_and_left_alone(tmp_path):
+    con = duckdb.connect(str(tmp_path / store.DB_NAME))
+    con.execute("CREATE TABLE mine (x INT)")
+    con.execute("INSERT INTO mine VALUES (7)")
+    con.close()
+    with pytest.raises(HistoryError, match="not an archagent history"):
+        History(tmp_path).create_run(_run())
+    con = duckdb.connect(str(tmp_path / store.DB_NAME), read_only=True)
+    assert con.execute("SELECT * FROM mine").fetchall() == [(7,)]
+    con.close()
+
+
+def test_round_trip_of_run_candidates_evaluations(tmp_path):
+    h = History(tmp_path)
+    h.create_run(_run("r1"))
+    h.add_candidates([_candidate("r1", 0), _candidate("r1", 1)],
+                     events=[{"run_id": "r1", "kind": "duplicate_skipped", "payload": {"canonical_key": "k"}}])
+    h.set_status(["r1-c0000", "r1-c0001"], Status.RUNNING)
+    h.add_evaluations("r1", [
+        Evaluation(candidate_id="r1-c0000", status=Status.OK, fidelity=12, val_accuracy=0.5,
+                   curve=[CurvePoint(epoch=6, val_accuracy=0.4), CurvePoint(epoch=12, val_accuracy=0.5)]),
+        Evaluation(candidate_id="r1-c0001", status=Status.FAILED, error="NaN loss at epoch 3"),
+    ])
+    h.add_evaluations("r1", [Evaluation(candidate_id="r1-c0000", purpose=Purpose.FINAL, status=Status.OK,
+                                        val_accuracy=0.5, test_accuracy=0.6)], update_status=False)
+    h.finish_run("r1", RunStatus.DONE, {"best": "r1-c0000"})
+
+    rows = {c["candidate_id"]: c for c in h.run_candidates("r1")}
+    assert rows["r1-c0000"]["status"] == "ok" and rows["r1-c0000"]["test_accuracy"] == 0.6
+    assert rows["r1-c0001"]["status"] == "failed" and rows["r1-c0001"]["error"] == "NaN loss at epoch 3"
+    run = h.get_run("r1")
+    assert run["status"] == "done" and run["evaluations"] == 2 and run["summary"] == {"best": "r1-c0000"}
+    cand = h.get_candidate("r1-c0000")
+    assert [p["epoch"] for p in cand["evaluations"][0]["curve"]] == [6.0, 12.0]
+    kinds = [e["kind"] for e in h.events("r1")]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished" and "duplicate_skipped" in kinds
+
+
+def test_failed_write_rolls_back_the_whole_transaction(tmp_path):
+    h = History(tmp_path)
+    h.create_run(_run("r1"))
+    with pytest.raises(duckdb.ConstraintException):
+        h.add_candidates([_candidate("r1", 0), _candidate("r1", 0)])  # same id twice
+    assert h.run_candidates("r1") == []
+
+
+def test_unknown_ids_and_empty_home(tmp_path):
+    h = History(tmp_path / "nothing-here")
+    assert h.list_runs() == []
+    assert not h.path.exists()  # reading creates nothing
+    with pytest.raises(NotFoundError, match="no candidate 'x'"):
+        h.get_candidate("x")
+    with pytest.raises(NotFoundError, match="no runs yet"):
+        h.resolve_run_id("latest")
+    h.create_run(_run("r1"))
+    h.create_run(_run("r2"))
+    assert h.resolve_run_id("latest") in {"r1", "r2"}
+    with pytest.raises(NotFoundError, match="no run 'r3'") as info:
+        h.get_run("r3")
+    assert "agent history" in info.value.hint
+
+
+def test_lock_held_too_long_gives_a_clear_error(tmp_path):
+    h = History(tmp_path, lock_timeout=0.3)
+    h.create_run(_run("r1"))
+    holder = multiprocessing.get_context("spawn").Process(target=_hold_open, args=(str(h.path), 3.0))
+    holder.start()
+    try:
+        import time
+
+        time.sleep(1.5)  # let the child open the file
+        with pytest.raises(HistoryError, match="stayed locked") as info:
+            History(tmp_path, lock_timeout=0.3).list_runs()
+        assert "lock_timeout" in info.value.hint
+    finally:
+        holder.join(timeout=10)
+
+
+def _hold_open(path: str, seconds: float) -> None:
+    import time
+
+    con = duckdb.connect(path)
+    time.sleep(seconds)
+    con.close()
+
+
+def _writer(home: str, run_id: str, n: int) -> None:
+    h = History(Path(home))
+    h.create_run(_run(run_id, budget=n))
+    for i in range(n):
+        h.add_candidates([_candidate(run_id, i)])
+        h.add_evaluations(run_id, [Evaluation(candidate_id=f"{run_id}-c{i:04d}", status=Status.OK, val_accuracy=0.5)])
+
+
+def test_two_writer_processes_and_a_reader_lose_nothing(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), f"w{i}", 30)) for i in range(2)]
+    for p in procs:
+        p.start()
+    reads = 0
+    h = History(tmp_path)
+    while any(p.is_alive() for p in procs):
+        h.list_runs()
+        reads += 1
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    assert reads > 0
+    for run_id in ("w0", "w1"):
+        rows = h.run_candidates(run_id)
+        assert len(rows) == 30 and all(r["status"] == "ok" for r in rows)

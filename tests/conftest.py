@@ -1,0 +1,64 @@
+"""Shared fixtures.
+
+``nb201_dir`` is the real NAS-Bench-201 tables in ../shared/benchdata/nb201 (CI has them);
+tests that need it skip with the reason when it is absent, as in a user's clone.
+``tiny_tables`` writes small tables in the same format, for tests that need no real data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evaluator.spaces.nb201 import EDGE_FIELDS, OPS, arch_string
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHDATA = Path(os.environ.get("ARCHAGENT_BENCHDATA", ROOT.parent / "shared" / "benchdata"))
+NB201_DIR = BENCHDATA / "nb201"
+
+
+@pytest.fixture(scope="session")
+def nb201_dir() -> Path:
+    if not (NB201_DIR / "nb201_12epoch_accuracy.csv").is_file():
+        pytest.skip(f"NAS-Bench-201 tables not found in {NB201_DIR} (../shared/benchdata is only in the team's checkouts and CI)")
+    return NB201_DIR
+
+
+def all_archs() -> list[str]:
+    return [arch_string(dict(zip(EDGE_FIELDS, ops))) for ops in itertools.product(OPS, repeat=len(EDGE_FIELDS))]
+
+
+def write_tiny_tables(folder: Path, archs: list[str], final: bool = True) -> Path:
+    """A signal table (and a cifar10 final table) in the NB201 format; accuracy grows with conv count."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["index,arch,cifar10-test,cifar10-val,cifar100-test,cifar100-val,imagenet-test,imagenet-val"]
+    final_lines = ["index,arch,cifar10_test_200ep,isomorphism_class"]
+    for i, arch in enumerate(archs):
+        score = 10.0 + 10.0 * arch.count("conv") + 0.001 * i  # percent; distinct values
+        lines.append(f'{i},{arch},{score + 1},{score},{score / 2 + 1},{score / 2},{score / 3 + 1},{score / 3}')
+        final_lines.append(f"{i},{arch},{min(100.0, score + 20)},x")
+    (folder / "nb201_12epoch_accuracy.csv").write_text("\n".join(lines) + "\n")
+    if final:
+        (folder / "nb201_cifar10_200epoch_test.csv").write_text("\n".join(final_lines) + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_tables(tmp_path: Path) -> Path:
+    """Tables covering all 15,625 cells with synthetic accuracies (best: all nor_conv)."""
+    return write_tiny_tables(tmp_path / "tables", all_archs())
+
+
+def run_cli(*args: str, home: Path | None = None, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
+    """Run the real `agent` CLI in a subprocess; returns CompletedProcess with text output."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    if home is not None:
+        full_env["AGENT_HOME"] = str(home)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or ROOT, timeout=timeout)
