@@ -28,14 +28,14 @@ def settings_from(**flags: Any) -> Settings:
 
 def search(task: str | None = None, **settings: Any) -> SearchSummary:
     """Run a search (``agent search``) and return its summary."""
-    from agent.search.runner import run_search
+    from agent.engine.runner import run_search
 
     return run_search(settings_from(task=task, **settings))
 
 
 def evaluate(task: str | None = None, spec: Any = None, *, final: bool = False, **settings: Any) -> dict[str, Any]:
     """Evaluate one spec or nb201 arch string (``agent eval``) and record it."""
-    from agent.search.runner import evaluate_one
+    from agent.engine.runner import evaluate_one
 
     return evaluate_one(settings_from(task=task, **settings), spec, final=final)
 

@@ -79,6 +79,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _validate_one(key: str, value: Any, source: str) -> Any:
+    if isinstance(value, bool):  # TOML true/false: no setting is a flag, and pydantic would take it as 1/0
+        raise ConfigError(
+            f"{source}: bad value {value!r} for {key}: expected {Settings.model_fields[key].annotation}, not a boolean",
+            hint=f"set {key} to a valid value ({Settings.model_fields[key].description or 'see README.md'})",
+        )
     try:
         Settings.model_validate({key: value})
     except ValidationError as exc:
@@ -106,15 +111,11 @@ def load_settings(
     cwd_values = _read_toml(cwd_file) if cwd_file.is_file() else {}
 
     # The home directory decides where the second config file is, so resolve it first.
-    if "home" in flags:
-        home = Path(flags["home"])
-    elif "home" in env_values:
-        home = Path(env_values["home"])
-    elif "home" in cwd_values:
-        home = Path(cwd_values["home"])
-    else:
-        home = Path(Settings.model_fields["home"].default)
-    home_file = (cwd / home).expanduser() / CONFIG_FILE
+    home: Any = Settings.model_fields["home"].default
+    for values, source in ((cwd_values, f"agent.toml ({cwd_file})"), (env_values, f"env {ENV_PREFIX}HOME"), (flags, "flag")):
+        if "home" in values:
+            home = _validate_one("home", values["home"], source)
+    home_file = cwd / Path(home).expanduser() / CONFIG_FILE
     home_values = {}
     if home_file.is_file() and home_file.resolve() != cwd_file.resolve():
         home_values = _read_toml(home_file)

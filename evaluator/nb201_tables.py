@@ -49,7 +49,19 @@ class AccuracyTable:
         return len(next(iter(self.columns.values()), {}))
 
 
-def _read_csv(path: Path, what: str, flag: str) -> tuple[list[str], list[list[str]]]:
+def _read_header(path: Path, what: str, flag: str) -> list[str]:
+    _check_file(path, what, flag)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise TableError(f"{what} {path} is not a readable CSV file: {exc}", hint=f"pass {flag} with a CSV table") from None
+    if header is None:
+        raise TableError(f"{what} {path} is empty", hint="the table needs a header row and one row per cell")
+    return [h.strip() for h in header]
+
+
+def _check_file(path: Path, what: str, flag: str) -> None:
     if not path.exists():
         raise TableError(
             f"{what} not found: {path}",
@@ -57,6 +69,10 @@ def _read_csv(path: Path, what: str, flag: str) -> tuple[list[str], list[list[st
         )
     if not path.is_file():
         raise TableError(f"{what} {path} is not a file", hint=f"pass {flag} with a CSV file")
+
+
+def _read_csv(path: Path, what: str, flag: str) -> tuple[list[str], list[list[str]]]:
+    _check_file(path, what, flag)
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
@@ -71,7 +87,7 @@ def _read_csv(path: Path, what: str, flag: str) -> tuple[list[str], list[list[st
 def _load_table(path: Path, what: str, flag: str, wanted: tuple[str, ...]) -> AccuracyTable:
     # Cached by the file's identity, so an edited file is read again.
     stat = path.stat() if path.is_file() else None
-    key = (stat.st_mtime_ns, stat.st_size) if stat else None
+    key = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) if stat else None
     return _load_table_cached(path, what, flag, wanted, key)
 
 
@@ -122,7 +138,7 @@ def load_signal_table(path: Path, dataset: str) -> AccuracyTable:
 
 
 def final_column(path: Path) -> str:
-    header, _ = _read_csv(path, "final table", "--final-table")
+    header = _read_header(path, "final table", "--final-table")
     found = [h for h in header if h.endswith("_test_200ep")]
     if len(found) != 1:
         raise TableError(

@@ -30,15 +30,18 @@ class TabularBenchmark:
         self._val = signal.column(f"{task.signal_column}-val")
         self._test12 = signal.column(f"{task.signal_column}-test")
         self._final: AccuracyTable | None = load_final_table(task.final_table) if task.final_table else None
-        self.warnings = [w for w in (coverage_note(signal),) if w]
+        tables = (signal, self._final) if self._final is not None else (signal,)
+        self.warnings = [w for w in map(coverage_note, tables) if w]
         if self._final is not None:
             self._test_final = next(iter(self._final.columns.values()))
             self.final_source = f"200-epoch test accuracy from {self._final.path.name}"
+            self.final_fidelity = 200.0
         else:
             self._test_final = self._test12
             self.final_source = (
                 f"12-epoch test accuracy from {signal.path.name} (no 200-epoch table for {task.dataset})"
             )
+            self.final_fidelity = task.fidelity
 
     def evaluate(self, job: Job) -> Evaluation:
         start = time.perf_counter()
@@ -54,12 +57,14 @@ class TabularBenchmark:
         val = self._val[key]
         if job.purpose is Purpose.FINAL:
             test = self._test_final.get(key)
+            common["fidelity"] = self.final_fidelity
             if test is None:
+                table = self._final.path if self._final is not None else self.task.signal_table
                 return Evaluation(
                     **common,
                     status=Status.FAILED,
                     val_accuracy=val,
-                    error=f"cell {key} is not in the final table",
+                    error=f"cell {key} is not in the final table {table}",
                     source=self.final_source,
                 )
             return Evaluation(

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agent.config import load_settings
-    from agent.search.runner import evaluate_one
+    from agent.engine.runner import evaluate_one
 
     if args.arch is None and args.spec is None:
         raise UserInputError("nothing to evaluate", hint="pass --arch ARCH_STRING or --spec JSON")

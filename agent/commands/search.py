@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from agent.config import load_settings
     from agent.progress import SearchProgress
-    from agent.search.runner import run_search
+    from agent.engine.runner import run_search
 
     settings = load_settings(settings_flags(
         args, "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
@@ -46,7 +46,7 @@ def render_summary(summary) -> None:
     table.add_column("#", justify="right")
     table.add_column("candidate")
     table.add_column("val acc", justify="right")
-    table.add_column("arch / spec")
+    table.add_column("arch / spec", overflow="fold")
     for i, row in enumerate(summary.top, start=1):
         table.add_row(str(i), row["candidate_id"], f"{row['val_accuracy']:.4f}", row.get("arch", ""))
     console.print(table)

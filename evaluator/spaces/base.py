@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from evaluator.errors import SpecError
+from evaluator.errors import SpecError, did_you_mean
 
 
 class SearchSpace(ABC):
@@ -73,6 +73,9 @@ def spec_error_from_validation(exc: ValidationError, space: str) -> SpecError:
         first_field = first_field or field
         value = err.get("input")
         shown = f" (got {value!r})" if err["type"] != "missing" else ""
+        if err["type"] == "literal_error" and isinstance(value, str):
+            choices = [c.strip().strip("'") for c in str(err.get("ctx", {}).get("expected", "")).replace(" or ", ", ").split(",")]
+            shown += did_you_mean(value, [c for c in choices if c])
         problems.append(f"{field}: {err['msg']}{shown}")
     return SpecError(
         f"invalid {space} spec: " + "; ".join(problems),

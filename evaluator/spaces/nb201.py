@@ -47,7 +47,13 @@ def arch_string(spec: dict[str, Any]) -> str:
 
 def parse_arch(arch: str) -> dict[str, Any]:
     """Parse an arch string into a spec; the error names the node, the edge and the fix."""
-    if not isinstance(arch, str) or not arch.strip():
+    if not isinstance(arch, str):
+        raise SpecError(
+            f"arch must be a string, got {type(arch).__name__} {arch!r}",
+            hint="pass the NAS-Bench-201 arch string, e.g. |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+            field="arch",
+        )
+    if not arch.strip():
         raise SpecError(
             f"arch string {arch!r} is empty",
             hint="write it like |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",

@@ -8,7 +8,7 @@ import pytest
 
 from agent.config import Settings
 from agent.proposers import Proposal, ProposalContext, Proposer
-from agent.search.runner import run_search
+from agent.engine.runner import run_search
 from agent.store import History
 from agent.store.recorder import MemoryRecorder
 from evaluator.records import FINAL_STATUSES, RunStatus, Status

@@ -14,7 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agent.proposers import ProposalContext
-from agent.search.state import TOP_K, SearchContext, SearchState
+from agent.engine.state import TOP_K, SearchContext, SearchState
 from evaluator.errors import SpecError
 from evaluator.pool import Job
 from evaluator.records import Candidate, Status
@@ -94,8 +94,12 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         running[c.candidate_id] = c
     waiting = ready[len(submit):]
     results = []
-    if running:
-        timeout = None if ctx.deadline is None else max(0.0, ctx.deadline - time.monotonic())
+    # Wait for at least one finished job, or the deadline. Once stopping, wait without a
+    # deadline: every cancelled job still reports its final result.
+    while running and not results:
+        timeout = None if ctx.deadline is None or state.get("stop_reason") else ctx.deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            break
         for event in ctx.pool.events(timeout=timeout):
             if event.kind == "finished" and event.candidate_id in running and event.evaluation is not None:
                 results.append((running.pop(event.candidate_id), event.evaluation))

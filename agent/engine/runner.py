@@ -15,8 +15,8 @@ from agent.config import Settings
 from agent.store import History
 from agent.store.recorder import Recorder
 from agent.proposers import Proposer, make_proposer
-from agent.search.graph import SEARCH_GRAPH, initial_state
-from agent.search.state import SearchContext, SearchState
+from agent.engine.graph import SEARCH_GRAPH, initial_state
+from agent.engine.state import SearchContext, SearchState
 from agent.summaries import BestCandidate, SearchSummary
 from evaluator.errors import UserInputError
 from evaluator.pool import Job
