@@ -37,7 +37,9 @@ test: $(STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PYTHON) bench/search_nb201.py --benchmark-dir "$(BENCHDATA)/nb201"
+	$(PYTHON) bench/search_nb201.py --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201"
+	$(PYTHON) bench/search_nb201.py --task nb201-cifar100 --benchmark-dir "$(BENCHDATA)/nb201"
+	$(PYTHON) bench/search_speed.py --benchmark-dir "$(BENCHDATA)/nb201"
 
 clean:
 	rm -rf .make build *.egg-info .pytest_cache

@@ -1,0 +1,75 @@
+"""What every bench script shares: where it ran, and its own section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import agent
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BENCHMARK_DIR = REPO_ROOT.parent / "shared" / "benchdata" / "nb201"
+DOC = REPO_ROOT / "docs" / "benchmarks.md"
+DOC_INTRO = """# Benchmarks
+
+Every number on this page comes from a script in `bench/`. Each section says which script
+wrote it, on which machine, on what date and with which exact command; running that command
+again rewrites only that section. Accuracies are in percent here; the scripts' JSON output
+and the project's API use fractions.
+"""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    machine: str
+    date: str
+    command: str
+    cwd: str  # where the command ran
+    versions: str
+    benchmark_dir: str
+    wall_seconds: float
+
+    def bullets(self) -> list[str]:
+        return [
+            f"- machine: {self.machine}",
+            f"- date: {self.date}",
+            f"- command: `{self.command}` ({self.cwd})",
+            f"- tables: `{self.benchmark_dir}`",
+            f"- versions: {self.versions}",
+        ]
+
+
+def run_info(benchmark_dir: Path, started: float) -> RunInfo:
+    """``started`` is a time.perf_counter() value from the start of the script."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+              if line.startswith("model name")]
+    cpu = models[0] if models else (platform.processor() or "unknown cpu")
+    return RunInfo(
+        machine=f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        date=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        command=shlex.join(["python", *sys.argv]),
+        cwd="from the repository root" if Path.cwd() == REPO_ROOT else f"run in {Path.cwd()}",
+        versions=f"archagent {agent.__version__}, python {platform.python_version()}",
+        benchmark_dir=os.path.relpath(benchmark_dir, REPO_ROOT),
+        wall_seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def write_doc(key: str, body: str) -> None:
+    """Replace the section marked ``bench:<key>`` of docs/benchmarks.md (or add it), leaving the rest alone."""
+    start, end = f"<!-- bench:{key} start -->", f"<!-- bench:{key} end -->"
+    section = f"{start}\n{body}\n{end}"
+    text = DOC.read_text(encoding="utf-8") if DOC.is_file() else DOC_INTRO
+    i, j = text.find(start), text.find(end)
+    if (i < 0) != (j < 0) or j < i:
+        raise SystemExit(f"{DOC}: the markers of the {key} section are broken; fix or remove them by hand")
+    text = text[:i] + section + text[j + len(end):] if i >= 0 else text.rstrip("\n") + "\n\n" + section + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text, encoding="utf-8")
