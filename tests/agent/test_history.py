@@ -168,24 +168,25 @@ def test_unknown_ids_and_empty_home(tmp_path):
 def test_lock_held_too_long_gives_a_clear_error(tmp_path):
     h = History(tmp_path, lock_timeout=0.3)
     h.create_run(_run("r1"))
-    holder = multiprocessing.get_context("spawn").Process(target=_hold_open, args=(str(h.path), 3.0))
+    ctx = multiprocessing.get_context("spawn")
+    opened, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_open, args=(str(h.path), opened, release))
     holder.start()
     try:
-        import time
-
-        time.sleep(1.5)  # let the child open the file
+        assert opened.wait(timeout=60), "the child never opened the database"
         with pytest.raises(HistoryError, match="stayed locked") as info:
             History(tmp_path, lock_timeout=0.3).list_runs()
         assert "lock_timeout" in info.value.hint
     finally:
-        holder.join(timeout=10)
+        release.set()
+        holder.join(timeout=30)
+    assert History(tmp_path).list_runs()[0]["run_id"] == "r1"  # usable again once released
 
 
-def _hold_open(path: str, seconds: float) -> None:
-    import time
-
+def _hold_open(path: str, opened, release) -> None:
     con = duckdb.connect(path)
-    time.sleep(seconds)
+    opened.set()
+    release.wait(timeout=60)
     con.close()
 
 
