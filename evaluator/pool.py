@@ -11,7 +11,8 @@ Contract:
 - ``events(timeout)`` returns the events that happened since the last call, blocking up to
   ``timeout`` seconds for at least one when jobs are in flight. A job ends with exactly one
   ``finished`` event carrying its evaluation (whatever its status).
-- ``result(candidate_id)`` is the finished evaluation, or None while the job runs.
+- ``result(candidate_id)`` is the candidate's latest finished evaluation, or None while its
+  first job runs.
 - ``cancel(candidate_id)`` stops a job; it then finishes with status ``pruned``.
 """
 

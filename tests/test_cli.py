@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 import agent
-from tests.conftest import all_archs, run_cli
+from agent.store import History
+from tests.conftest import ROOT, all_archs, run_cli
 
 SUMMARY_FIELDS = {"run_id", "status", "task", "evaluations", "counts", "best"}
 BEST_FIELDS = {"candidate_id", "spec", "val_accuracy", "test_accuracy", "arch"}
@@ -90,6 +96,7 @@ def test_eval_one_arch(tiny_tables, tmp_path):
         (["search", "--task", "nb201-cifar1O", "--benchmark-dir", "{tables}"], 2, ["unknown task 'nb201-cifar1O'", "did you mean 'nb201-cifar10'"]),
         (["search", "--task", "cifar-mystery", "--benchmark-dir", "{tables}"], 2, ["unknown task", "agent tasks"]),
         (["search", "--task", "nb201-cifar10"], 2, ["needs the NAS-Bench-201 tables", "--benchmark-dir"]),
+        (["search", "--benchmark-dir", "{tables}"], 2, ["no task given", "--task"]),
         (["search", "--task", "nb201-cifar10", "--benchmark-dir", "{tmp}/nowhere"], 2, ["benchmark directory not found"]),
         (["search", "--task", "nb201-cifar10", "--benchmark-dir", "{tmp}"], 2, ["has no nb201_12epoch_accuracy.csv"]),
         (["search", "--task", "nb201-cifar10", "--signal-table", "{tmp}/bad.csv"], 2, ["bad.csv line 3", "column cifar10-val", "'eighty'"]),
@@ -158,3 +165,21 @@ def test_tasks_and_spaces_catalog():
     assert {t["task"] for t in tasks} == {"nb201-cifar10", "nb201-cifar100", "nb201-imagenet16"}
     spaces = json.loads(run_cli("spaces", "nb201", "--json").stdout)["spaces"]
     assert set(spaces["nb201"]["schema"]["properties"]) == {f"edge_{i}_{j}" for i in range(1, 4) for j in range(i)}
+
+
+def test_ctrl_c_stops_a_search_and_marks_the_run_interrupted(tiny_tables, tmp_path):
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "search", "--task", "nb201-cifar10", "--benchmark-dir",
+                             str(tiny_tables), "--budget", "100000", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    h = History(home)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (h.exists() and h.list_runs() and h.run_candidates(h.resolve_run_id("latest"))):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    (run,) = h.list_runs()
+    assert run["status"] == "interrupted" and 0 < run["evaluations"] < 100000

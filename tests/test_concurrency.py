@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from agent.store import History
 from tests.conftest import ROOT, run_cli
 
 
+@pytest.mark.slow
 def test_two_searches_and_history_readers_share_one_home(tiny_tables, tmp_path):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}

@@ -20,7 +20,7 @@ from agent.engine.state import SearchContext, SearchState
 from agent.summaries import BestCandidate, SearchSummary
 from evaluator.errors import UserInputError
 from evaluator.pool import Job
-from evaluator.records import FINAL_STATUSES, Candidate, Evaluation, Purpose, Run, RunStatus
+from evaluator.records import FINAL_STATUSES, Candidate, Evaluation, Purpose, Run, RunStatus, Status
 from evaluator.spaces import SearchSpace, get_space
 from evaluator.tabular import TabularBenchmark, TabularPool
 from evaluator.tasks import Task, resolve_task
@@ -94,8 +94,9 @@ def run_search(
     )
     try:
         final = SEARCH_GRAPH.invoke(initial_state(), {"recursion_limit": 10 * ctx.max_attempts + 100}, context=ctx)
-        best = _final_report(ctx, final, benchmark)
-        summary = _summary(ctx, final, best, RunStatus.DONE, started, isinstance(recorder, History) and home, benchmark)
+        best = _final_report(ctx, final)
+        summary = _summary(ctx, final, best, started, home=str(home) if isinstance(recorder, History) else None,
+                           warnings=benchmark.warnings)
         recorder.finish_run(run.run_id, RunStatus.DONE, summary.to_json())
         return summary
     except KeyboardInterrupt:
@@ -108,32 +109,36 @@ def run_search(
         pool.close()
 
 
-def _final_report(ctx: SearchContext, state: SearchState, benchmark: TabularBenchmark) -> BestCandidate | None:
+def _final_report(ctx: SearchContext, state: SearchState) -> BestCandidate | None:
     """Evaluate the best candidate by validation on the test split (not counted in the budget)."""
     if not state["top"]:
         return None
     best = state["top"][0]
     ctx.pool.submit(Job(candidate_id=best["candidate_id"], spec=best["spec"], purpose=Purpose.FINAL))
-    events = [e for e in ctx.pool.events(timeout=None) if e.kind == "finished" and e.evaluation is not None]
-    evaluation = events[-1].evaluation
+    evaluation = None
+    while evaluation is None:  # the graph has stopped: the final job is the only one in flight
+        for event in ctx.pool.events(timeout=None):
+            if event.kind == "finished" and event.evaluation is not None and event.evaluation.purpose is Purpose.FINAL:
+                evaluation = event.evaluation
     ctx.recorder.add_evaluations(ctx.run.run_id, [evaluation], update_status=False)
     return BestCandidate(
         candidate_id=best["candidate_id"], spec=best["spec"], val_accuracy=best["val_accuracy"],
-        test_accuracy=evaluation.test_accuracy, test_source=evaluation.source if evaluation.status.value == "ok" else evaluation.error,
+        test_accuracy=evaluation.test_accuracy,
+        test_source=evaluation.source if evaluation.status is Status.OK else evaluation.error,
         **ctx.space.extra_fields(best["spec"]),
     )
 
 
-def _summary(ctx, state, best, status, started, home, benchmark) -> SearchSummary:
+def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None, started: float, *,
+             home: str | None, warnings: list[str]) -> SearchSummary:
     counts = {s.value: state["counts"].get(s.value, 0) for s in FINAL_STATUSES}
     top = [{"candidate_id": t["candidate_id"], "val_accuracy": t["val_accuracy"], **ctx.space.extra_fields(t["spec"])}
            for t in state["top"]]
     return SearchSummary(
-        run_id=ctx.run.run_id, status=status.value, task=ctx.run.task, space=ctx.space.name, proposer=ctx.proposer.name,
+        run_id=ctx.run.run_id, status=RunStatus.DONE.value, task=ctx.run.task, space=ctx.space.name, proposer=ctx.proposer.name,
         seed=ctx.run.seed, budget=ctx.budget, evaluations=state["evaluations"], counts=counts,
         duplicates_skipped=state["duplicates"], proposals=state["attempts"], stop_reason=state["stop_reason"],
-        best=best, top=top, wall_seconds=round(time.monotonic() - started, 3), home=str(home) if home else None,
-        warnings=benchmark.warnings,
+        best=best, top=top, wall_seconds=round(time.monotonic() - started, 3), home=home, warnings=warnings,
     )
 
 
@@ -158,7 +163,7 @@ def evaluate_one(settings: Settings, spec: object, *, final: bool = False) -> di
         out = {"run_id": run.run_id, "candidate_id": candidate.candidate_id, "task": task.name,
                "status": evaluation.status.value, "error": evaluation.error, "val_accuracy": evaluation.val_accuracy,
                "fidelity": evaluation.fidelity, "spec": spec, **space.extra_fields(spec)}
-        if final and evaluation.status.value == "ok":
+        if final and evaluation.status is Status.OK:
             report = benchmark.evaluate(Job(candidate_id=candidate.candidate_id, spec=spec, purpose=Purpose.FINAL))
             history.add_evaluations(run.run_id, [report], update_status=False)
             out |= {"test_accuracy": report.test_accuracy, "test_source": report.source}
