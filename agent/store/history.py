@@ -109,30 +109,56 @@ class History:
 
     def _ensure_schema(self) -> None:
         """Create the database or upgrade it; refuse a database newer than this code."""
-        if self.exists():
-            version = self._read_version()
-            if version == SCHEMA_VERSION:
-                self._checked = True
-                return
-            if version > SCHEMA_VERSION:
-                raise HistoryError(
-                    f"the history database {self.path} has schema version {version}, newer than "
-                    f"this archagent understands ({SCHEMA_VERSION})",
-                    hint="upgrade archagent (pip install -U archagent), or use another --home",
-                )
-        self.home.mkdir(parents=True, exist_ok=True)
-        con = self._open(read_only=False)
+        if not self.exists():
+            self._create()
+        version = self._read_version()
+        if version > SCHEMA_VERSION:
+            raise HistoryError(
+                f"the history database {self.path} has schema version {version}, newer than "
+                f"this archagent understands ({SCHEMA_VERSION})",
+                hint="upgrade archagent (pip install -U archagent), or use another --home",
+            )
+        if version < SCHEMA_VERSION:
+            con = self._open(read_only=False)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    self._create_or_migrate(con)
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+            finally:
+                con.close()
+        self._checked = True
+
+    def _create(self) -> None:
+        """Make the database beside its final name and link it into place, so no process ever
+        opens a half-created file; when several processes race, the first link wins."""
         try:
-            con.execute("BEGIN TRANSACTION")
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HistoryError(
+                f"cannot create the home directory {self.home}: {exc.strerror or exc}",
+                hint="point --home / AGENT_HOME at a writable folder",
+            ) from None
+        tmp = self.home / f".{DB_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            con = duckdb.connect(str(tmp))
             try:
                 self._create_or_migrate(con)
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+            finally:
+                con.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process created it first; theirs is as good as ours
+            except OSError:  # a file system without hard links: a rename, unless someone was first
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
         finally:
-            con.close()
-        self._checked = True
+            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+                leftover.unlink(missing_ok=True)
 
     def _read_version(self) -> int:
         con = self._open(read_only=True)

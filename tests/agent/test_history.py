@@ -149,6 +149,13 @@ def test_failed_write_rolls_back_the_whole_transaction(tmp_path):
     assert h.run_candidates("r1") == []
 
 
+def test_home_that_is_a_file_gives_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(HistoryError, match="cannot create the home directory") as info:
+        History(tmp_path / "file").create_run(_run())
+    assert "--home" in info.value.hint
+
+
 def test_unknown_ids_and_empty_home(tmp_path):
     h = History(tmp_path / "nothing-here")
     assert h.list_runs() == []
