@@ -139,3 +139,14 @@ def test_history_records_the_whole_run(tiny_tables, tmp_path):
     assert all(r["status"] == Status.OK.value for r in rows)
     best = h.get_candidate(summary.best.candidate_id)
     assert [e["purpose"] for e in best["evaluations"]] == ["search", "final"]
+
+
+def test_the_history_does_not_change_the_search(tiny_tables, tmp_path):
+    """bench/ runs searches with the in-memory recorder; they must equal `agent search`'s."""
+    s = settings(tiny_tables, proposer="evolution", budget=25, seed=5, population=6, tournament=2, home=tmp_path / "h")
+    in_memory, recorded = run_search(s, recorder=MemoryRecorder()), run_search(s)
+    assert in_memory.best.arch == recorded.best.arch and in_memory.best.test_accuracy == recorded.best.test_accuracy
+    keys = [r["canonical_key"] for r in History(tmp_path / "h").run_candidates(recorded.run_id)]
+    rec = MemoryRecorder()
+    run_search(s, recorder=rec)
+    assert keys == [c.canonical_key for c in sorted(rec.candidates.values(), key=lambda c: c.seq)]
