@@ -1,0 +1,64 @@
+"""A task's data in memory, as the trusted side holds it.
+
+Images are ``(N, C, H, W)`` arrays of ``uint8`` or ``float32``; the network sees
+``x / x_scale`` (255 for 8-bit images, 16 for the 8x8 digits). Labels are ``int64`` class
+indices in ``[0, num_classes)``. Only the trusted side ever holds ``y_val`` and ``y_test``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from evaluator.errors import TaskError
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple[str, ...]
+    x_scale: float = 255.0
+    source: str = ""  # where the data came from, for people
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def check(self) -> "Dataset":
+        """Raise TaskError naming the first array that is malformed; return self otherwise."""
+        if len(self.classes) < 2:
+            raise TaskError(f"data set {self.name}: {len(self.classes)} class(es); need at least 2",
+                            hint="a classification task needs two or more classes")
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            where = f"data set {self.name}: x_{split}"
+            if x.ndim != 4:
+                raise TaskError(f"{where} has shape {x.shape}; expected (N, C, H, W)",
+                                hint="images need a channel axis: add one with x[:, None] for grey images")
+            if x.shape[1:] != self.x_train.shape[1:]:
+                raise TaskError(f"{where} has images of shape {x.shape[1:]}, x_train has {self.x_train.shape[1:]}",
+                                hint="all splits need images of one shape")
+            if x.dtype not in (np.uint8, np.float32):
+                raise TaskError(f"{where} has dtype {x.dtype}; expected uint8 or float32", hint="convert the array")
+            if y.ndim != 1 or len(y) != len(x):
+                raise TaskError(f"data set {self.name}: y_{split} has shape {y.shape} for {len(x)} images",
+                                hint=f"y_{split} needs one class index per image")
+            if len(y) == 0:
+                raise TaskError(f"data set {self.name}: the {split} split is empty", hint="every split needs images")
+            if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= self.num_classes:
+                raise TaskError(
+                    f"data set {self.name}: y_{split} must hold class indices in [0, {self.num_classes})",
+                    hint="labels are integers 0..num_classes-1",
+                )
+        return self
