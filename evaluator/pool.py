@@ -31,6 +31,7 @@ class Job:
     spec: dict[str, Any]
     purpose: Purpose = Purpose.SEARCH
     fidelity: float | None = None  # None: the task's default
+    seed: int = 0  # training seed (final evaluations retrain with several)
 
 
 @dataclass(frozen=True)

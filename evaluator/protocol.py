@@ -1,0 +1,175 @@
+"""The worker's messages and the trusted side's checks.
+
+The worker sends one JSON object a line on its private channel, each signed with an HMAC
+over a key it received before any candidate code ran; the trusted side accepts a line only
+when the signature is right, the job id is this job's, the sequence number is the next one,
+the message is of a known type with exactly its fields, and it comes in protocol order:
+
+    ready -> epoch 1 -> epoch 2 ... -> [test] -> done        (or failure at any point)
+
+Messages carry predictions, never metrics: the trusted side computes every metric against
+labels the worker never had. Anything else is rejected and counted, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+MAX_LINE_BYTES = 16 * 1024 * 1024  # a line longer than this is rejected unread
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    job: str
+    seq: int = Field(ge=0)
+
+
+class Ready(_Msg):
+    type: Literal["ready"]
+    params: int = Field(ge=0)
+    device: str = Field(max_length=200)
+    threads: int = Field(ge=1)
+
+
+class Epoch(_Msg):
+    type: Literal["epoch"]
+    epoch: int = Field(ge=1)
+    train_loss: float
+    val_predictions: list[int]
+    seconds: float = Field(ge=0)
+    images_per_second: float = Field(ge=0)
+
+
+class Test(_Msg):
+    type: Literal["test"]
+    predictions: list[int]
+
+
+class Failure(_Msg):
+    type: Literal["failure"]
+    kind: Literal["exception", "nan_loss", "memory"]
+    message: str = Field(max_length=8000)
+
+
+class Done(_Msg):
+    type: Literal["done"]
+
+
+Message = Annotated[Union[Ready, Epoch, Test, Failure, Done], Field(discriminator="type")]
+_MESSAGE = TypeAdapter(Message)
+
+
+def sign(key: bytes, body: bytes) -> str:
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+# -- worker side ------------------------------------------------------------------------
+
+class Channel:
+    """The worker's sending end. It binds what it needs at creation, so candidate code that
+    later monkeypatches json, hmac or this module cannot change what it sends."""
+
+    def __init__(self, fd: int, key: bytes, job: str) -> None:
+        self._fd, self._key, self._job, self._seq = fd, key, job, 0
+        self._dumps, self._write, self._sign = json.dumps, os.write, sign
+
+    def send(self, type_: str, **fields: Any) -> None:
+        body = self._dumps({"job": self._job, "seq": self._seq, "type": type_, **fields},
+                           separators=(",", ":"), allow_nan=False).encode()
+        line = self._sign(self._key, body).encode() + b" " + body + b"\n"
+        view = memoryview(line)
+        while view:
+            view = view[self._write(self._fd, view):]
+        self._seq += 1
+
+
+# -- trusted side -----------------------------------------------------------------------
+
+@dataclass
+class Checker:
+    """Accepts the messages of one job, in order; everything else lands in ``rejected``."""
+
+    key: bytes
+    job: str
+    n_val: int
+    n_test: int  # 0 when this job must not send test predictions
+    num_classes: int
+    epochs: int
+    accepted: list[Any] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # reasons, in arrival order
+
+    def feed(self, line: bytes) -> Any | None:
+        """The accepted message, or None (the reason is appended to ``rejected``)."""
+        reason, msg = self._check(line)
+        if reason is not None:
+            self.rejected.append(reason)
+            return None
+        self.accepted.append(msg)
+        return msg
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.accepted) and isinstance(self.accepted[-1], (Done, Failure))
+
+    def _check(self, line: bytes) -> tuple[str | None, Any]:
+        if len(line) > MAX_LINE_BYTES:
+            return f"line of {len(line)} bytes is too long", None
+        mac, _, body = line.rstrip(b"\n").partition(b" ")
+        if not hmac.compare_digest(mac, sign(self.key, body).encode()):
+            return "bad signature", None
+        try:
+            msg = _MESSAGE.validate_json(body)
+        except ValidationError as exc:
+            return f"malformed message: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}", None
+        if msg.job != self.job:
+            return f"message for job {msg.job!r}, not {self.job!r}", None
+        if msg.seq != len(self.accepted):
+            return f"sequence number {msg.seq}, expected {len(self.accepted)}", None
+        if self.finished:
+            return f"{msg.type} after the job finished", None
+        return self._check_order(msg), msg
+
+    def _check_order(self, msg: Any) -> str | None:
+        previous = self.accepted[-1] if self.accepted else None
+        if isinstance(msg, Failure):
+            return None
+        if isinstance(msg, Ready):
+            return None if previous is None else "ready sent twice"
+        if previous is None:
+            return f"{msg.type} before ready"
+        if isinstance(msg, Epoch):
+            expected = previous.epoch + 1 if isinstance(previous, Epoch) else 1
+            if not isinstance(previous, (Ready, Epoch)) or msg.epoch != expected:
+                return f"epoch {msg.epoch} out of order (expected {expected} after {previous.type})"
+            if msg.epoch > self.epochs:
+                return f"epoch {msg.epoch} beyond the {self.epochs} asked for"
+            return _predictions_problem(msg.val_predictions, self.n_val, self.num_classes, "val_predictions")
+        trained = isinstance(previous, Epoch) and previous.epoch == self.epochs
+        if isinstance(msg, Test):
+            if self.n_test == 0:
+                return "test predictions from a job that was not asked for them"
+            if not trained:
+                return "test predictions before training finished"
+            return _predictions_problem(msg.predictions, self.n_test, self.num_classes, "predictions")
+        # Done
+        if not trained and not isinstance(previous, Test):
+            return f"done after {previous.type}, before all {self.epochs} epochs"
+        if self.n_test and not isinstance(previous, Test):
+            return "done without the test predictions"
+        return None
+
+
+def _predictions_problem(preds: list[int], n: int, num_classes: int, name: str) -> str | None:
+    if len(preds) != n:
+        return f"{name} has {len(preds)} entries for {n} inputs"
+    if preds and (min(preds) < 0 or max(preds) >= num_classes):
+        return f"{name} holds a class outside [0, {num_classes})"
+    return None

@@ -1,0 +1,202 @@
+"""Train one image classifier and report per-epoch predictions. Nothing here sees a label
+other than the training labels, and nothing here computes a validation or test metric.
+
+Sections, top to bottom: config, data, schedule, augmentation, train loop, prediction.
+Runs on CPU or CUDA; on CUDA it uses channels_last and bf16 autocast. Seeded: the same
+config, data and thread count give the same predictions on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#############################################
+#                 Config                    #
+#############################################
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int  # the fidelity: set by the task budget or the scheduler, never by the proposal
+    seed: int = 0
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.05
+    momentum: float = 0.9  # sgd only (Nesterov)
+    schedule: str = "cosine"  # constant | cosine | step (x0.1 at 50% and 75% of training)
+    warmup_epochs: int = 0  # linear warm-up, in epochs
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    label_smoothing: float = 0.0
+    augmentation: str = "none"  # none | flip | crop | crop_flip
+    device: str = "cpu"
+    threads: int = 1  # torch intra-op threads on CPU
+
+    @classmethod
+    def from_spec(cls, training: dict[str, Any] | None, **fixed: Any) -> "TrainConfig":
+        """Training hyperparameters from a spec's ``training`` section, plus fixed fields."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in (training or {}).items() if k in known}
+        return cls(**(values | fixed))
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    train_loss: float
+    val_predictions: np.ndarray  # (N_val,) int64 class indices
+    seconds: float
+    images_per_second: float
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"NaN or infinite training loss at epoch {epoch}, step {step}")
+        self.epoch = epoch
+
+
+#############################################
+#                  Data                     #
+#############################################
+
+
+def to_tensor(x: np.ndarray, x_scale: float, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) uint8/float32 -> normalised float32, per channel."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).float() / x_scale
+    return (t - mean) / std
+
+
+def channel_stats(x: np.ndarray, x_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.from_numpy(np.ascontiguousarray(x)).float() / x_scale
+    mean = t.mean(dim=(0, 2, 3), keepdim=True)[0]
+    std = t.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
+    return mean, std
+
+
+#############################################
+#            Schedule, augmentation         #
+#############################################
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    total = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)  # 0 -> 1 after warm-up
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return 0.1 ** (int(progress >= 0.5) + int(progress >= 0.75))
+    return 1.0
+
+
+def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """Random translation (pad H/8, at least 1 pixel) and/or horizontal flip, per image."""
+    b, c, h, w = x.shape
+    if "crop" in kind:
+        pad = max(1, h // 8)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]  # (B, 1, H, 1)
+        cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]  # (B, 1, 1, W)
+        x = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    if "flip" in kind:
+        flip = (torch.rand(b, generator=gen) < 0.5)[:, None, None, None]
+        x = torch.where(flip, x.flip(3), x)
+    return x
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases and normalisation parameters (1-d tensors).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"optimizer={cfg.optimizer!r} must be sgd, adam or adamw")
+
+
+#############################################
+#                Train loop                 #
+#############################################
+
+
+def train(
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    x_scale: float,
+    cfg: TrainConfig,
+    on_epoch: Callable[[EpochReport], None],
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Train for ``cfg.epochs``, calling ``on_epoch`` after each; return a predict function."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    cuda = device.type == "cuda"
+    if not cuda:
+        torch.set_num_threads(cfg.threads)
+    memory_format = torch.channels_last if cuda else torch.contiguous_format
+
+    mean, std = channel_stats(x_train, x_scale)
+    xs = to_tensor(x_train, x_scale, mean, std)  # (N, C, H, W)
+    ys = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+    model = model.to(device=device, memory_format=memory_format)
+    optimizer = make_optimizer(model, cfg)
+    n = len(xs)
+    batch = min(cfg.batch_size, n)
+    steps_per_epoch = max(1, n // batch)  # drop the last partial batch
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        model.eval()
+        out = []
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            t = to_tensor(x, x_scale, mean, std)
+            for i in range(0, len(t), 512):
+                chunk = t[i:i + 512].to(device, memory_format=memory_format, non_blocking=True)
+                out.append(model(chunk).argmax(dim=1).cpu())
+        return torch.cat(out).numpy().astype(np.int64)
+
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=gen)
+        total_loss = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * batch:(step + 1) * batch]
+            xb = xs[idx]
+            if cfg.augmentation != "none":
+                xb = augment(xb, cfg.augmentation, gen)
+            xb = xb.to(device, memory_format=memory_format, non_blocking=True)
+            yb = ys[idx].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += float(loss)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start  # training only; prediction below is not counted
+        on_epoch(EpochReport(epoch=epoch, train_loss=total_loss / steps_per_epoch, val_predictions=predict(x_val),
+                             seconds=seconds, images_per_second=steps_per_epoch * batch / max(seconds, 1e-9)))
+    return predict

@@ -1,0 +1,225 @@
+"""The local evaluation pool: each candidate trains in a fresh worker process.
+
+The pool stages the task's arrays once (training images and labels; validation and test
+images without labels), gives each job a scratch folder with links to them, starts
+``python -I -m evaluator.worker`` under the limits of ``sandbox.process``, checks every
+message it sends (evaluator.protocol), and computes every metric itself from the
+predictions and the labels it alone holds. Up to ``capacity`` jobs run at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluator.data.base import Dataset
+from evaluator.pool import EvaluationPool, Job, PoolEvent
+from evaluator.protocol import Checker, Done, Epoch, Failure, Ready, Test
+from evaluator.records import CurvePoint, Evaluation, Purpose, Status
+from evaluator.worker import TEST_HOOKS_ENV
+from sandbox.process import ChildProcess, Limits, clean_env
+
+
+@dataclass
+class _Running:
+    job: Job
+    checker: Checker
+    process: ChildProcess
+    scratch: Path
+    started: float
+    cancelled: bool = False
+    curve: list[CurvePoint] = field(default_factory=list)
+    device_seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+class TrainingPool(EvaluationPool):
+    def __init__(
+        self,
+        dataset: Dataset,
+        space: str,
+        *,
+        workdir: Path,
+        epochs: int,
+        capacity: int = 1,
+        limits: Limits = Limits(),
+        device: str = "cpu",
+        threads: int | None = None,
+        test_inject: dict[str, str] | None = None,  # candidate_id -> code; tests only
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity={capacity} must be at least 1")
+        self.dataset, self.space, self.epochs, self.capacity = dataset, space, epochs, capacity
+        self.limits, self.device = limits, device
+        self.threads = threads or max(1, (os.cpu_count() or 1) // capacity)
+        self.workdir = Path(workdir)
+        self.test_inject = test_inject or {}
+        self._events: queue.Queue[PoolEvent] = queue.Queue()
+        self._running: dict[str, _Running] = {}
+        self._results: dict[str, Evaluation] = {}
+        self._lock = threading.Lock()
+        self._staged = self._stage()
+
+    # -- data ------------------------------------------------------------------------
+
+    def _stage(self) -> Path:
+        """Write the arrays a worker may see, once per pool. Validation and test labels stay here."""
+        staged = self.workdir / "data"
+        staged.mkdir(parents=True, exist_ok=True)
+        d = self.dataset
+        for name, array in (("x_train", d.x_train), ("y_train", d.y_train.astype(np.int64)),
+                            ("x_val", d.x_val), ("x_test", d.x_test)):
+            np.save(staged / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        return staged
+
+    def _scratch(self, job: Job, job_id: str) -> Path:
+        scratch = self.workdir / "jobs" / job_id
+        scratch.mkdir(parents=True)
+        names = ["x_train", "y_train", "x_val"] + (["x_test"] if job.purpose is Purpose.FINAL else [])
+        for name in names:
+            src, dst = self._staged / f"{name}.npy", scratch / f"{name}.npy"
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        return scratch
+
+    # -- the pool interface ----------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        if self.in_flight >= self.capacity:
+            raise RuntimeError(f"pool is full ({self.capacity} jobs); submit when free_slots() > 0")
+        job_id = f"{job.candidate_id}-{job.purpose.value}-s{job.seed}-{secrets.token_hex(3)}"
+        key = secrets.token_bytes(32)
+        epochs = int(job.fidelity or self.epochs)
+        want_test = job.purpose is Purpose.FINAL
+        scratch = self._scratch(job, job_id)
+        spec = {"job": job_id, "space": self.space, "spec": job.spec, "input_shape": list(self.dataset.input_shape),
+                "num_classes": self.dataset.num_classes, "x_scale": self.dataset.x_scale, "epochs": epochs,
+                "seed": job.seed, "device": self.device, "threads": self.threads, "want_test": want_test}
+        extra_env = {}
+        if job.candidate_id in self.test_inject:
+            spec["test_inject"] = self.test_inject[job.candidate_id]
+            extra_env[TEST_HOOKS_ENV] = "1"
+        (scratch / "job.json").write_text(json.dumps(spec))
+        checker = Checker(key=key, job=job_id, n_val=len(self.dataset.y_val),
+                          n_test=len(self.dataset.y_test) if want_test else 0,
+                          num_classes=self.dataset.num_classes, epochs=epochs)
+        threads_env = {k: str(self.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        holder: dict[str, _Running] = {}
+        process = ChildProcess(
+            [sys.executable, "-I", "-m", "evaluator.worker", str(scratch)], cwd=scratch,
+            env=clean_env(threads_env | extra_env, home=scratch), limits=self.limits, key=key,
+            on_message=lambda line: self._on_message(holder["run"], line), threads=self.threads,
+        )
+        run = holder["run"] = _Running(job=job, checker=checker, process=process, scratch=scratch, started=time.monotonic())
+        with self._lock:
+            self._running[job.candidate_id] = run
+        process.start()
+        self._events.put(PoolEvent(kind="started", candidate_id=job.candidate_id, data={"job": job_id}))
+        threading.Thread(target=self._finish, args=(run,), daemon=True).start()
+
+    def events(self, timeout: float | None = None) -> list[PoolEvent]:
+        out = []
+        try:
+            out.append(self._events.get(timeout=timeout) if self.in_flight or not self._events.empty()
+                       else self._events.get_nowait())
+        except queue.Empty:
+            return out
+        while True:
+            try:
+                out.append(self._events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def result(self, candidate_id: str) -> Evaluation | None:
+        with self._lock:
+            return self._results.get(candidate_id)
+
+    def cancel(self, candidate_id: str) -> bool:
+        with self._lock:
+            run = self._running.get(candidate_id)
+        if run is None:
+            return False
+        run.cancelled = True
+        run.process.kill()
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def close(self) -> None:
+        for cid in list(self._running):
+            self.cancel(cid)
+        shutil.rmtree(self.workdir / "data", ignore_errors=True)
+
+    # -- one job ---------------------------------------------------------------------
+
+    def _on_message(self, run: _Running, line: bytes) -> None:
+        msg = run.checker.feed(line)
+        if isinstance(msg, Epoch):
+            val = float(np.mean(np.asarray(msg.val_predictions) == self.dataset.y_val))
+            run.curve.append(CurvePoint(epoch=msg.epoch, val_accuracy=val, train_loss=msg.train_loss))
+            run.device_seconds += msg.seconds
+            run.images_per_second = msg.images_per_second
+            self._events.put(PoolEvent(kind="progress", candidate_id=run.job.candidate_id,
+                                       data={"epoch": msg.epoch, "val_accuracy": val, "train_loss": msg.train_loss}))
+
+    def _finish(self, run: _Running) -> None:
+        result = run.process.wait()
+        evaluation = self._evaluation(run, result)
+        shutil.rmtree(run.scratch, ignore_errors=True)
+        with self._lock:  # the event is queued before the slot frees, so no reader can miss it
+            self._results[run.job.candidate_id] = evaluation
+            self._events.put(PoolEvent(kind="finished", candidate_id=run.job.candidate_id, evaluation=evaluation))
+            self._running.pop(run.job.candidate_id, None)
+
+    def _evaluation(self, run: _Running, result: Any) -> Evaluation:
+        accepted = run.checker.accepted
+        ready = next((m for m in accepted if isinstance(m, Ready)), None)
+        test = next((m for m in accepted if isinstance(m, Test)), None)
+        failure = next((m for m in accepted if isinstance(m, Failure)), None)
+        done = any(isinstance(m, Done) for m in accepted)
+        metrics: dict[str, Any] = {"params": ready.params if ready else None, "epochs": len(run.curve),
+                                   "images_per_second": round(run.images_per_second, 1),
+                                   "rejected_messages": len(run.checker.rejected)}
+        if run.checker.rejected:
+            metrics["first_rejection"] = run.checker.rejected[0][:300]
+        tail = result.tail_text[-3000:]
+        status, error = Status.OK, None
+        if run.cancelled:
+            status, error = Status.PRUNED, "cancelled by the coordinator"
+        elif result.timed_out:
+            status, error = Status.TIMEOUT, (f"wall-clock limit of {self.limits.wall_seconds:g} s exceeded; "
+                                             f"the process group was killed. Last output:\n{tail}")
+        elif failure is not None:
+            what = {"nan_loss": "NaN loss", "memory": f"memory limit ({self.limits.memory_mb} MB) exceeded",
+                    "exception": "the candidate raised"}[failure.kind]
+            status, error = Status.FAILED, f"{what}: {failure.message}"
+        elif not done:
+            how = f"was killed by {result.killed_by}" if result.killed_by else f"exited with code {result.returncode}"
+            memory_hint = " (likely the memory limit)" if result.killed_by == "SIGKILL" else ""
+            status, error = Status.FAILED, f"the worker {how}{memory_hint} before finishing. Last output:\n{tail}"
+        val = run.curve[-1].val_accuracy if run.curve else None
+        test_acc = None
+        if status is Status.OK and test is not None:
+            test_acc = float(np.mean(np.asarray(test.predictions) == self.dataset.y_test))
+        return Evaluation(
+            candidate_id=run.job.candidate_id, purpose=run.job.purpose, status=status,
+            fidelity=float(len(run.curve)), val_accuracy=val if status is Status.OK else None,
+            test_accuracy=test_acc, curve=run.curve, metrics=metrics, source=f"trained on {self.device}",
+            wall_seconds=result.wall_seconds, device_seconds=run.device_seconds, error=error,
+        )

@@ -1,0 +1,92 @@
+"""The worker: ``python -I -m evaluator.worker JOB_DIR``, a fresh process per candidate.
+
+It reads its message key and opens its channel first, then reads ``job.json`` and the arrays
+the trusted side put in JOB_DIR (training images with labels; validation and test images
+without), builds the candidate, trains it and sends predictions (see evaluator.protocol).
+It never holds a validation or test label and never computes a metric.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from evaluator.protocol import Channel
+
+TEST_HOOKS_ENV = "ARCHAGENT_TEST_HOOKS"  # set by the pool only when a test asks for fault injection
+
+
+def _read_key(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _is_memory_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text \
+        or "cannot allocate memory" in text or "bad_alloc" in text
+
+
+def run(job_dir: Path, channel: Channel) -> None:
+    import numpy as np
+    import torch
+
+    from evaluator.models import build_model
+    from evaluator.trainer import TrainConfig, train
+
+    job = json.loads((job_dir / "job.json").read_text())
+    if job.get("test_inject") and os.environ.get(TEST_HOOKS_ENV) == "1":
+        exec(compile(job["test_inject"], "<test_inject>", "exec"), {"__name__": "__test_inject__"})  # noqa: S102
+
+    load = lambda name: np.load(job_dir / f"{name}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
+    x_train, y_train, x_val = load("x_train"), load("y_train"), load("x_val")
+    cfg = TrainConfig.from_spec(job["spec"].get("training"), epochs=job["epochs"], seed=job["seed"],
+                                device=job["device"], threads=job["threads"])
+    torch.manual_seed(cfg.seed)
+    model = build_model(job["space"], job["spec"], tuple(job["input_shape"]), job["num_classes"])
+    channel.send("ready", params=sum(p.numel() for p in model.parameters()), device=cfg.device, threads=cfg.threads)
+    predict = train(model, x_train, y_train, x_val, job["x_scale"], cfg, lambda r: channel.send(
+        "epoch", epoch=r.epoch, train_loss=r.train_loss, val_predictions=r.val_predictions.tolist(),
+        seconds=r.seconds, images_per_second=r.images_per_second))
+    if job["want_test"]:
+        channel.send("test", predictions=predict(load("x_test")).tolist())
+    channel.send("done")
+
+
+def main(argv: list[str]) -> int:
+    from sandbox.process import CHANNEL_FD_ENV, KEY_FD_ENV
+
+    if len(argv) != 2 or CHANNEL_FD_ENV not in os.environ:
+        print("usage: python -m evaluator.worker JOB_DIR (started by the evaluation pool)", file=sys.stderr)
+        return 2
+    key = _read_key(int(os.environ.pop(KEY_FD_ENV)))
+    job_dir = Path(argv[1])
+    job_id = json.loads((job_dir / "job.json").read_text())["job"]
+    channel = Channel(int(os.environ.pop(CHANNEL_FD_ENV)), key, job_id)
+    del key
+    from evaluator.trainer import NonFiniteLoss
+
+    try:
+        run(job_dir, channel)
+    except NonFiniteLoss as exc:
+        channel.send("failure", kind="nan_loss", message=str(exc))
+        return 1
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the process ends
+        kind = "memory" if _is_memory_error(exc) else "exception"
+        tail = "".join(traceback.format_exception(exc)[-6:])[-6000:]
+        try:
+            channel.send("failure", kind=kind, message=f"{type(exc).__name__}: {exc}\n{tail}")
+        except BaseException:  # noqa: BLE001 - even sending may fail without memory
+            pass
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

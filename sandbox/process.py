@@ -1,0 +1,185 @@
+"""Run one untrusted job as a child process: its own process group, a clean environment,
+resource limits, a wall-clock timeout that kills the whole group, and a private channel.
+
+The child's stdout and stderr are only logs (the last lines are kept for error messages).
+Messages meant for the parent travel on a separate pipe whose file descriptor the child
+finds in ``$ARCHAGENT_CHANNEL_FD``; a key for signing them arrives once on the pipe in
+``$ARCHAGENT_KEY_FD``. The parent gets each line through ``on_message``. What the
+messages mean is not this module's business: it knows nothing of models or metrics.
+
+This is the process boundary of Foundation II; the hardened sandbox (network and file
+system isolation, cgroups, seccomp) will wrap the same call.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import resource
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHANNEL_FD_ENV = "ARCHAGENT_CHANNEL_FD"  # the child writes its messages to this descriptor
+KEY_FD_ENV = "ARCHAGENT_KEY_FD"  # the child reads its message key here once, before running anything untrusted
+
+# Only these variables reach the child; everything else (API keys, tokens, proxies, cloud
+# credentials) stays out. Values are copied from the parent when set there.
+ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                 "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_seconds: float = 600.0
+    memory_mb: int | None = 4096  # address space (RLIMIT_AS); None: no limit
+    cpu_seconds: int | None = None  # RLIMIT_CPU; None: wall_seconds x threads + slack
+    file_size_mb: int | None = 1024  # largest file the job may write (RLIMIT_FSIZE)
+    open_files: int = 512
+
+    def __post_init__(self) -> None:
+        if self.wall_seconds <= 0:
+            raise ValueError(f"wall_seconds={self.wall_seconds} must be positive")
+        if self.memory_mb is not None and self.memory_mb < 256:
+            raise ValueError(f"memory_mb={self.memory_mb} is too small to start Python (>= 256)")
+
+
+@dataclass
+class ProcessResult:
+    returncode: int | None
+    timed_out: bool
+    killed_by: str | None  # signal name when a signal ended the process
+    wall_seconds: float
+    tail: list[str] = field(default_factory=list)  # last lines of stdout/stderr
+
+    @property
+    def tail_text(self) -> str:
+        return "\n".join(self.tail)
+
+
+def clean_env(extra: Mapping[str, str] | None = None, home: Path | None = None) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    if home is not None:
+        env["HOME"] = str(home)
+        env["TMPDIR"] = str(home)
+    env.update(extra or {})
+    return env
+
+
+def _limit_resources(limits: Limits, cpu_seconds: int) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child between fork and exec
+        mb = 1024 * 1024
+        if limits.memory_mb is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+        if limits.file_size_mb is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+class ChildProcess:
+    """One child; ``start()`` then ``wait()``; ``kill()`` from any thread."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        limits: Limits,
+        key: bytes,
+        on_message: Callable[[bytes], None],
+        threads: int = 1,
+        tail_lines: int = 40,
+    ) -> None:
+        self.argv, self.cwd, self.env, self.limits, self.key = list(argv), cwd, dict(env), limits, key
+        self.on_message = on_message
+        self.cpu_seconds = limits.cpu_seconds or int(limits.wall_seconds * max(1, threads) + 30)
+        self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._tail_lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._threads: list[threading.Thread] = []
+        self._timed_out = threading.Event()
+        self._started = 0.0
+
+    def start(self) -> None:
+        channel_r, channel_w = os.pipe()
+        key_r, key_w = os.pipe()
+        env = self.env | {CHANNEL_FD_ENV: str(channel_w), KEY_FD_ENV: str(key_r)}
+        self._started = time.monotonic()
+        try:
+            self._proc = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, pass_fds=(channel_w, key_r),
+                preexec_fn=_limit_resources(self.limits, self.cpu_seconds),
+            )
+        except BaseException:
+            for fd in (channel_r, key_w):
+                os.close(fd)
+            raise
+        finally:
+            os.close(channel_w)
+            os.close(key_r)
+        with os.fdopen(key_w, "wb") as fh:  # the key, then EOF
+            try:
+                fh.write(self.key)
+            except BrokenPipeError:  # the child died before reading it; wait() reports why
+                pass
+        self._threads = [
+            threading.Thread(target=self._read_channel, args=(channel_r,), daemon=True),
+            threading.Thread(target=self._read_logs, daemon=True),
+            threading.Thread(target=self._watchdog, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _read_channel(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as fh:
+            for line in fh:
+                self.on_message(line)
+
+    def _read_logs(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._tail_lock:
+                self._tail.append(text[:2000])
+
+    def _watchdog(self) -> None:
+        assert self._proc is not None
+        try:
+            self._proc.wait(timeout=self.limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            self._timed_out.set()
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill the whole process group (the job and anything it started)."""
+        if self._proc is None:
+            return
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def wait(self) -> ProcessResult:
+        assert self._proc is not None, "start() first"
+        returncode = self._proc.wait()
+        self.kill()  # whatever the job left behind in its group goes too
+        for t in self._threads:
+            t.join(timeout=10)
+        killed_by = signal.Signals(-returncode).name if returncode is not None and returncode < 0 else None
+        with self._tail_lock:
+            tail = list(self._tail)
+        return ProcessResult(returncode=returncode, timed_out=self._timed_out.is_set(), killed_by=killed_by,
+                             wall_seconds=time.monotonic() - self._started, tail=tail)

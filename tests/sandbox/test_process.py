@@ -1,0 +1,98 @@
+"""sandbox.process: a real child process with limits, a clean environment and a private channel."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.process import CHANNEL_FD_ENV, KEY_FD_ENV, ChildProcess, Limits, clean_env
+
+CHILD = textwrap.dedent(f"""
+    import os, sys
+    key = b""
+    fd = int(os.environ["{KEY_FD_ENV}"])
+    while chunk := os.read(fd, 4096):
+        key += chunk
+    out = int(os.environ["{CHANNEL_FD_ENV}"])
+    os.write(out, b"key " + key + b"\\n")
+    os.write(out, ("env " + ",".join(sorted(os.environ)) + "\\n").encode())
+    print("a log line on stdout")
+    print("a log line on stderr", file=sys.stderr)
+    exec(sys.argv[1])
+""")
+
+
+def run_child(tmp_path, code="", limits=Limits(wall_seconds=30), env=None):
+    messages, lock = [], threading.Lock()
+
+    def on_message(line: bytes) -> None:
+        with lock:
+            messages.append(line.decode())
+
+    proc = ChildProcess([sys.executable, "-I", "-c", CHILD, code], cwd=tmp_path, env=env or clean_env(home=tmp_path),
+                        limits=limits, key=b"s3cret", on_message=on_message)
+    proc.start()
+    return proc.wait(), messages
+
+
+def test_channel_key_and_logs_are_separate(tmp_path):
+    result, messages = run_child(tmp_path)
+    assert result.returncode == 0 and not result.timed_out
+    assert messages[0] == "key s3cret\n"
+    assert "a log line on stdout" in result.tail and "a log line on stderr" in result.tail
+    assert not any("log line" in m for m in messages)
+
+
+def test_environment_is_clean(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    _, messages = run_child(tmp_path, env=clean_env(home=tmp_path))
+    names = set(messages[1].split(" ", 1)[1].strip().split(","))
+    assert not names & {"OPENAI_API_KEY", "HTTPS_PROXY", "AWS_SECRET_ACCESS_KEY"}
+    assert {"HOME", "PATH"} <= names
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    code = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "open('grandchild.pid', 'w').write(str(child.pid))\n"
+            "time.sleep(60)\n")
+    result, _ = run_child(tmp_path, code, limits=Limits(wall_seconds=2))
+    assert result.timed_out and result.killed_by == "SIGKILL"
+    assert result.wall_seconds < 30
+    pid = int((tmp_path / "grandchild.pid").read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _state(pid) not in {"gone", "Z"}:
+        time.sleep(0.05)
+    assert _state(pid) in {"gone", "Z"}  # killed with its group (a zombie at most, until reaped)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
+def test_memory_limit_stops_a_runaway_allocation(tmp_path):
+    result, _ = run_child(tmp_path, "x = bytearray(3 * 1024**3)", limits=Limits(wall_seconds=30, memory_mb=512))
+    assert result.returncode != 0
+    assert "MemoryError" in result.tail_text
+
+
+def test_exit_code_and_tail_of_a_crash(tmp_path):
+    result, _ = run_child(tmp_path, "raise SystemExit('bad things happened')")
+    assert result.returncode == 1 and "bad things happened" in result.tail_text
+
+
+def test_limits_reject_nonsense():
+    with pytest.raises(ValueError, match="wall_seconds"):
+        Limits(wall_seconds=0)
+    with pytest.raises(ValueError, match="memory_mb"):
+        Limits(memory_mb=10)
