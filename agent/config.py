@@ -46,10 +46,17 @@ class Settings(BaseModel):
     population: int = Field(default=20, ge=2, description="regularized evolution: population size")
     tournament: int = Field(default=5, ge=1, description="regularized evolution: tournament sample size")
     lock_timeout: float = Field(default=60.0, gt=0, description="seconds to wait for the history database")
+    data_dir: Path | None = Field(default=None, description="an existing copy of a data set (cifar10: the folder with cifar-10-batches-py)")
+    epochs: int | None = Field(default=None, gt=0, description="epochs per candidate on training tasks; None: the task's")
+    workers: int = Field(default=1, ge=1, le=64, description="candidates trained at once")
+    timeout: float = Field(default=600.0, gt=0, description="wall-clock seconds one candidate may train")
+    memory_mb: int = Field(default=4096, ge=256, description="address-space limit of one worker process, MB")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where candidates train")
+    final_seeds: int = Field(default=3, ge=1, le=10, description="seeds of the final retraining of the best candidate")
 
 
 FIELDS = tuple(Settings.model_fields)
-PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table"}
+PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table", "data_dir"}
 
 
 class ResolvedSettings(BaseModel):

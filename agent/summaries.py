@@ -20,6 +20,8 @@ class BestCandidate(_Out):
     val_accuracy: float = Field(description="search signal (validation), fraction")
     test_accuracy: float | None = Field(description="final report of the chosen candidate, fraction")
     test_source: str | None = Field(default=None, description="what test_accuracy is (which table, how many epochs)")
+    test_accuracy_std: float | None = Field(default=None, description="std over the final retraining seeds (training tasks)")
+    seeds: list[int] | None = Field(default=None, description="seeds of the final retraining (training tasks)")
 
 
 class SearchSummary(_Out):

@@ -55,6 +55,11 @@ class NotFoundError(UserInputError):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ' (did you mean 'x'?)' for the closest choice, or '' when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    """Return ' (did you mean 'x'?)' for the closest choice, or '' when none is close.
+
+    A choice that contains the word whole ('cifar100' in 'nb201-cifar100') comes first.
+    """
+    choices = list(choices)
+    containing = [c for c in choices if word and word.lower() in c.lower()]
+    close = difflib.get_close_matches(word, containing or choices, n=1, cutoff=0.3 if containing else 0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -74,21 +74,22 @@ def sign(key: bytes, body: bytes) -> str:
 # -- worker side ------------------------------------------------------------------------
 
 class Channel:
-    """The worker's sending end. It binds what it needs at creation, so candidate code that
-    later monkeypatches json, hmac or this module cannot change what it sends."""
+    """The worker's sending end. ``send`` is a closure made at creation over the functions it
+    needs, so candidate code that later monkeypatches json, os, hmac, this module or this
+    class cannot change what an existing channel sends."""
 
     def __init__(self, fd: int, key: bytes, job: str) -> None:
-        self._fd, self._key, self._job, self._seq = fd, key, job, 0
-        self._dumps, self._write, self._sign = json.dumps, os.write, sign
+        dumps, write, signer, seq = json.dumps, os.write, sign, [0]
 
-    def send(self, type_: str, **fields: Any) -> None:
-        body = self._dumps({"job": self._job, "seq": self._seq, "type": type_, **fields},
-                           separators=(",", ":"), allow_nan=False).encode()
-        line = self._sign(self._key, body).encode() + b" " + body + b"\n"
-        view = memoryview(line)
-        while view:
-            view = view[self._write(self._fd, view):]
-        self._seq += 1
+        def send(type_: str, **fields: Any) -> None:
+            body = dumps({"job": job, "seq": seq[0], "type": type_, **fields},
+                         separators=(",", ":"), allow_nan=False).encode()
+            view = memoryview(signer(key, body).encode() + b" " + body + b"\n")
+            while view:
+                view = view[write(fd, view):]
+            seq[0] += 1
+
+        self.send = send
 
 
 # -- trusted side -----------------------------------------------------------------------

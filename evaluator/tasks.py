@@ -1,9 +1,12 @@
 """Tasks: what to design for, where its data is, how it is measured.
 
-Foundation I knows the tabular NAS-Bench-201 tasks. Their data are benchmark tables found
-by path: ``benchmark_dir`` holds ``nb201_12epoch_accuracy.csv`` (the search signal) and, if
-present, ``nb201_<dataset>_200epoch_test.csv`` (the final report); ``signal_table`` and
+Tabular tasks (``nb201-*``) look cells up in NAS-Bench-201 tables found by path:
+``benchmark_dir`` holds ``nb201_12epoch_accuracy.csv`` (the search signal) and, if present,
+``nb201_<dataset>_200epoch_test.csv`` (the final report); ``signal_table`` and
 ``final_table`` name files directly and win over the directory.
+
+Training tasks (``digits``, ``cifar10``, ``file:PATH.npz``, ``folder:DIR``) train every
+candidate on real data; their shape and classes come from the data (``training_task``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ class Task(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    kind: Literal["tabular"]
+    kind: Literal["tabular", "train"]
     description: str
     dataset: str
     input_shape: tuple[int, ...]
@@ -29,7 +32,7 @@ class Task(BaseModel):
     metric: Literal["accuracy"] = "accuracy"
     default_budget: int = Field(gt=0)
     default_space: str
-    fidelity: float = Field(gt=0, description="epochs behind the search signal")
+    fidelity: float = Field(gt=0, description="epochs behind the search signal (training tasks: epochs per candidate)")
     signal_column: str | None = None  # tabular: the column prefix in the signal table
     signal_table: Path | None = None
     final_table: Path | None = None  # None: the final report falls back to the signal table's test column
@@ -49,7 +52,35 @@ _NB201 = {
     "nb201-imagenet16": _Nb201Def(dataset="imagenet16", column="imagenet", input_shape=(3, 16, 16), num_classes=120, about="ImageNet16-120"),
 }
 
-TASK_NAMES: tuple[str, ...] = tuple(_NB201)
+TASK_NAMES: tuple[str, ...] = tuple(_NB201)  # the tabular tasks
+
+
+class _TrainDef(BaseModel):
+    about: str
+    default_budget: int
+    epochs: int  # per candidate during the search; the final retraining uses the same
+    default_space: str = "layers"
+
+
+_TRAINING = {
+    "digits": _TrainDef(about="scikit-learn's 8x8 digits, offline (1,797 images, 60/20/20 split)", default_budget=12, epochs=15),
+    "cifar10": _TrainDef(about="CIFAR-10 (downloaded once into $AGENT_HOME/data, or --data-dir)", default_budget=30, epochs=10),
+}
+_TRAINING_PREFIXES = {"file:": _TrainDef(about="your arrays: file:PATH.npz", default_budget=20, epochs=10),
+                      "folder:": _TrainDef(about="your images: folder:DIR with one sub-folder per class", default_budget=20, epochs=10)}
+TRAINING_TASKS: tuple[str, ...] = tuple(_TRAINING)
+
+
+def is_training_task(name: str) -> bool:
+    return name in _TRAINING or name.startswith(tuple(_TRAINING_PREFIXES))
+
+
+def training_task(name: str, input_shape: tuple[int, ...], num_classes: int, source: str = "") -> Task:
+    """The Task of a training task whose data are loaded (shape and classes come from them)."""
+    d = _TRAINING.get(name) or next(v for k, v in _TRAINING_PREFIXES.items() if name.startswith(k))
+    return Task(name=name, kind="train", description=f"{d.about}; {source}".rstrip("; "), dataset=name,
+                input_shape=input_shape, num_classes=num_classes, default_budget=d.default_budget,
+                default_space=d.default_space, fidelity=d.epochs)
 
 
 def resolve_task(
@@ -61,9 +92,10 @@ def resolve_task(
 ) -> Task:
     """Build a Task by name, locating its data; errors say where we looked and what to pass."""
     if name not in _NB201:
+        known = TASK_NAMES + TRAINING_TASKS
         raise TaskError(
-            f"unknown task {name!r}{did_you_mean(name, TASK_NAMES)}",
-            hint="known tasks: " + ", ".join(TASK_NAMES) + " (`agent tasks` lists them)",
+            f"unknown task {name!r}{did_you_mean(name, known)}",
+            hint="known tasks: " + ", ".join(known) + ", file:PATH.npz, folder:DIR (`agent tasks` lists them)",
         )
     d = _NB201[name]
     bdir = Path(benchmark_dir) if benchmark_dir is not None else None
@@ -105,7 +137,9 @@ def resolve_task(
 
 
 def describe_tasks() -> list[dict[str, str]]:
-    return [
+    rows = [{"task": name, "space": d.default_space, "kind": "train", "data": d.about}
+            for name, d in (_TRAINING | {f"{k}...": v for k, v in _TRAINING_PREFIXES.items()}).items()]
+    return rows + [
         {"task": name, "space": "nb201", "kind": "tabular", "data": f"NAS-Bench-201 tables, {d.about}"}
         for name, d in _NB201.items()
     ]

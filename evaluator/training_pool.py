@@ -56,7 +56,7 @@ class TrainingPool(EvaluationPool):
         limits: Limits = Limits(),
         device: str = "cpu",
         threads: int | None = None,
-        test_inject: dict[str, str] | None = None,  # candidate_id -> code; tests only
+        test_inject: dict[str, str] | None = None,  # candidate-id suffix -> code; tests only
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
@@ -109,8 +109,9 @@ class TrainingPool(EvaluationPool):
                 "num_classes": self.dataset.num_classes, "x_scale": self.dataset.x_scale, "epochs": epochs,
                 "seed": job.seed, "device": self.device, "threads": self.threads, "want_test": want_test}
         extra_env = {}
-        if job.candidate_id in self.test_inject:
-            spec["test_inject"] = self.test_inject[job.candidate_id]
+        inject = next((code for suffix, code in self.test_inject.items() if job.candidate_id.endswith(suffix)), None)
+        if inject is not None:
+            spec["test_inject"] = inject
             extra_env[TEST_HOOKS_ENV] = "1"
         (scratch / "job.json").write_text(json.dumps(spec))
         checker = Checker(key=key, job=job_id, n_val=len(self.dataset.y_val),
@@ -193,7 +194,7 @@ class TrainingPool(EvaluationPool):
         test = next((m for m in accepted if isinstance(m, Test)), None)
         failure = next((m for m in accepted if isinstance(m, Failure)), None)
         done = any(isinstance(m, Done) for m in accepted)
-        metrics: dict[str, Any] = {"params": ready.params if ready else None, "epochs": len(run.curve),
+        metrics: dict[str, Any] = {"seed": run.job.seed, "params": ready.params if ready else None, "epochs": len(run.curve),
                                    "images_per_second": round(run.images_per_second, 1),
                                    "rejected_messages": len(run.checker.rejected)}
         if run.checker.rejected:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from agent.commands.options import add_task_data, print_json, settings_flags
+from agent.commands.options import TRAINING_FLAGS, add_task_data, print_json, settings_flags
 from evaluator.errors import UserInputError
 
 
@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
             spec = json.loads(args.spec)
         except json.JSONDecodeError as exc:
             raise UserInputError(f"--spec is not valid JSON: {exc}", hint="pass a JSON object, quoted for the shell") from None
-    settings = load_settings(settings_flags(args, "task", "space", "benchmark_dir", "signal_table", "final_table")).settings
+    settings = load_settings(settings_flags(args, "task", "space", "benchmark_dir", "signal_table", "final_table",
+                                            *TRAINING_FLAGS)).settings
     out = evaluate_one(settings, spec, final=args.final)
     code = 0 if out["status"] == "ok" else 1
     if args.json:

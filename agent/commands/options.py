@@ -45,7 +45,19 @@ def add_task_data(parser: argparse.ArgumentParser) -> None:
                         help="folder with nb201_12epoch_accuracy.csv and optional nb201_<dataset>_200epoch_test.csv")
     parser.add_argument("--signal-table", dest="signal_table", help="the 12-epoch table file (overrides --benchmark-dir)")
     parser.add_argument("--final-table", dest="final_table", help="the 200-epoch test table file (overrides --benchmark-dir)")
+    train = parser.add_argument_group("training tasks")
+    train.add_argument("--data-dir", dest="data_dir", help="an existing copy of the data set (cifar10: holds cifar-10-batches-py)")
+    train.add_argument("--epochs", type=positive_int, help="epochs per candidate (default: the task's)")
+    train.add_argument("--workers", type=positive_int, help="candidates trained at once (default 1)")
+    train.add_argument("--timeout", type=positive_float, help="wall-clock seconds one candidate may train (default 600)")
+    train.add_argument("--memory-mb", dest="memory_mb", type=positive_int, help="memory limit of one worker, MB (default 4096)")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where candidates train (default auto)")
+    train.add_argument("--final-seeds", dest="final_seeds", type=positive_int,
+                       help="seeds of the final retraining of the best candidate (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+TRAINING_FLAGS = ("data_dir", "epochs", "workers", "timeout", "memory_mb", "device", "final_seeds")
 
 
 def settings_flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent.commands.options import console as make_console, add_task_data, non_negative_int, positive_float, positive_int, print_json, settings_flags
+from agent.commands.options import TRAINING_FLAGS, console as make_console, add_task_data, non_negative_int, positive_float, positive_int, print_json, settings_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(settings_flags(
         args, "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
-        "population", "tournament",
+        "population", "tournament", *TRAINING_FLAGS,
     )).settings
     progress = SearchProgress.for_stderr()
     try:

@@ -1,29 +1,31 @@
-"""Set up and run one search: settings -> task, space, proposer, pool, run record -> graph.
+"""Set up and run one search: settings -> task, space, pool, proposer, run record -> graph.
 
 After the graph stops, the best candidate by validation accuracy gets its final
-evaluation (test split; not counted in the budget) and the run gets its summary.
+evaluation on the test split (not counted in the budget): a table lookup for tabular
+tasks, a retraining with ``final_seeds`` seeds for training tasks (mean and std).
 """
 
 from __future__ import annotations
 
 import secrets
+import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from agent.config import Settings
-from agent.store import History
-from agent.store.recorder import Recorder
-from agent.proposers import Proposer, make_proposer
 from agent.engine.graph import SEARCH_GRAPH, initial_state
 from agent.engine.state import SearchContext, SearchState
+from agent.proposers import Proposer, make_proposer
+from agent.store import History
+from agent.store.recorder import Recorder
 from agent.summaries import BestCandidate, SearchSummary
 from evaluator.errors import UserInputError
-from evaluator.pool import Job
+from evaluator.pool import EvaluationPool, Job
 from evaluator.records import FINAL_STATUSES, Candidate, Evaluation, Purpose, Run, RunStatus, Status
 from evaluator.spaces import SearchSpace, get_space
-from evaluator.tabular import TabularBenchmark, TabularPool
-from evaluator.tasks import Task, resolve_task
+from evaluator.tasks import Task, is_training_task, resolve_task, training_task
 
 ResultCallback = Callable[[Candidate, Evaluation, SearchState], None]
 
@@ -32,10 +34,25 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def prepare(settings: Settings) -> tuple[Task, SearchSpace, TabularBenchmark]:
-    """Resolve the task, its space and its evaluator from settings (errors name the fix)."""
+@dataclass
+class Setup:
+    """What a run evaluates with: built from settings, errors naming the fix."""
+
+    task: Task
+    space: SearchSpace
+    pool: EvaluationPool
+    final_seeds: tuple[int, ...]  # one final evaluation per seed
+    warnings: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)  # resolved data paths etc., stored with the run
+
+
+def prepare(settings: Settings, run_id: str, test_inject: dict[str, str] | None = None) -> Setup:
     if settings.task is None:
-        raise UserInputError("no task given", hint="pass --task (for example --task nb201-cifar10); `agent tasks` lists them")
+        raise UserInputError("no task given", hint="pass --task (for example --task digits); `agent tasks` lists them")
+    if is_training_task(settings.task):
+        return _prepare_training(settings, run_id, test_inject)
+    from evaluator.tabular import TabularBenchmark, TabularPool
+
     task = resolve_task(settings.task, benchmark_dir=settings.benchmark_dir,
                         signal_table=settings.signal_table, final_table=settings.final_table)
     space = get_space(settings.space or task.default_space)
@@ -44,7 +61,46 @@ def prepare(settings: Settings) -> tuple[Task, SearchSpace, TabularBenchmark]:
             f"task {task.name} evaluates {task.default_space} cells from a table; space {space.name!r} cannot be used with it",
             hint=f"drop --space or pass --space {task.default_space}",
         )
-    return task, space, TabularBenchmark(task)
+    benchmark = TabularBenchmark(task)
+    return Setup(task=task, space=space, pool=TabularPool(benchmark), final_seeds=(0,), warnings=benchmark.warnings,
+                 config={"signal_table": str(task.signal_table),
+                         "final_table": str(task.final_table) if task.final_table else None})
+
+
+TRAINABLE_SPACES = ("layers", "nb201")
+
+
+def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, str] | None) -> Setup:
+    try:
+        from evaluator.data import load_dataset
+    except ImportError:  # the data loaders of Foundation II have not landed in this build
+        raise UserInputError(f"task {settings.task!r} needs the training-data loaders, which this build does not have yet",
+                             hint="use a tabular task (nb201-cifar10, nb201-cifar100, nb201-imagenet16)") from None
+    from evaluator.training_pool import TrainingPool
+    from sandbox.process import Limits
+
+    dataset = load_dataset(settings.task, cache_dir=settings.home / "data", data_dir=settings.data_dir, seed=settings.seed)
+    task = training_task(settings.task, dataset.input_shape, dataset.num_classes, dataset.source)
+    name = settings.space or task.default_space
+    if name not in TRAINABLE_SPACES:
+        raise UserInputError(f"space {name!r} cannot be trained on {task.name}",
+                             hint="use --space " + " or --space ".join(TRAINABLE_SPACES))
+    space = get_space(name, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    pool = TrainingPool(
+        dataset, space.name, workdir=settings.home / "work" / run_id, epochs=settings.epochs or int(task.fidelity),
+        capacity=settings.workers, limits=Limits(wall_seconds=settings.timeout, memory_mb=settings.memory_mb),
+        device=_device(settings.device), test_inject=test_inject,
+    )
+    return Setup(task=task, space=space, pool=pool, final_seeds=tuple(range(settings.final_seeds)),
+                 config={"data": dataset.source, "epochs": pool.epochs, "device": pool.device})
+
+
+def _device(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _proposer_from(settings: Settings, space: SearchSpace) -> Proposer:
@@ -65,38 +121,45 @@ def run_search(
     proposer: Proposer | None = None,
     on_start: Callable[[Run, list[str]], None] | None = None,
     on_result: ResultCallback | None = None,
+    test_inject: dict[str, str] | None = None,
 ) -> SearchSummary:
     """Run a search as configured; record it in ``recorder`` (default: the home's history).
 
     ``proposer`` replaces the one named in settings (a proposer of your own, for example).
+    ``test_inject`` maps candidate-id suffixes (``"c0003"``) to code a worker runs where
+    candidate code would run: a test-only path for injecting faults.
     """
     started = time.monotonic()
-    task, space, benchmark = prepare(settings)
-    pool = TabularPool(benchmark)
+    run_id = new_run_id()
+    setup = prepare(settings, run_id, test_inject)
+    try:
+        return _run(settings, setup, run_id, started, recorder, proposer, on_start, on_result)
+    finally:
+        setup.pool.close()
+
+
+def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, on_result) -> SearchSummary:
+    task, space = setup.task, setup.space
     if proposer is None:
         proposer = _proposer_from(settings, space)
     budget = settings.budget or task.default_budget
-    home = settings.home
     if recorder is None:
-        recorder = History(home, lock_timeout=settings.lock_timeout)
-    run = Run(
-        run_id=new_run_id(), task=task.name, space=space.name, proposer=proposer.name, seed=settings.seed,
-        budget=budget, config=settings.model_dump(mode="json") | {"signal_table": str(task.signal_table),
-                                                                  "final_table": str(task.final_table) if task.final_table else None},
-    )
+        recorder = History(settings.home, lock_timeout=settings.lock_timeout)
+    run = Run(run_id=run_id, task=task.name, space=space.name, proposer=proposer.name, seed=settings.seed,
+              budget=budget, config=settings.model_dump(mode="json") | setup.config)
     recorder.create_run(run)
     if on_start is not None:
-        on_start(run, benchmark.warnings)
+        on_start(run, setup.warnings)
     ctx = SearchContext(
-        run=run, space=space, proposer=proposer, pool=pool, recorder=recorder, budget=budget,
+        run=run, space=space, proposer=proposer, pool=setup.pool, recorder=recorder, budget=budget,
         deadline=None if settings.minutes is None else started + 60.0 * settings.minutes,
         max_attempts=20 * budget + 100, on_result=on_result,
     )
     try:
         final = SEARCH_GRAPH.invoke(initial_state(), {"recursion_limit": 10 * ctx.max_attempts + 100}, context=ctx)
-        best = _final_report(ctx, final)
-        summary = _summary(ctx, final, best, started, home=str(home) if isinstance(recorder, History) else None,
-                           warnings=benchmark.warnings)
+        best = _final_report(ctx, final, setup.final_seeds)
+        summary = _summary(ctx, final, best, started, warnings=setup.warnings,
+                           home=str(settings.home) if isinstance(recorder, History) else None)
         recorder.finish_run(run.run_id, RunStatus.DONE, summary.to_json())
         return summary
     except KeyboardInterrupt:
@@ -105,28 +168,47 @@ def run_search(
     except BaseException:
         recorder.finish_run(run.run_id, RunStatus.FAILED, None)
         raise
-    finally:
-        pool.close()
 
 
-def _final_report(ctx: SearchContext, state: SearchState) -> BestCandidate | None:
+def final_evaluations(pool: EvaluationPool, candidate_id: str, spec: dict, seeds: tuple[int, ...]) -> list[Evaluation]:
+    """Evaluate one candidate on the test split once per seed, as many at once as the pool allows."""
+    pending, done = list(seeds), []
+    while len(done) < len(seeds):
+        while pending and pool.free_slots() > 0:
+            pool.submit(Job(candidate_id=candidate_id, spec=spec, purpose=Purpose.FINAL, seed=pending.pop(0)))
+        for event in pool.events(timeout=None):
+            if event.kind == "finished" and event.evaluation is not None and event.evaluation.purpose is Purpose.FINAL:
+                done.append(event.evaluation)
+    return done
+
+
+def _final_report(ctx: SearchContext, state: SearchState, seeds: tuple[int, ...]) -> BestCandidate | None:
     """Evaluate the best candidate by validation on the test split (not counted in the budget)."""
     if not state["top"]:
         return None
     best = state["top"][0]
-    ctx.pool.submit(Job(candidate_id=best["candidate_id"], spec=best["spec"], purpose=Purpose.FINAL))
-    evaluation = None
-    while evaluation is None:  # the graph has stopped: the final job is the only one in flight
-        for event in ctx.pool.events(timeout=None):
-            if event.kind == "finished" and event.evaluation is not None and event.evaluation.purpose is Purpose.FINAL:
-                evaluation = event.evaluation
-    ctx.recorder.add_evaluations(ctx.run.run_id, [evaluation], update_status=False)
+    evaluations = final_evaluations(ctx.pool, best["candidate_id"], best["spec"], seeds)
+    ctx.recorder.add_evaluations(ctx.run.run_id, evaluations, update_status=False)
+    ok = [e for e in evaluations if e.status is Status.OK and e.test_accuracy is not None]
+    accs = [e.test_accuracy for e in ok]
+    if ok:
+        source = ok[0].source
+        if len(ok) < len(evaluations):
+            source += f"; {len(evaluations) - len(ok)} of {len(evaluations)} final runs failed: {_first_error(evaluations)}"
+    else:
+        source = _first_error(evaluations)
+    trained = len(seeds) > 1 or any("seed" in e.metrics for e in evaluations)
     return BestCandidate(
         candidate_id=best["candidate_id"], spec=best["spec"], val_accuracy=best["val_accuracy"],
-        test_accuracy=evaluation.test_accuracy,
-        test_source=evaluation.source if evaluation.status is Status.OK else evaluation.error,
+        test_accuracy=statistics.fmean(accs) if accs else None, test_source=source,
+        test_accuracy_std=(statistics.stdev(accs) if len(accs) > 1 else 0.0) if trained and accs else None,
+        seeds=[int(e.metrics["seed"]) for e in ok] if trained else None,
         **ctx.space.extra_fields(best["spec"]),
     )
+
+
+def _first_error(evaluations: list[Evaluation]) -> str:
+    return next((e.error for e in evaluations if e.error), "no test accuracy")
 
 
 def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None, started: float, *,
@@ -135,10 +217,11 @@ def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None,
     top = [{"candidate_id": t["candidate_id"], "val_accuracy": t["val_accuracy"], **ctx.space.extra_fields(t["spec"])}
            for t in state["top"]]
     return SearchSummary(
-        run_id=ctx.run.run_id, status=RunStatus.DONE.value, task=ctx.run.task, space=ctx.space.name, proposer=ctx.proposer.name,
-        seed=ctx.run.seed, budget=ctx.budget, evaluations=state["evaluations"], counts=counts,
-        duplicates_skipped=state["duplicates"], proposals=state["attempts"], stop_reason=state["stop_reason"],
-        best=best, top=top, wall_seconds=round(time.monotonic() - started, 3), home=home, warnings=warnings,
+        run_id=ctx.run.run_id, status=RunStatus.DONE.value, task=ctx.run.task, space=ctx.space.name,
+        proposer=ctx.proposer.name, seed=ctx.run.seed, budget=ctx.budget, evaluations=state["evaluations"],
+        counts=counts, duplicates_skipped=state["duplicates"], proposals=state["attempts"],
+        stop_reason=state["stop_reason"], best=best, top=top, wall_seconds=round(time.monotonic() - started, 3),
+        home=home, warnings=warnings,
     )
 
 
@@ -148,27 +231,47 @@ def evaluate_one(settings: Settings, spec: object, *, final: bool = False) -> di
     The spec is validated first: bad input raises SpecError and nothing is recorded. With
     ``final`` the test split is read too (a final evaluation, as for a search's choice).
     """
-    task, space, benchmark = prepare(settings)
-    spec = space.validate(spec)
-    history = History(settings.home, lock_timeout=settings.lock_timeout)
-    run = Run(run_id=new_run_id(), task=task.name, space=space.name, proposer="manual", seed=settings.seed,
-              budget=1, config=settings.model_dump(mode="json"))
-    history.create_run(run)
+    run_id = new_run_id()
+    setup = prepare(settings, run_id)
     try:
-        candidate = Candidate(candidate_id=f"{run.run_id}-c0000", run_id=run.run_id, seq=0, space=space.name, spec=spec,
-                              canonical_key=space.canonical_key(spec), proposer="manual", rationale="given by the user")
-        history.add_candidates([candidate])
-        evaluation = benchmark.evaluate(Job(candidate_id=candidate.candidate_id, spec=spec))
-        history.add_evaluations(run.run_id, [evaluation])
-        out = {"run_id": run.run_id, "candidate_id": candidate.candidate_id, "task": task.name,
-               "status": evaluation.status.value, "error": evaluation.error, "val_accuracy": evaluation.val_accuracy,
-               "fidelity": evaluation.fidelity, "spec": spec, **space.extra_fields(spec)}
-        if final and evaluation.status is Status.OK:
-            report = benchmark.evaluate(Job(candidate_id=candidate.candidate_id, spec=spec, purpose=Purpose.FINAL))
-            history.add_evaluations(run.run_id, [report], update_status=False)
-            out |= {"test_accuracy": report.test_accuracy, "test_source": report.source}
-        history.finish_run(run.run_id, RunStatus.DONE, out)
-        return out
-    except BaseException:
-        history.finish_run(run.run_id, RunStatus.FAILED, None)
-        raise
+        spec = setup.space.validate(spec)
+        history = History(settings.home, lock_timeout=settings.lock_timeout)
+        run = Run(run_id=run_id, task=setup.task.name, space=setup.space.name, proposer="manual", seed=settings.seed,
+                  budget=1, config=settings.model_dump(mode="json") | setup.config)
+        history.create_run(run)
+        try:
+            out = _evaluate_recorded(history, setup, run, spec, final)
+            history.finish_run(run.run_id, RunStatus.DONE, out)
+            return out
+        except BaseException:
+            history.finish_run(run.run_id, RunStatus.FAILED, None)
+            raise
+    finally:
+        setup.pool.close()
+
+
+def _evaluate_recorded(history: History, setup: Setup, run: Run, spec: dict, final: bool) -> dict:
+    space = setup.space
+    candidate = Candidate(candidate_id=f"{run.run_id}-c0000", run_id=run.run_id, seq=0, space=space.name, spec=spec,
+                          canonical_key=space.canonical_key(spec), proposer="manual", rationale="given by the user",
+                          status=Status.RUNNING)
+    history.add_candidates([candidate])
+    setup.pool.submit(Job(candidate_id=candidate.candidate_id, spec=spec))
+    evaluation = None
+    while evaluation is None:
+        evaluation = next((e.evaluation for e in setup.pool.events(timeout=None)
+                           if e.kind == "finished" and e.evaluation is not None), None)
+    history.add_evaluations(run.run_id, [evaluation])
+    out = {"run_id": run.run_id, "candidate_id": candidate.candidate_id, "task": setup.task.name,
+           "status": evaluation.status.value, "error": evaluation.error, "val_accuracy": evaluation.val_accuracy,
+           "fidelity": evaluation.fidelity, "curve": [p.model_dump() for p in evaluation.curve], "spec": spec,
+           **space.extra_fields(spec)}
+    if final and evaluation.status is Status.OK:
+        reports = final_evaluations(setup.pool, candidate.candidate_id, spec, setup.final_seeds)
+        history.add_evaluations(run.run_id, reports, update_status=False)
+        accs = [r.test_accuracy for r in reports if r.status is Status.OK and r.test_accuracy is not None]
+        out |= {"test_accuracy": statistics.fmean(accs) if accs else None, "test_source": reports[0].source}
+        if len(setup.final_seeds) > 1:
+            out |= {"test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                    "seeds": list(setup.final_seeds)}
+    return out

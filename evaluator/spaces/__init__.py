@@ -1,22 +1,40 @@
-"""Search spaces, by name. ``get_space("nb201")`` returns a ready instance."""
+"""Search spaces, by name.
+
+``get_space("nb201")`` returns a ready instance; a space that checks shapes against a task
+is given the task's shape: ``get_space("layers", input_shape=(1, 8, 8), num_classes=10,
+max_params=None, max_flops=None)``.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from evaluator.errors import UserInputError, did_you_mean
 from evaluator.spaces.base import SearchSpace
+from evaluator.spaces.layers import LayersSpace
 from evaluator.spaces.nb201 import Nb201Space
 
-SPACES: dict[str, type[SearchSpace]] = {Nb201Space.name: Nb201Space}
+SPACES: dict[str, type[SearchSpace]] = {Nb201Space.name: Nb201Space, LayersSpace.name: LayersSpace}
 
 
-def get_space(name: str) -> SearchSpace:
+def get_space(
+    name: str,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    max_params: int | None = None,
+    max_flops: int | None = None,
+) -> SearchSpace:
+    """A fresh instance of the space ``name`` for a task of this shape (all optional)."""
     try:
-        return SPACES[name]()
+        cls = SPACES[name]
     except KeyError:
         raise UserInputError(
             f"unknown search space {name!r}{did_you_mean(name, SPACES)}",
             hint="known spaces: " + ", ".join(sorted(SPACES)),
         ) from None
+    task: dict[str, Any] = {"input_shape": input_shape, "num_classes": num_classes}
+    return cls(**task, max_params=max_params, max_flops=max_flops)
 
 
 __all__ = ["SPACES", "SearchSpace", "get_space"]

@@ -8,14 +8,20 @@ A space owns everything that is specific to one kind of architecture description
 - ``sample`` / ``mutate``: what the random and evolution baselines need;
 - ``canonical_key``: two specs with the same key are the same candidate (de-duplication);
 - ``validate``: static checks that turn untrusted input into a normalised spec, or raise
-  :class:`~evaluator.errors.SpecError` naming the offending field and why.
+  :class:`~evaluator.errors.SpecError` naming the offending field and why;
+- ``stats``: static facts about a validated spec (parameters, FLOPs, shapes), where the space
+  can compute them.
+
+A space is made for one task: it is given the task's ``input_shape`` and ``num_classes`` and
+optional limits (``max_params``, ``max_flops``) that ``validate`` enforces. Spaces whose
+specs do not depend on the task (``nb201``) work without them.
 """
 
 from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -26,13 +32,33 @@ class SearchSpace(ABC):
     name: ClassVar[str]
     proposal_schema: ClassVar[type[BaseModel]]
 
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] | None = None,
+        num_classes: int | None = None,
+        *,
+        max_params: int | None = None,
+        max_flops: int | None = None,
+    ) -> None:
+        if input_shape is not None:
+            input_shape = tuple(input_shape)
+            if not input_shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape):
+                raise ValueError(f"{input_shape=} must be a non-empty tuple of positive ints, e.g. (3, 32, 32)")
+        for label, value in (("num_classes", num_classes), ("max_params", max_params), ("max_flops", max_flops)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{label}={value!r} must be a positive int or None")
+        self.input_shape: tuple[int, ...] | None = input_shape
+        self.num_classes = num_classes
+        self.max_params = max_params
+        self.max_flops = max_flops
+
     @abstractmethod
     def describe(self) -> str:
         """A description of the space for people and prompts."""
 
     @abstractmethod
     def sample(self, rng: random.Random) -> dict[str, Any]:
-        """A uniformly random valid spec."""
+        """A random valid spec: uniform over a small space (nb201); a large one may say how it is biased."""
 
     @abstractmethod
     def mutate(self, spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -52,8 +78,12 @@ class SearchSpace(ABC):
         try:
             parsed = self.proposal_schema.model_validate(spec)
         except ValidationError as exc:
-            raise spec_error_from_validation(exc, self.name) from None
+            raise spec_error_from_validation(exc, self.name, self.proposal_schema) from None
         return parsed.model_dump(mode="json")
+
+    def stats(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Static facts about a validated spec (``params``, ``flops``, shapes); ``{}`` if none."""
+        return {}
 
     def summary(self, spec: dict[str, Any]) -> str:
         """A one-line human description of a spec (tables, logs)."""
@@ -64,8 +94,11 @@ class SearchSpace(ABC):
         return {}
 
 
-def spec_error_from_validation(exc: ValidationError, space: str) -> SpecError:
-    """Turn pydantic's errors into one SpecError whose message names every bad field."""
+def spec_error_from_validation(exc: ValidationError, space: str, schema: type[BaseModel] | None = None) -> SpecError:
+    """Turn pydantic's errors into one SpecError whose message names every bad field.
+
+    With ``schema``, an unknown key gets the closest known key of its object as a suggestion.
+    """
     problems = []
     first_field = None
     for err in exc.errors():
@@ -76,9 +109,25 @@ def spec_error_from_validation(exc: ValidationError, space: str) -> SpecError:
         if err["type"] == "literal_error" and isinstance(value, str):
             choices = [c.strip().strip("'") for c in str(err.get("ctx", {}).get("expected", "")).replace(" or ", ", ").split(",")]
             shown += did_you_mean(value, [c for c in choices if c])
+        if err["type"] == "extra_forbidden" and schema is not None and err["loc"]:
+            shown += did_you_mean(str(err["loc"][-1]), _fields_at(schema, err["loc"][:-1]))
         problems.append(f"{field}: {err['msg']}{shown}")
     return SpecError(
         f"invalid {space} spec: " + "; ".join(problems),
         hint=f"fix the named field(s); `agent spaces {space}` describes the schema",
         field=first_field,
     )
+
+
+def _fields_at(schema: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:
+    """The field names of the object at ``path`` (a pydantic error location) in ``schema``."""
+    node: Any = schema
+    for part in path:
+        if isinstance(part, int):  # an item of a list field
+            args = get_args(node)
+            node = args[0] if args else None
+        elif isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            node = node.model_fields[part].annotation
+        else:
+            return []
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []

@@ -68,8 +68,12 @@ def job(arch: str, cid: str = "c1", purpose: Purpose = Purpose.SEARCH) -> Job:
 def test_task_names_and_descriptions():
     assert set(TASK_NAMES) == {"nb201-cifar10", "nb201-cifar100", "nb201-imagenet16"}
     rows = describe_tasks()
-    assert [r["task"] for r in rows] == list(TASK_NAMES)
-    assert all(r["space"] == "nb201" and r["kind"] == "tabular" for r in rows)
+    tabular = [r for r in rows if r["kind"] == "tabular"]
+    assert [r["task"] for r in tabular] == list(TASK_NAMES)
+    assert all(r["space"] == "nb201" for r in tabular)
+    training = {r["task"]: r for r in rows if r["kind"] == "train"}
+    assert set(training) == {"digits", "cifar10", "file:...", "folder:..."}
+    assert all(r["space"] == "layers" for r in training.values())
 
 
 @pytest.mark.parametrize("name, suggestion", [("nb201-cifar1O", "nb201-cifar10"), ("cifar100", "nb201-cifar100"),

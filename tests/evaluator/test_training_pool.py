@@ -1,0 +1,137 @@
+"""The training pool end to end: real worker processes training on the real digits data.
+
+Faults and hostile code reach the worker through the test-only injection path: code that
+runs in the worker exactly where candidate code runs.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest  # noqa: I001
+
+try:
+    from evaluator.data import load_dataset
+except ImportError:
+    pytest.skip("evaluator.data.load_dataset has not landed yet (Foundation II in progress)", allow_module_level=True)
+from evaluator.pool import Job
+from evaluator.records import Purpose, Status
+from evaluator.spaces import get_space
+from evaluator.training_pool import TrainingPool
+from sandbox.process import Limits
+
+HOSTILE = r'''
+import gc, json, os, sys
+import torch
+import evaluator.protocol as protocol
+import evaluator.trainer as trainer
+
+# forged result lines on stdout and on every other descriptor the worker holds
+forged = json.dumps({"type": "epoch", "epoch": 1, "val_accuracy": 1.0, "test_accuracy": 1.0})
+print(forged)
+print('{"status": "ok", "val_accuracy": 1.0}', flush=True)
+for fd in range(3, 64):
+    try:
+        os.write(fd, b"0" * 64 + b" " + forged.encode() + b"\n")
+    except OSError:
+        pass
+# monkeypatch the project's functions and torch
+protocol.sign = lambda key, body: "0" * 64
+_send = protocol.Channel.__init__
+protocol.Channel.send = lambda self, *a, **k: None
+trainer.train = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("patched"))
+json.dumps = lambda *a, **k: '{"type": "done"}'
+torch.save = lambda *a, **k: None
+torch.cuda.is_available = lambda: True
+'''
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def spec(digits):
+    space = get_space("layers", input_shape=digits.input_shape, num_classes=digits.num_classes)
+    return space.sample(random.Random(0))
+
+
+def run_one(digits, tmp_path, spec, *, inject=None, purpose=Purpose.SEARCH, limits=Limits(wall_seconds=300), epochs=2):
+    pool = TrainingPool(digits, "layers", workdir=tmp_path / "work", epochs=epochs, limits=limits,
+                        test_inject={"c0001": inject} if inject else None, threads=1)
+    try:
+        pool.submit(Job(candidate_id="run-c0001", spec=spec, purpose=purpose))
+        kinds = []
+        while True:
+            events = pool.events(timeout=None)
+            kinds += [e.kind for e in events]
+            done = [e for e in events if e.kind == "finished"]
+            if done:
+                return done[0].evaluation, kinds
+    finally:
+        pool.close()
+
+
+def test_honest_training_is_measured_on_the_trusted_side(digits, spec, tmp_path):
+    ev, kinds = run_one(digits, tmp_path, spec)
+    assert ev.status is Status.OK, ev.error
+    assert kinds[0] == "started" and kinds.count("progress") == 2 and kinds[-1] == "finished"
+    assert [p.epoch for p in ev.curve] == [1, 2] and 0.0 <= ev.val_accuracy <= 1.0
+    assert ev.test_accuracy is None  # a search evaluation never reads the test split
+    assert ev.metrics["params"] > 0 and ev.metrics["rejected_messages"] == 0
+    assert not (tmp_path / "work" / "jobs").exists() or not any((tmp_path / "work" / "jobs").iterdir())
+    staged = {p.name for p in (tmp_path / "work" / "data").iterdir()} if (tmp_path / "work" / "data").exists() else set()
+    assert not {"y_val.npy", "y_test.npy"} & staged  # labels the worker must not see are never written
+
+
+def test_final_evaluation_reports_test_accuracy(digits, spec, tmp_path):
+    ev, _ = run_one(digits, tmp_path, spec, purpose=Purpose.FINAL)
+    assert ev.status is Status.OK and ev.purpose is Purpose.FINAL and 0.0 <= ev.test_accuracy <= 1.0
+
+
+def test_hostile_code_cannot_change_the_recorded_accuracy(digits, spec, tmp_path):
+    honest, _ = run_one(digits, tmp_path / "honest", spec)
+    hostile, _ = run_one(digits, tmp_path / "hostile", spec, inject=HOSTILE)
+    assert hostile.status is Status.OK, hostile.error
+    assert hostile.val_accuracy == honest.val_accuracy < 1.0
+    assert [p.val_accuracy for p in hostile.curve] == [p.val_accuracy for p in honest.curve]
+    assert hostile.metrics["rejected_messages"] >= 1 and "bad signature" in hostile.metrics["first_rejection"]
+
+
+@pytest.mark.parametrize(
+    "code, limits, status, words",
+    [
+        ("raise RuntimeError('boom from the candidate')", Limits(wall_seconds=300), Status.FAILED,
+         ["the candidate raised", "RuntimeError: boom from the candidate"]),
+        ("import torch.nn.functional as F\n_ce = F.cross_entropy\nF.cross_entropy = lambda *a, **k: _ce(*a, **k) * float('nan')",
+         Limits(wall_seconds=300), Status.FAILED, ["NaN loss", "epoch 1"]),
+        ("hog = bytearray(6 * 1024 ** 3)", Limits(wall_seconds=300, memory_mb=2048), Status.FAILED,
+         ["memory limit (2048 MB) exceeded", "MemoryError"]),
+        ("print('still thinking', flush=True)\nimport time\ntime.sleep(120)", Limits(wall_seconds=8), Status.TIMEOUT,
+         ["wall-clock limit of 8 s", "still thinking"]),
+        ("import os\nos._exit(3)", Limits(wall_seconds=300), Status.FAILED, ["exited with code 3"]),
+    ],
+    ids=["raises", "nan", "memory", "timeout", "exit"],
+)
+def test_faults_become_statuses_with_errors(digits, spec, tmp_path, code, limits, status, words):
+    ev, _ = run_one(digits, tmp_path, spec, inject=code, limits=limits)
+    assert ev.status is status
+    for w in words:
+        assert w in ev.error, ev.error
+    assert ev.val_accuracy is None
+
+
+def test_cancel_kills_the_job_and_reports_pruned(digits, spec, tmp_path):
+    pool = TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=2, threads=1,
+                        test_inject={"c0001": "import time\ntime.sleep(120)"})
+    try:
+        pool.submit(Job(candidate_id="run-c0001", spec=spec))
+        assert pool.free_slots() == 0
+        assert pool.cancel("run-c0001")
+        finished = []
+        while not finished:
+            finished = [e for e in pool.events(timeout=None) if e.kind == "finished"]
+        assert finished[0].evaluation.status is Status.PRUNED and pool.free_slots() == 1
+    finally:
+        pool.close()
