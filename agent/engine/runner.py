@@ -71,15 +71,11 @@ TRAINABLE_SPACES = ("layers", "nb201")
 
 
 def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, str] | None) -> Setup:
-    try:
-        from evaluator.data import load_dataset
-    except ImportError:  # the data loaders of Foundation II have not landed in this build
-        raise UserInputError(f"task {settings.task!r} needs the training-data loaders, which this build does not have yet",
-                             hint="use a tabular task (nb201-cifar10, nb201-cifar100, nb201-imagenet16)") from None
+    from evaluator.data import load_dataset
     from evaluator.training_pool import TrainingPool
     from sandbox.process import Limits
 
-    dataset = load_dataset(settings.task, cache_dir=settings.home / "data", data_dir=settings.data_dir, seed=settings.seed)
+    dataset = load_dataset(settings.task, cache_dir=settings.home / "data", data_dir=settings.data_dir)
     task = training_task(settings.task, dataset.input_shape, dataset.num_classes, dataset.source)
     name = settings.space or task.default_space
     if name not in TRAINABLE_SPACES:

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import random
 
-import pytest  # noqa: I001
+import pytest
 
-try:
-    from evaluator.data import load_dataset
-except ImportError:
-    pytest.skip("evaluator.data.load_dataset has not landed yet (Foundation II in progress)", allow_module_level=True)
+from evaluator.data import load_dataset
 from evaluator.pool import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces import get_space
