@@ -61,15 +61,19 @@ def history(run: str | None = None, *, home: Path | str | None = None) -> dict[s
 
 def show(candidate_id: str, *, home: Path | str | None = None) -> dict[str, Any]:
     """``agent show ID --json``: the candidate with its spec, evaluations, curve and error."""
-    from evaluator.spaces import SPACES
+    from evaluator.spaces import SPACES, get_space
 
-    row = _history(home).get_candidate(candidate_id)
+    h = _history(home)
+    row = h.get_candidate(candidate_id)
     for key in ("created", "updated"):
         row[key] = _iso(row[key])
     for ev in row["evaluations"]:
         ev["created"] = _iso(ev["created"])
     if row["space"] in SPACES and row["canonical_key"] is not None:
-        row |= SPACES[row["space"]]().extra_fields(row["spec"])
+        config = h.get_run(row["run_id"]).get("config") or {}  # a training task's shape: layers params and FLOPs
+        shape = {"input_shape": tuple(config["input_shape"]), "num_classes": config["num_classes"]} \
+            if config.get("input_shape") and config.get("num_classes") else {}
+        row |= get_space(row["space"], **shape).extra_fields(row["spec"])
     search_evals = [e for e in row["evaluations"] if e["purpose"] == "search"]
     row["curve"] = search_evals[-1]["curve"] if search_evals else []
     return row

@@ -50,7 +50,7 @@ class Settings(BaseModel):
     epochs: int | None = Field(default=None, gt=0, description="epochs per candidate on training tasks; None: the task's")
     workers: int = Field(default=1, ge=1, le=64, description="candidates trained at once")
     timeout: float = Field(default=600.0, gt=0, description="wall-clock seconds one candidate may train")
-    memory_mb: int = Field(default=4096, ge=256, description="address-space limit of one worker process, MB")
+    memory_mb: int = Field(default=4096, ge=256, description="memory limit of one worker, MB (address space and resident memory)")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where candidates train")
     final_seeds: int = Field(default=3, ge=1, le=10, description="seeds of the final retraining of the best candidate")
 

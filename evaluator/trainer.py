@@ -58,8 +58,9 @@ class EpochReport:
 
 
 class NonFiniteLoss(RuntimeError):
-    def __init__(self, epoch: int, step: int) -> None:
-        super().__init__(f"NaN or infinite training loss at epoch {epoch}, step {step}")
+    def __init__(self, epoch: int, step: int | None) -> None:
+        where = f"epoch {epoch}, step {step}" if step is not None else f"epoch {epoch}"
+        super().__init__(f"NaN or infinite training loss at {where}")
         self.epoch = epoch
 
 
@@ -107,11 +108,12 @@ def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
         padded = F.pad(x, (pad, pad, pad, pad))
         dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
         dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]  # (B, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]  # (B, 1, 1, W)
-        x = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+        rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None].to(x.device)  # (B, 1, H, 1)
+        cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :].to(x.device)  # (B, 1, 1, W)
+        batch_idx = torch.arange(b, device=x.device)[:, None, None, None]
+        x = padded[batch_idx, torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
     if "flip" in kind:
-        flip = (torch.rand(b, generator=gen) < 0.5)[:, None, None, None]
+        flip = (torch.rand(b, generator=gen) < 0.5)[:, None, None, None].to(x.device)
         x = torch.where(flip, x.flip(3), x)
     return x
 
@@ -154,8 +156,10 @@ def train(
     memory_format = torch.channels_last if cuda else torch.contiguous_format
 
     mean, std = channel_stats(x_train, x_scale)
-    xs = to_tensor(x_train, x_scale, mean, std)  # (N, C, H, W)
-    ys = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+    # On CUDA the whole training set lives on the device: no per-batch host-to-device copies.
+    xs = to_tensor(x_train, x_scale, mean, std).to(device)  # (N, C, H, W)
+    ys = torch.from_numpy(np.asarray(y_train, dtype=np.int64)).to(device)
+    mean, std = mean.to(device), std.to(device)
     model = model.to(device=device, memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
     n = len(xs)
@@ -167,36 +171,36 @@ def train(
         model.eval()
         out = []
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            t = to_tensor(x, x_scale, mean, std)
-            for i in range(0, len(t), 512):
-                chunk = t[i:i + 512].to(device, memory_format=memory_format, non_blocking=True)
-                out.append(model(chunk).argmax(dim=1).cpu())
-        return torch.cat(out).numpy().astype(np.int64)
+            for i in range(0, len(x), 512):
+                chunk = torch.from_numpy(np.ascontiguousarray(x[i:i + 512])).to(device).float() / x_scale
+                chunk = ((chunk - mean) / std).contiguous(memory_format=memory_format)
+                out.append(model(chunk).argmax(dim=1))
+        return torch.cat(out).cpu().numpy().astype(np.int64)
 
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
-        order = torch.randperm(n, generator=gen)
-        total_loss = 0.0
+        order = torch.randperm(n, generator=gen).to(device)
+        total_loss = torch.zeros((), device=device)  # summed on the device: no per-step host sync on CUDA
         for step in range(steps_per_epoch):
             idx = order[step * batch:(step + 1) * batch]
             xb = xs[idx]
             if cfg.augmentation != "none":
                 xb = augment(xb, cfg.augmentation, gen)
-            xb = xb.to(device, memory_format=memory_format, non_blocking=True)
-            yb = ys[idx].to(device, non_blocking=True)
+            xb = xb.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
+                loss = F.cross_entropy(model(xb), ys[idx], label_smoothing=cfg.label_smoothing)
+            if not cuda and not torch.isfinite(loss):  # on CUDA, checked once per epoch below
                 raise NonFiniteLoss(epoch, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss += float(loss)
-        if cuda:
-            torch.cuda.synchronize()
+            total_loss += loss.detach().float()
+        train_loss = float(total_loss) / steps_per_epoch  # waits for the device: the epoch's work is done
         seconds = time.perf_counter() - start  # training only; prediction below is not counted
-        on_epoch(EpochReport(epoch=epoch, train_loss=total_loss / steps_per_epoch, val_predictions=predict(x_val),
+        if not math.isfinite(train_loss):
+            raise NonFiniteLoss(epoch, None)
+        on_epoch(EpochReport(epoch=epoch, train_loss=train_loss, val_predictions=predict(x_val),
                              seconds=seconds, images_per_second=steps_per_epoch * batch / max(seconds, 1e-9)))
     return predict

@@ -17,7 +17,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,10 @@ class TrainingPool(EvaluationPool):
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
         self.dataset, self.space, self.epochs, self.capacity = dataset, space, epochs, capacity
-        self.limits, self.device = limits, device
+        # The CUDA driver reserves far more address space than it uses: on a GPU the memory
+        # limit is enforced on resident memory only (sandbox.process.Limits).
+        self.limits = replace(limits, address_space=False) if device.startswith("cuda") else limits
+        self.device = device
         self.threads = threads or max(1, (os.cpu_count() or 1) // capacity)
         self.workdir = Path(workdir)
         self.test_inject = test_inject or {}
@@ -196,6 +199,7 @@ class TrainingPool(EvaluationPool):
         done = any(isinstance(m, Done) for m in accepted)
         metrics: dict[str, Any] = {"seed": run.job.seed, "params": ready.params if ready else None, "epochs": len(run.curve),
                                    "images_per_second": round(run.images_per_second, 1),
+                                   "peak_memory_mb": result.peak_rss_mb,
                                    "rejected_messages": len(run.checker.rejected)}
         if run.checker.rejected:
             metrics["first_rejection"] = run.checker.rejected[0][:300]
@@ -203,6 +207,10 @@ class TrainingPool(EvaluationPool):
         status, error = Status.OK, None
         if run.cancelled:
             status, error = Status.PRUNED, "cancelled by the coordinator"
+        elif result.memory_exceeded:
+            status, error = Status.FAILED, (f"memory limit ({self.limits.memory_mb} MB) exceeded: resident memory "
+                                            f"reached {result.peak_rss_mb:g} MB and the process group was killed. "
+                                            f"Last output:\n{tail}")
         elif result.timed_out:
             status, error = Status.TIMEOUT, (f"wall-clock limit of {self.limits.wall_seconds:g} s exceeded; "
                                              f"the process group was killed. Last output:\n{tail}")

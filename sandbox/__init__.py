@@ -1,6 +1,7 @@
-"""Run one job in isolation (process, limits, no network, clean environment, protocol).
+"""Run one untrusted job in isolation: its own process group, a clean environment, resource
+limits (address space, resident memory, CPU time, file size, open files), a wall-clock timeout
+that kills the whole group, and a private signed channel (``sandbox.process``).
 
-Foundation I evaluates only tabular tasks, in-process, so nothing here runs yet; the worker
-process boundary arrives with real training (Foundation II). ``sandbox`` knows nothing of
-torch models and imports nothing from ``agent`` or ``evaluator``.
+``sandbox`` knows nothing of torch models and imports nothing from ``agent`` or ``evaluator``.
+Network and file-system isolation (bubblewrap, seccomp, cgroups) come with the hardened sandbox.
 """

@@ -35,8 +35,15 @@ ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE"
 
 @dataclass(frozen=True)
 class Limits:
+    """What one job may use. ``memory_mb`` is enforced twice: as the address-space limit
+    (RLIMIT_AS: an allocation beyond it fails at once, with a MemoryError in Python) and by a
+    watchdog that kills the whole process group when its resident memory exceeds it.
+    ``address_space=False`` keeps only the watchdog: the CUDA driver reserves far more
+    address space than it uses, so a CUDA job cannot start under RLIMIT_AS."""
+
     wall_seconds: float = 600.0
-    memory_mb: int | None = 4096  # address space (RLIMIT_AS); None: no limit
+    memory_mb: int | None = 4096  # None: no memory limit
+    address_space: bool = True  # also apply memory_mb as RLIMIT_AS
     cpu_seconds: int | None = None  # RLIMIT_CPU; None: wall_seconds x threads + slack
     file_size_mb: int | None = 1024  # largest file the job may write (RLIMIT_FSIZE)
     open_files: int = 512
@@ -55,6 +62,8 @@ class ProcessResult:
     killed_by: str | None  # signal name when a signal ended the process
     wall_seconds: float
     tail: list[str] = field(default_factory=list)  # last lines of stdout/stderr
+    memory_exceeded: bool = False  # the watchdog killed the group for its resident memory
+    peak_rss_mb: float = 0.0  # largest resident memory of the process group seen by the watchdog
 
     @property
     def tail_text(self) -> str:
@@ -76,7 +85,7 @@ def clean_env(extra: Mapping[str, str] | None = None, home: Path | None = None) 
 def _limit_resources(limits: Limits, cpu_seconds: int) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
         mb = 1024 * 1024
-        if limits.memory_mb is not None:
+        if limits.memory_mb is not None and limits.address_space:
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
         if limits.file_size_mb is not None:
@@ -110,6 +119,8 @@ class ChildProcess:
         self._proc: subprocess.Popen | None = None
         self._threads: list[threading.Thread] = []
         self._timed_out = threading.Event()
+        self._memory_exceeded = threading.Event()
+        self._peak_rss = 0
         self._started = 0.0
 
     def start(self) -> None:
@@ -139,6 +150,7 @@ class ChildProcess:
             threading.Thread(target=self._read_channel, args=(channel_r,), daemon=True),
             threading.Thread(target=self._read_logs, daemon=True),
             threading.Thread(target=self._watchdog, daemon=True),
+            threading.Thread(target=self._memory_watchdog, daemon=True),
         ]
         for t in self._threads:
             t.start()
@@ -163,6 +175,18 @@ class ChildProcess:
             self._timed_out.set()
             self.kill()
 
+    def _memory_watchdog(self) -> None:
+        assert self._proc is not None
+        limit = None if self.limits.memory_mb is None else self.limits.memory_mb * 1024 * 1024
+        while self._proc.poll() is None:
+            rss = group_rss_bytes(self._proc.pid)
+            self._peak_rss = max(self._peak_rss, rss)
+            if limit is not None and rss > limit:
+                self._memory_exceeded.set()
+                self.kill()
+                return
+            time.sleep(MEMORY_POLL_SECONDS)
+
     def kill(self) -> None:
         """Kill the whole process group (the job and anything it started)."""
         if self._proc is None:
@@ -182,4 +206,34 @@ class ChildProcess:
         with self._tail_lock:
             tail = list(self._tail)
         return ProcessResult(returncode=returncode, timed_out=self._timed_out.is_set(), killed_by=killed_by,
-                             wall_seconds=time.monotonic() - self._started, tail=tail)
+                             wall_seconds=time.monotonic() - self._started, tail=tail,
+                             memory_exceeded=self._memory_exceeded.is_set(),
+                             peak_rss_mb=round(self._peak_rss / (1024 * 1024), 1))
+
+
+MEMORY_POLL_SECONDS = 0.2
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every process in process group ``pgid`` (Linux /proc; 0 elsewhere)."""
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+            # fields after the command name, which is in parentheses and may hold spaces
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if int(fields[2]) != pgid:  # field 5, pgrp
+                continue
+            with open(f"/proc/{entry}/statm", "rb") as fh:
+                total += int(fh.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
+    return total

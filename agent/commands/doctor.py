@@ -81,8 +81,21 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             "local_model": {"available": not missing_model,
                             "missing_packages": missing_model},
             "ray": {"available": importlib.util.find_spec("ray") is not None},
+            "data": _data(s),
         },
     }
+
+
+def _data(s: Any) -> dict[str, Any]:
+    """Which training-task data are here, without loading them."""
+    from evaluator.data.cifar10 import ARCHIVE, FOLDER, TRAIN_BATCHES
+
+    cache = s.home.resolve() / "data" / "cifar10"
+    where = [p for p in ([s.data_dir, s.data_dir / FOLDER] if s.data_dir else []) + [cache / FOLDER]
+             if (p / TRAIN_BATCHES[0]).is_file()]
+    archive = next((p / ARCHIVE for p in ([s.data_dir] if s.data_dir else []) + [cache] if (p / ARCHIVE).is_file()), None)
+    return {"digits": importlib.util.find_spec("sklearn") is not None,
+            "cifar10": {"available": bool(where or archive), "path": str(where[0] if where else archive or cache)}}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
     lm = a["local_model"]
     c.print(f"local model (Qwen2.5-Coder-0.5B packages): {yes if lm['available'] else no}")
     c.print(f"Ray: {yes if a['ray']['available'] else no}")
+    data = a["data"]
+    c.print(f"data: digits {yes if data['digits'] else no + ' (pip install scikit-learn)'}; cifar10 "
+            + (f"{yes} ({data['cifar10']['path']})" if data["cifar10"]["available"]
+               else f"{no} (downloaded on first use into {data['cifar10']['path']}, or pass --data-dir)"), highlight=False)
     overridden = {k: v for k, v in info["settings"].items() if v["source"] != "default"}
     if overridden:
         c.print("settings not at their defaults: " + ", ".join(f"{k}={v['value']} ({v['source']})" for k, v in overridden.items()),

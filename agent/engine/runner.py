@@ -88,7 +88,8 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
         device=_device(settings.device), test_inject=test_inject,
     )
     return Setup(task=task, space=space, pool=pool, final_seeds=tuple(range(settings.final_seeds)),
-                 config={"data": dataset.source, "epochs": pool.epochs, "device": pool.device})
+                 config={"data": dataset.source, "epochs": pool.epochs, "device": pool.device,
+                         "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes})
 
 
 def _device(choice: str) -> str:
@@ -187,13 +188,16 @@ def _final_report(ctx: SearchContext, state: SearchState, seeds: tuple[int, ...]
     ctx.recorder.add_evaluations(ctx.run.run_id, evaluations, update_status=False)
     ok = [e for e in evaluations if e.status is Status.OK and e.test_accuracy is not None]
     accs = [e.test_accuracy for e in ok]
+    trained = len(seeds) > 1 or any("seed" in e.metrics for e in evaluations)
     if ok:
         source = ok[0].source
+        if trained:
+            source = (f"test split, mean of {len(ok)} retraining(s) from scratch (seeds "
+                      f"{', '.join(str(e.metrics['seed']) for e in ok)}), {source}")
         if len(ok) < len(evaluations):
             source += f"; {len(evaluations) - len(ok)} of {len(evaluations)} final runs failed: {_first_error(evaluations)}"
     else:
         source = _first_error(evaluations)
-    trained = len(seeds) > 1 or any("seed" in e.metrics for e in evaluations)
     return BestCandidate(
         candidate_id=best["candidate_id"], spec=best["spec"], val_accuracy=best["val_accuracy"],
         test_accuracy=statistics.fmean(accs) if accs else None, test_source=source,

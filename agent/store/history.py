@@ -299,12 +299,17 @@ class History:
             self._insert(con, "events", [self._event_row(run_id, kind, payload or {}, candidate_id)])
 
     def finish_run(self, run_id: str, status: RunStatus, summary: dict[str, Any] | None) -> None:
+        """Close the run. Candidates still ``running`` (a stop in mid-evaluation) go back to
+        ``queued``, in the same transaction, so a resumed run evaluates them again."""
         with self._transaction() as con:
             con.execute(
                 "UPDATE runs SET status = ?, finished = ?, summary = ? WHERE run_id = ?",
                 [status.value, _naive_utc(datetime.now(timezone.utc)), _json(summary) if summary is not None else None, run_id],
             )
-            self._insert(con, "events", [self._event_row(run_id, "run_finished", {"status": status.value})])
+            requeued = con.execute("UPDATE candidates SET status = 'queued' WHERE run_id = ? AND status = 'running' "
+                                   "RETURNING candidate_id", [run_id]).fetchall()
+            payload = {"status": status.value} | ({"requeued": sorted(r[0] for r in requeued)} if requeued else {})
+            self._insert(con, "events", [self._event_row(run_id, "run_finished", payload)])
 
     # -- reads -------------------------------------------------------------------------
 
@@ -329,8 +334,10 @@ class History:
             SELECT c.run_id,
                    count(*) FILTER (WHERE c.status NOT IN ('queued', 'running', 'invalid')) AS evaluations,
                    max(v.val_accuracy) AS best_val_accuracy
-            FROM candidates c LEFT JOIN evaluations v
-              ON v.candidate_id = c.candidate_id AND v.purpose = 'search' AND v.status = 'ok'
+            FROM candidates c LEFT JOIN (
+                SELECT candidate_id, max(val_accuracy) AS val_accuracy FROM evaluations
+                WHERE purpose = 'search' AND status = 'ok' GROUP BY candidate_id
+            ) v ON v.candidate_id = c.candidate_id
             GROUP BY c.run_id
         ) e ON e.run_id = r.run_id
     """
@@ -370,11 +377,17 @@ class History:
                 return []
             rows = self._dicts(con.execute(
                 """
-                SELECT c.candidate_id, c.seq, c.status, v.val_accuracy, f.test_accuracy, c.canonical_key,
-                       c.proposer, c.parents, c.spec, c.error, c.created
+                SELECT c.candidate_id, c.seq, c.status, v.val_accuracy, f.test_accuracy, f.final_runs,
+                       c.canonical_key, c.proposer, c.parents, c.spec, c.error, c.created
                 FROM candidates c
-                LEFT JOIN evaluations v ON v.candidate_id = c.candidate_id AND v.purpose = 'search'
-                LEFT JOIN evaluations f ON f.candidate_id = c.candidate_id AND f.purpose = 'final' AND f.status = 'ok'
+                LEFT JOIN (  -- the latest search evaluation
+                    SELECT candidate_id, arg_max(val_accuracy, created) AS val_accuracy FROM evaluations
+                    WHERE purpose = 'search' GROUP BY candidate_id
+                ) v ON v.candidate_id = c.candidate_id
+                LEFT JOIN (  -- the final report: the mean over its seeds
+                    SELECT candidate_id, avg(test_accuracy) AS test_accuracy, count(*) AS final_runs FROM evaluations
+                    WHERE purpose = 'final' AND status = 'ok' GROUP BY candidate_id
+                ) f ON f.candidate_id = c.candidate_id
                 WHERE c.run_id = ? ORDER BY c.seq
                 """,
                 [run_id],

@@ -53,3 +53,6 @@ class MemoryRecorder:
 
     def finish_run(self, run_id: str, status: RunStatus, summary: dict[str, Any] | None) -> None:
         self.runs[run_id] = self.runs[run_id].model_copy(update={"status": status, "summary": summary})
+        for c in self.candidates.values():  # as History: a stop in mid-evaluation re-queues
+            if c.run_id == run_id and c.status is Status.RUNNING:
+                c.status = Status.QUEUED

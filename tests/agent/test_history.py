@@ -141,6 +141,32 @@ def test_round_trip_of_run_candidates_evaluations(tmp_path):
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished" and "duplicate_skipped" in kinds
 
 
+def test_a_candidate_with_several_final_seeds_is_listed_once(tmp_path):
+    h = History(tmp_path)
+    h.create_run(_run("r1"))
+    h.add_candidates([_candidate("r1", 0, Status.RUNNING), _candidate("r1", 1, Status.RUNNING)])
+    h.add_evaluations("r1", [Evaluation(candidate_id="r1-c0000", status=Status.OK, val_accuracy=0.5),
+                             Evaluation(candidate_id="r1-c0001", status=Status.OK, val_accuracy=0.4)])
+    h.add_evaluations("r1", [Evaluation(candidate_id="r1-c0000", purpose=Purpose.FINAL, status=Status.OK,
+                                        val_accuracy=0.5, test_accuracy=acc) for acc in (0.6, 0.7, 0.8)],
+                      update_status=False)
+    rows = h.run_candidates("r1")
+    assert [r["candidate_id"] for r in rows] == ["r1-c0000", "r1-c0001"]
+    assert rows[0]["test_accuracy"] == pytest.approx(0.7) and rows[0]["final_runs"] == 3
+    (run,) = h.list_runs()
+    assert run["evaluations"] == 2 and run["best_val_accuracy"] == 0.5
+
+
+def test_stopping_in_mid_evaluation_requeues_the_running_candidates(tmp_path):
+    h = History(tmp_path)
+    h.create_run(_run("r1"))
+    h.add_candidates([_candidate("r1", 0, Status.RUNNING), _candidate("r1", 1, Status.RUNNING)])
+    h.add_evaluations("r1", [Evaluation(candidate_id="r1-c0000", status=Status.OK, val_accuracy=0.5)])
+    h.finish_run("r1", RunStatus.INTERRUPTED, None)
+    assert [r["status"] for r in h.run_candidates("r1")] == ["ok", "queued"]
+    assert h.events("r1")[-1]["payload"] == {"status": "interrupted", "requeued": ["r1-c0001"]}
+
+
 def test_failed_write_rolls_back_the_whole_transaction(tmp_path):
     h = History(tmp_path)
     h.create_run(_run("r1"))

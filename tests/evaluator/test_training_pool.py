@@ -132,3 +132,20 @@ def test_cancel_kills_the_job_and_reports_pruned(digits, spec, tmp_path):
         assert finished[0].evaluation.status is Status.PRUNED and pool.free_slots() == 1
     finally:
         pool.close()
+
+
+def test_the_pool_trains_up_to_its_capacity_at_once(digits, spec, tmp_path):
+    pool = TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=1, capacity=2, threads=1)
+    try:
+        for i in range(2):
+            pool.submit(Job(candidate_id=f"run-c000{i}", spec=spec, seed=i))
+        assert pool.in_flight == 2 and pool.free_slots() == 0
+        with pytest.raises(RuntimeError, match="pool is full"):
+            pool.submit(Job(candidate_id="run-c0002", spec=spec))
+        finished = {}
+        while len(finished) < 2:
+            finished |= {e.candidate_id: e.evaluation for e in pool.events(timeout=None) if e.kind == "finished"}
+        assert all(ev.status is Status.OK for ev in finished.values())
+        assert pool.free_slots() == 2 and all(ev.metrics["peak_memory_mb"] > 50 for ev in finished.values())
+    finally:
+        pool.close()

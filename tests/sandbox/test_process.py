@@ -86,6 +86,22 @@ def test_memory_limit_stops_a_runaway_allocation(tmp_path):
     assert "MemoryError" in result.tail_text
 
 
+def test_resident_memory_watchdog_kills_the_group_without_an_address_space_limit(tmp_path):
+    # a grandchild in the same process group holds the memory: the watchdog counts the whole group
+    code = ("import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'x = b\"x\" * (700 * 1024**2); import time; time.sleep(60)'])\n"
+            "time.sleep(60)")
+    start = time.monotonic()
+    result, _ = run_child(tmp_path, code, limits=Limits(wall_seconds=60, memory_mb=512, address_space=False))
+    assert result.memory_exceeded and not result.timed_out and result.killed_by == "SIGKILL"
+    assert result.peak_rss_mb > 512 and time.monotonic() - start < 30
+
+
+def test_peak_memory_is_reported(tmp_path):
+    result, _ = run_child(tmp_path, "x = b'x' * (100 * 1024**2); import time; time.sleep(0.6)")
+    assert result.returncode == 0 and not result.memory_exceeded and result.peak_rss_mb > 100
+
+
 def test_exit_code_and_tail_of_a_crash(tmp_path):
     result, _ = run_child(tmp_path, "raise SystemExit('bad things happened')")
     assert result.returncode == 1 and "bad things happened" in result.tail_text
