@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from agent.store import History
@@ -94,6 +95,10 @@ def main() -> None:
                        f"{fmt.format(max(values))} |")
 
     info = run_info(REPO_ROOT, started)
+    if args.device == "cuda":
+        import torch
+
+        info = replace(info, machine=f"{torch.cuda.get_device_name()} (torch {torch.__version__}); {info.machine}")
     where = f"{args.device}, {args.workers} worker{'s' if args.workers > 1 else ''}"
     body = "\n".join([
         f"## Digits search: the acceptance command ({where})", "",

@@ -121,6 +121,8 @@ class TrainingPool(EvaluationPool):
                           n_test=len(self.dataset.y_test) if want_test else 0,
                           num_classes=self.dataset.num_classes, epochs=epochs)
         threads_env = {k: str(self.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        if not self.device.startswith("cuda"):
+            threads_env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job never touches (or holds memory on) a GPU
         holder: dict[str, _Running] = {}
         process = ChildProcess(
             [sys.executable, "-I", "-m", "evaluator.worker", str(scratch)], cwd=scratch,

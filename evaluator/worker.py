@@ -30,7 +30,8 @@ def _read_key(fd: int) -> bytes:
 def _is_memory_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text \
-        or "cannot allocate memory" in text or "bad_alloc" in text
+        or "cannot allocate memory" in text or "bad_alloc" in text \
+        or "failed to map segment" in text  # a shared library (torch's) that no longer fits the address space
 
 
 def run(job_dir: Path, channel: Channel) -> None:
@@ -70,14 +71,14 @@ def main(argv: list[str]) -> int:
     job_id = json.loads((job_dir / "job.json").read_text())["job"]
     channel = Channel(int(os.environ.pop(CHANNEL_FD_ENV)), key, job_id)
     del key
-    from evaluator.trainer import NonFiniteLoss
 
     try:
         run(job_dir, channel)
-    except NonFiniteLoss as exc:
-        channel.send("failure", kind="nan_loss", message=str(exc))
-        return 1
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the process ends
+        trainer = sys.modules.get("evaluator.trainer")  # imported inside run(): torch may not load
+        if trainer is not None and isinstance(exc, trainer.NonFiniteLoss):
+            channel.send("failure", kind="nan_loss", message=str(exc))
+            return 1
         kind = "memory" if _is_memory_error(exc) else "exception"
         tail = "".join(traceback.format_exception(exc)[-6:])[-6000:]
         try:

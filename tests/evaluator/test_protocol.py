@@ -135,3 +135,16 @@ def test_channel_cannot_be_redirected_by_monkeypatching_json():
         for line in fh:
             c.feed(line)
     assert c.rejected == [] and c.accepted[0].params == 1
+
+
+@pytest.mark.parametrize("exc, memory", [
+    (MemoryError(), True),
+    (ImportError("libtorch_python.so: failed to map segment from shared object"), True),
+    (RuntimeError("CUDA error: out of memory"), True),
+    (OSError(12, "Cannot allocate memory"), True),
+    (RuntimeError("boom"), False),
+])
+def test_worker_names_memory_failures(exc, memory):
+    from evaluator.worker import _is_memory_error
+
+    assert _is_memory_error(exc) is memory

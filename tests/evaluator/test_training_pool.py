@@ -39,7 +39,11 @@ protocol.Channel.send = lambda self, *a, **k: None
 trainer.train = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("patched"))
 json.dumps = lambda *a, **k: '{"type": "done"}'
 torch.save = lambda *a, **k: None
-torch.cuda.is_available = lambda: True
+# what a harness that scored inside the worker would use: every comparison true, every mean 1
+torch.Tensor.__eq__ = lambda self, other: torch.ones(self.shape, dtype=torch.bool)
+torch.eq = lambda a, b, **k: torch.ones(a.shape, dtype=torch.bool)
+import numpy
+numpy.mean = lambda *a, **k: 1.0
 '''
 
 
@@ -103,8 +107,8 @@ def test_hostile_code_cannot_change_the_recorded_accuracy(digits, spec, tmp_path
          ["the candidate raised", "RuntimeError: boom from the candidate"]),
         ("import torch.nn.functional as F\n_ce = F.cross_entropy\nF.cross_entropy = lambda *a, **k: _ce(*a, **k) * float('nan')",
          Limits(wall_seconds=300), Status.FAILED, ["NaN loss", "epoch 1"]),
-        ("hog = bytearray(6 * 1024 ** 3)", Limits(wall_seconds=300, memory_mb=2048), Status.FAILED,
-         ["memory limit (2048 MB) exceeded", "MemoryError"]),
+        ("hog = bytearray(8 * 1024 ** 3)", Limits(wall_seconds=300, memory_mb=4096), Status.FAILED,
+         ["memory limit (4096 MB) exceeded", "MemoryError"]),
         ("print('still thinking', flush=True)\nimport time\ntime.sleep(120)", Limits(wall_seconds=8), Status.TIMEOUT,
          ["wall-clock limit of 8 s", "still thinking"]),
         ("import os\nos._exit(3)", Limits(wall_seconds=300), Status.FAILED, ["exited with code 3"]),
