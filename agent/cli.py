@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,8 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill PID` stops as cleanly as Ctrl-C
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except ArchAgentError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -85,6 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
             print("  hint: run again with --debug for the traceback, and report it with that output", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup (workers killed, the run marked
+    ``interrupted``, in-flight candidates re-queued) runs the same way."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

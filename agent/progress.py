@@ -1,4 +1,9 @@
-"""Live progress of a search on stderr: a rich bar on a terminal, a log line otherwise."""
+"""Live progress of a search on stderr: a rich bar on a terminal, a log line otherwise.
+
+On a terminal, each candidate in training has its own line (epoch, validation accuracy) under
+the search's bar. Elsewhere (a log file, CI), each evaluation that took a second or more gets a
+line, and quick tabular lookups one line per tenth of the budget.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from evaluator.pool import PoolEvent
 from evaluator.records import Candidate, Evaluation, Run
 
 
@@ -19,6 +25,7 @@ class SearchProgress:
         self._task: Any = None
         self._budget = 0
         self._last_logged = 0
+        self._jobs: dict[str, Any] = {}  # candidate id -> its line on a terminal
 
     def start(self, run: Run, warnings: list[str]) -> None:
         self._budget = run.budget
@@ -28,11 +35,11 @@ class SearchProgress:
             self.console.print(f"[yellow]warning:[/] {w}", highlight=False)
         if self.interactive:
             self._progress = Progress(
-                TextColumn("[bold blue]searching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("{task.fields[best]}"), console=self.console, transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("search", total=run.budget, best="")
+            self._task = self._progress.add_task("searching", total=run.budget, best="")
 
     def result(self, candidate: Candidate, evaluation: Evaluation, state: dict[str, Any]) -> None:
         done = state["evaluations"]
@@ -40,9 +47,36 @@ class SearchProgress:
         best = f"best val {top[0]['val_accuracy']:.4f} ({top[0]['candidate_id']})" if top else ""
         if self._progress is not None:
             self._progress.update(self._task, completed=done, best=best)
+        elif evaluation.wall_seconds >= 1.0:  # a training: one line each
+            val = f"val {evaluation.val_accuracy:.4f}" if evaluation.val_accuracy is not None else evaluation.status.value
+            self.console.print(f"{done}/{self._budget} {candidate.candidate_id}: {val} "
+                               f"({evaluation.fidelity:g} epochs, {evaluation.wall_seconds:.1f} s)  {best}", highlight=False)
         elif done - self._last_logged >= max(1, self._budget // 10) or done == self._budget:
             self._last_logged = done
             self.console.print(f"{done}/{self._budget} evaluations  {best}", highlight=False)
+
+    def event(self, event: PoolEvent) -> None:
+        """A pool event: a training started, finished an epoch, or finished."""
+        d = event.data
+        label = event.candidate_id.rsplit("-", 1)[-1] + (f" final, seed {d.get('seed')}" if d.get("purpose") == "final" else "")
+        if self._progress is None:
+            if event.kind == "started" and d.get("purpose") == "final":
+                self.console.print(f"final report: retraining {event.candidate_id} (seed {d.get('seed')}) on the test split",
+                                   highlight=False)
+            return
+        if event.kind == "started" and d.get("epochs"):
+            self._jobs[event.candidate_id + str(d.get("seed"))] = self._progress.add_task(
+                "train", total=d["epochs"], best=f"  {label}: starting")
+        elif event.kind == "progress":
+            task = self._jobs.get(event.candidate_id + str(d.get("seed")))
+            if task is not None:
+                self._progress.update(task, completed=d["epoch"],
+                                      best=f"  {label}: epoch {d['epoch']}/{d['epochs']}, val {d['val_accuracy']:.4f}")
+        elif event.kind == "finished":
+            seed = event.evaluation.metrics.get("seed") if event.evaluation is not None else None
+            task = self._jobs.pop(event.candidate_id + str(seed), None)
+            if task is not None:
+                self._progress.remove_task(task)
 
     def stop(self) -> None:
         if self._progress is not None:

@@ -133,7 +133,8 @@ class TrainingPool(EvaluationPool):
         with self._lock:
             self._running[job.candidate_id] = run
         process.start()
-        self._events.put(PoolEvent(kind="started", candidate_id=job.candidate_id, data={"job": job_id}))
+        self._events.put(PoolEvent(kind="started", candidate_id=job.candidate_id,
+                                   data={"job": job_id, "purpose": job.purpose.value, "seed": job.seed, "epochs": epochs}))
         threading.Thread(target=self._finish, args=(run,), daemon=True).start()
 
     def events(self, timeout: float | None = None) -> list[PoolEvent]:
@@ -182,7 +183,9 @@ class TrainingPool(EvaluationPool):
             run.device_seconds += msg.seconds
             run.images_per_second = msg.images_per_second
             self._events.put(PoolEvent(kind="progress", candidate_id=run.job.candidate_id,
-                                       data={"epoch": msg.epoch, "val_accuracy": val, "train_loss": msg.train_loss}))
+                                       data={"epoch": msg.epoch, "epochs": run.checker.epochs, "val_accuracy": val,
+                                             "train_loss": msg.train_loss, "purpose": run.job.purpose.value,
+                                             "seed": run.job.seed}))
 
     def _finish(self, run: _Running) -> None:
         result = run.process.wait()

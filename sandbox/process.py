@@ -82,8 +82,29 @@ def clean_env(extra: Mapping[str, str] | None = None, home: Path | None = None) 
     return env
 
 
-def _limit_resources(limits: Limits, cpu_seconds: int) -> Callable[[], None]:
+PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, loaded in the parent (loading a library between fork and exec could deadlock)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+def _limit_resources(limits: Limits, cpu_seconds: int, parent: int) -> Callable[[], None]:
+    prctl = _prctl()
+
     def apply() -> None:  # runs in the child between fork and exec
+        # Linux kills the child when its parent dies, even by kill -9: a dead coordinator
+        # leaves no worker behind (the group is killed on every other exit path).
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
         mb = 1024 * 1024
         if limits.memory_mb is not None and limits.address_space:
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
@@ -132,7 +153,7 @@ class ChildProcess:
             self._proc = subprocess.Popen(
                 self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, pass_fds=(channel_w, key_r),
-                preexec_fn=_limit_resources(self.limits, self.cpu_seconds),
+                preexec_fn=_limit_resources(self.limits, self.cpu_seconds, os.getpid()),
             )
         except BaseException:
             for fd in (channel_r, key_w):

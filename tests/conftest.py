@@ -54,6 +54,15 @@ def tiny_tables(tmp_path: Path) -> Path:
     return write_tiny_tables(tmp_path / "tables", all_archs())
 
 
+def default_sigint() -> None:
+    """For Popen(preexec_fn=...): a child started from a background job inherits SIGINT ignored
+    (POSIX shells do that to asynchronous commands), and Python then never raises
+    KeyboardInterrupt. Tests that send SIGINT restore the default first."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: str, home: Path | None = None, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
     """Run the real `agent` CLI in a subprocess; returns CompletedProcess with text output."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}

@@ -13,7 +13,7 @@ import pytest
 
 import agent
 from agent.store import History
-from tests.conftest import ROOT, all_archs, run_cli
+from tests.conftest import ROOT, all_archs, default_sigint, run_cli
 
 SUMMARY_FIELDS = {"run_id", "status", "task", "evaluations", "counts", "best"}
 BEST_FIELDS = {"candidate_id", "spec", "val_accuracy", "test_accuracy", "arch"}
@@ -176,13 +176,17 @@ def test_ctrl_c_stops_a_search_and_marks_the_run_interrupted(tiny_tables, tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
     proc = subprocess.Popen([sys.executable, "-m", "agent", "search", "--task", "nb201-cifar10", "--benchmark-dir",
                              str(tiny_tables), "--budget", "100000", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            preexec_fn=default_sigint)
     h = History(home)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (h.exists() and h.list_runs() and h.list_runs()[0]["evaluations"] > 0):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     (run,) = h.list_runs()

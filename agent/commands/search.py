@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     )).settings
     progress = SearchProgress.for_stderr()
     try:
-        summary = run_search(settings, on_start=progress.start, on_result=progress.result)
+        summary = run_search(settings, on_start=progress.start, on_result=progress.result, on_event=progress.event)
     finally:
         progress.stop()
     if args.json:
@@ -46,9 +46,12 @@ def render_summary(summary) -> None:
     table.add_column("#", justify="right")
     table.add_column("candidate")
     table.add_column("val acc", justify="right")
+    table.add_column("params", justify="right")
     table.add_column("arch / spec", overflow="fold")
     for i, row in enumerate(summary.top, start=1):
-        table.add_row(str(i), row["candidate_id"], f"{row['val_accuracy']:.4f}", row.get("arch", ""))
+        params = f"{row['params']:,}" if row.get("params") else ""
+        table.add_row(str(i), row["candidate_id"], f"{row['val_accuracy']:.4f}", params,
+                      row.get("arch") or row.get("summary", ""))
     console.print(table)
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     console.print(f"{summary.evaluations} evaluations ({counts or 'none'}); {summary.duplicates_skipped} duplicate proposals "
@@ -58,6 +61,8 @@ def render_summary(summary) -> None:
         console.print("[red]no candidate finished ok: there is no final report[/]")
         return
     test = f"{best.test_accuracy:.4f}" if best.test_accuracy is not None else "n/a"
+    if best.test_accuracy is not None and best.test_accuracy_std is not None:
+        test += f" +- {best.test_accuracy_std:.4f}"
     console.print(f"[bold]final report[/] of the best by validation, {best.candidate_id}: "
                   f"test accuracy [bold green]{test}[/] ({best.test_source}); validation {best.val_accuracy:.4f}",
                   highlight=False)

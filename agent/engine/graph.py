@@ -101,6 +101,8 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         if timeout is not None and timeout <= 0:
             break
         for event in ctx.pool.events(timeout=timeout):
+            if ctx.on_event is not None:
+                ctx.on_event(event)
             if event.kind == "finished" and event.candidate_id in running and event.evaluation is not None:
                 results.append((running.pop(event.candidate_id), event.evaluation))
     return {"ready": waiting, "running": running, "results": results, "unrecorded": []}

@@ -22,7 +22,7 @@ from agent.store import History
 from agent.store.recorder import Recorder
 from agent.summaries import BestCandidate, SearchSummary
 from evaluator.errors import UserInputError
-from evaluator.pool import EvaluationPool, Job
+from evaluator.pool import EvaluationPool, Job, PoolEvent
 from evaluator.records import FINAL_STATUSES, Candidate, Evaluation, Purpose, Run, RunStatus, Status
 from evaluator.spaces import SearchSpace, get_space
 from evaluator.tasks import Task, is_training_task, resolve_task, training_task
@@ -118,11 +118,13 @@ def run_search(
     proposer: Proposer | None = None,
     on_start: Callable[[Run, list[str]], None] | None = None,
     on_result: ResultCallback | None = None,
+    on_event: Callable[[PoolEvent], None] | None = None,
     test_inject: dict[str, str] | None = None,
 ) -> SearchSummary:
     """Run a search as configured; record it in ``recorder`` (default: the home's history).
 
     ``proposer`` replaces the one named in settings (a proposer of your own, for example).
+    ``on_event`` sees every pool event, the final retraining's included (live progress).
     ``test_inject`` maps candidate-id suffixes (``"c0003"``) to code a worker runs where
     candidate code would run: a test-only path for injecting faults.
     """
@@ -130,12 +132,12 @@ def run_search(
     run_id = new_run_id()
     setup = prepare(settings, run_id, test_inject)
     try:
-        return _run(settings, setup, run_id, started, recorder, proposer, on_start, on_result)
+        return _run(settings, setup, run_id, started, recorder, proposer, on_start, on_result, on_event)
     finally:
         setup.pool.close()
 
 
-def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, on_result) -> SearchSummary:
+def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, on_result, on_event) -> SearchSummary:
     task, space = setup.task, setup.space
     if proposer is None:
         proposer = _proposer_from(settings, space)
@@ -150,7 +152,7 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     ctx = SearchContext(
         run=run, space=space, proposer=proposer, pool=setup.pool, recorder=recorder, budget=budget,
         deadline=None if settings.minutes is None else started + 60.0 * settings.minutes,
-        max_attempts=20 * budget + 100, on_result=on_result,
+        max_attempts=20 * budget + 100, on_result=on_result, on_event=on_event,
     )
     try:
         final = SEARCH_GRAPH.invoke(initial_state(), {"recursion_limit": 10 * ctx.max_attempts + 100}, context=ctx)
@@ -167,13 +169,16 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         raise
 
 
-def final_evaluations(pool: EvaluationPool, candidate_id: str, spec: dict, seeds: tuple[int, ...]) -> list[Evaluation]:
+def final_evaluations(pool: EvaluationPool, candidate_id: str, spec: dict, seeds: tuple[int, ...],
+                      on_event: Callable[[PoolEvent], None] | None = None) -> list[Evaluation]:
     """Evaluate one candidate on the test split once per seed, as many at once as the pool allows."""
     pending, done = list(seeds), []
     while len(done) < len(seeds):
         while pending and pool.free_slots() > 0:
             pool.submit(Job(candidate_id=candidate_id, spec=spec, purpose=Purpose.FINAL, seed=pending.pop(0)))
         for event in pool.events(timeout=None):
+            if on_event is not None:
+                on_event(event)
             if event.kind == "finished" and event.evaluation is not None and event.evaluation.purpose is Purpose.FINAL:
                 done.append(event.evaluation)
     return done
@@ -184,7 +189,7 @@ def _final_report(ctx: SearchContext, state: SearchState, seeds: tuple[int, ...]
     if not state["top"]:
         return None
     best = state["top"][0]
-    evaluations = final_evaluations(ctx.pool, best["candidate_id"], best["spec"], seeds)
+    evaluations = final_evaluations(ctx.pool, best["candidate_id"], best["spec"], seeds, ctx.on_event)
     ctx.recorder.add_evaluations(ctx.run.run_id, evaluations, update_status=False)
     ok = [e for e in evaluations if e.status is Status.OK and e.test_accuracy is not None]
     accs = [e.test_accuracy for e in ok]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypedDict
 
 from agent.store.recorder import Recorder
 from agent.proposers import Proposal, Proposer
-from evaluator.pool import EvaluationPool
+from evaluator.pool import EvaluationPool, PoolEvent
 from evaluator.records import Candidate, Evaluation, Run
 from evaluator.spaces import SearchSpace
 
@@ -25,6 +25,7 @@ class SearchContext:
     deadline: float | None  # time.monotonic() value, or None for no wall-clock limit
     max_attempts: int  # proposals (valid or not) the proposer may make in all
     on_result: Callable[[Candidate, Evaluation, "SearchState"], None] | None = None
+    on_event: Callable[[PoolEvent], None] | None = None  # every pool event (started, per-epoch progress, finished)
 
 
 class SearchState(TypedDict, total=False):

@@ -17,7 +17,7 @@ from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.store import History
 from evaluator.data.cifar10 import ARCHIVE
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, default_sigint, run_cli
 from tests.evaluator.test_data import make_cifar_archive
 
 FAULTS = {
@@ -56,6 +56,7 @@ def test_cli_digits_search_records_curves_and_the_three_seed_final_report(tmp_pa
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["evaluations"] == 3 and summary["counts"]["ok"] == 3
+    assert out.stderr.count(" epochs, ") == 3 and out.stderr.count("final report: retraining") == 3
     best = summary["best"]
     assert 0.5 < best["val_accuracy"] <= 1 and 0.5 < best["test_accuracy"] <= 1
     assert best["seeds"] == [0, 1, 2] and best["test_accuracy_std"] >= 0
@@ -114,21 +115,27 @@ def _workers_of(path) -> list[int]:
     return pids
 
 
-def test_ctrl_c_during_training_marks_the_run_interrupted_and_requeues_the_candidate(tmp_path):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "kill"])
+def test_stopping_during_training_marks_the_run_interrupted_and_requeues_the_candidate(tmp_path, sig, code, word):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
     proc = subprocess.Popen([sys.executable, "-m", "agent", "search", "--task", "digits", "--budget", "50",
                              "--epochs", "40", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _workers_of(home):
         time.sleep(0.2)
     assert _workers_of(home), "no worker started"
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    proc.send_signal(sig)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, stderr
+    assert word in stderr and "Traceback" not in stderr
     time.sleep(0.5)
     assert not _workers_of(home), "a worker outlived its coordinator"
     h = History(home)

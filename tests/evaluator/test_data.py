@@ -281,3 +281,20 @@ def test_folder_errors_name_the_folder_file_and_fix(tmp_path):
     (one / "only").mkdir(parents=True)
     with pytest.raises(TaskError, match="1 class folder"):
         load_dataset(f"folder:{one}", cache_dir=tmp_path)
+
+
+def test_folder_with_train_and_test_folders_keeps_your_splits(tmp_path):
+    root = tmp_path / "split"
+    make_image_folder(root / "train", per_class=5)
+    make_image_folder(root / "test", per_class=2)
+    d = load_dataset(f"folder:{root}", cache_dir=tmp_path)
+    assert d.classes == ("circle", "square") and len(d.y_test) == 4
+    assert (len(d.y_train), len(d.y_val)) == (8, 2) and set(d.y_val) == {0, 1}
+    assert "your train/test folders, validation 20% of train" in d.source
+    make_image_folder(root / "validation", per_class=1)
+    d = load_dataset(f"folder:{root}", cache_dir=tmp_path)
+    assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (10, 2, 4) and "your train/val/test folders" in d.source
+    lonely = tmp_path / "lonely"
+    make_image_folder(lonely / "train")
+    with pytest.raises(TaskError, match="not both train/ and test/"):
+        load_dataset(f"folder:{lonely}", cache_dir=tmp_path)

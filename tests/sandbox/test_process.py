@@ -112,3 +112,38 @@ def test_limits_reject_nonsense():
         Limits(wall_seconds=0)
     with pytest.raises(ValueError, match="memory_mb"):
         Limits(memory_mb=10)
+
+
+COORDINATOR = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from sandbox.process import ChildProcess, Limits, clean_env
+    proc = ChildProcess([sys.executable, "-c", "import time; time.sleep(120)"], cwd=Path(sys.argv[1]),
+                        env=clean_env(), limits=Limits(wall_seconds=120), key=b"k", on_message=lambda line: None)
+    proc.start()
+    print(proc._proc.pid, flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_worker_dies_with_its_coordinator_even_on_kill_9(tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    coordinator = subprocess.Popen([sys.executable, "-c", COORDINATOR, str(tmp_path)], stdout=subprocess.PIPE,
+                                   text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        child = int(coordinator.stdout.readline())
+        os.kill(child, 0)  # the worker runs
+        coordinator.send_signal(signal.SIGKILL)
+        coordinator.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and \
+                Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
+            time.sleep(0.1)
+        alive = Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+        assert not alive, "the worker outlived its coordinator"
+    finally:
+        coordinator.kill()
