@@ -85,4 +85,6 @@ class SearchProgress:
 
     @staticmethod
     def for_stderr() -> "SearchProgress":
-        return SearchProgress(Console(stderr=True, force_terminal=None if sys.stderr.isatty() else False))
+        if sys.stderr.isatty():
+            return SearchProgress(Console(stderr=True))
+        return SearchProgress(Console(stderr=True, force_terminal=False, soft_wrap=True))  # a log: one line each
