@@ -1,4 +1,4 @@
-# make install  installs archagent with every extra the tests need into the current Python
+# make install  installs archagent with every extra the tests need (test, local: the offline LLM) into the current Python
 #               environment (or into ./.venv when that Python is externally managed, PEP 668)
 # make demo     installs, then trains a 12-candidate search on scikit-learn's digits, offline (about 2.5 min on 2 cores)
 # make demo-nb201  the same on the NAS-Bench-201 tables (tabular, seconds)
@@ -18,7 +18,7 @@ STAMP := .make/installed
 
 install: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install -e ".[test]"
+	$(PYTHON) -m pip install -e ".[test,local]"
 	@mkdir -p .make && touch $(STAMP)
 
 $(STAMP): pyproject.toml

