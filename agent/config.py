@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from evaluator.errors import ConfigError, did_you_mean
 
@@ -53,9 +53,18 @@ class Settings(BaseModel):
     memory_mb: int = Field(default=4096, ge=256, description="memory limit of one worker, MB (address space and resident memory)")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where candidates train")
     final_seeds: int = Field(default=3, ge=1, le=10, description="seeds of the final retraining of the best candidate")
+    llm: Literal["local", "openai"] | None = Field(default=None, description="LLM backend: local (in-process model) or openai (any OpenAI-compatible endpoint)")
+    model: str | None = Field(default=None, description="LLM model: a GGUF file, a model folder or a hub id (local), a model name (openai); None: the default offline model")
+    openai_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1 (also OPENAI_BASE_URL)")
+    openai_api_key: SecretStr | None = Field(default=None, description="API key of the endpoint (also OPENAI_API_KEY); never stored or printed")
+    llm_timeout: float = Field(default=120.0, gt=0, description="seconds one LLM call may take before it is retried")
+    llm_price_in: float | None = Field(default=None, ge=0, description="dollars per million prompt tokens, for cost accounting")
+    llm_price_out: float | None = Field(default=None, ge=0, description="dollars per million completion tokens, for cost accounting")
 
 
 FIELDS = tuple(Settings.model_fields)
+# Environment names the wider ecosystem uses, read when AGENT_<NAME> is not set.
+ENV_ALIASES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
 PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table", "data_dir"}
 
 
@@ -113,7 +122,11 @@ def load_settings(
     cwd = Path.cwd() if cwd is None else cwd
     _check_keys(flags, "arguments")
 
-    env_values = {k: env[ENV_PREFIX + k.upper()] for k in FIELDS if env.get(ENV_PREFIX + k.upper())}
+    env_names = {k: ENV_PREFIX + k.upper() for k in FIELDS}
+    for key, alias in ENV_ALIASES.items():
+        if not env.get(env_names[key]) and env.get(alias):
+            env_names[key] = alias
+    env_values = {k: env[name] for k, name in env_names.items() if env.get(name)}
     cwd_file = cwd / CONFIG_FILE
     cwd_values = _read_toml(cwd_file) if cwd_file.is_file() else {}
 
@@ -142,7 +155,7 @@ def load_settings(
     ]
     for values, source in layers:
         for key, value in values.items():
-            label = f"env {ENV_PREFIX}{key.upper()}" if source == "environment" else source
+            label = f"env {env_names[key]}" if source == "environment" else source
             merged[key] = _validate_one(key, value, label)
             sources[key] = label
     settings = Settings.model_validate(merged)

@@ -1,6 +1,33 @@
 """LLM backends behind one interface (``agent.llm.base.LLMBackend``): a structured call that
-returns a validated pydantic object and its usage. ``openai``: any OpenAI-compatible endpoint."""
+returns a validated pydantic object and its usage. ``openai``: any OpenAI-compatible endpoint;
+``local``: an open model in-process with grammar-constrained decoding."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from agent.llm.base import LLMBackend, LLMError, LLMReply, Usage
+from evaluator.errors import ConfigError
 
-__all__ = ["LLMBackend", "LLMError", "LLMReply", "Usage"]
+if TYPE_CHECKING:
+    from agent.config import Settings
+
+__all__ = ["LLMBackend", "LLMError", "LLMReply", "Usage", "make_backend"]
+
+
+def make_backend(settings: "Settings") -> LLMBackend:
+    """The backend the settings name (``llm``, ``model``, ``openai_*``, ``llm_*``)."""
+    if settings.llm == "openai":
+        from agent.llm.openai_backend import OpenAIBackend
+
+        if not settings.model:
+            raise ConfigError("llm = openai needs a model name",
+                              hint="pass --model NAME (for example gpt-4o-mini, or the model your server serves)")
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return OpenAIBackend(settings.model, api_key=key, base_url=settings.openai_base_url, timeout=settings.llm_timeout,
+                             price_in=settings.llm_price_in, price_out=settings.llm_price_out)
+    if settings.llm == "local":
+        from agent.llm.local_backend import LocalBackend
+
+        return LocalBackend(settings.model, cache_dir=settings.home / "models")
+    raise ConfigError("no LLM backend configured", hint="set llm to local or openai (flag, AGENT_LLM or agent.toml)")

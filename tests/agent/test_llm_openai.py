@@ -183,3 +183,24 @@ def test_json_extraction_and_parsing():
     assert extract_json_object("nothing here") is None
     value, error = parse_reply(json.dumps(GOOD), Proposal)
     assert value == Proposal(**GOOD) and error is None
+
+
+def test_settings_build_the_backend_and_never_show_the_key(serve, tmp_path):
+    from agent.config import load_settings
+    from agent.llm import make_backend
+
+    server = serve(ok(json.dumps(GOOD)))
+    resolved = load_settings({"llm": "openai", "model": "m", "llm_price_in": 1.0, "llm_price_out": 1.0},
+                             env={"OPENAI_API_KEY": "sk-very-secret", "OPENAI_BASE_URL": server.url}, cwd=tmp_path)
+    assert resolved.sources["openai_api_key"] == "env OPENAI_API_KEY"
+    assert "sk-very-secret" not in json.dumps(resolved.settings.model_dump(mode="json")) + repr(resolved.settings)
+    reply = make_backend(resolved.settings).complete(MESSAGES, Proposal)
+    assert reply.value == Proposal(**GOOD) and reply.usage.cost == pytest.approx(18 / 1e6)
+    env = {"AGENT_OPENAI_API_KEY": "sk-agent", "OPENAI_API_KEY": "sk-generic"}
+    assert load_settings({}, env=env, cwd=tmp_path).settings.openai_api_key.get_secret_value() == "sk-agent"
+    from evaluator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a model name"):
+        make_backend(load_settings({"llm": "openai"}, env={}, cwd=tmp_path).settings)
+    with pytest.raises(ConfigError, match="no LLM backend configured"):
+        make_backend(load_settings({}, env={}, cwd=tmp_path).settings)
