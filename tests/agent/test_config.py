@@ -303,3 +303,11 @@ def test_non_utf8_toml_is_a_config_error(cwd):
 def test_settings_model_forbids_unknown_fields():
     with pytest.raises(Exception):
         Settings.model_validate({"nope": 1})
+
+
+def test_the_readme_agent_toml_example_is_valid(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "agent.toml").write_text(block)
+    resolved = load_settings({}, env={}, cwd=tmp_path)
+    assert resolved.settings.llm == "openai" and resolved.sources["llm"].startswith("agent.toml")
