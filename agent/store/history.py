@@ -396,6 +396,37 @@ class History:
             row["parents"], row["spec"] = _loads(row["parents"]), _loads(row["spec"])
         return rows
 
+    def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
+                       seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+        """What a prompt shows of a run: the best ok candidates, the most recent finished ones,
+        a seeded sample of the other ok ones, and the latest failures with their errors."""
+        base = """
+            WITH v AS (SELECT candidate_id, arg_max(val_accuracy, created) AS val_accuracy FROM evaluations
+                       WHERE purpose = 'search' GROUP BY candidate_id)
+            SELECT c.candidate_id, c.seq, c.status, v.val_accuracy, c.spec, c.error
+            FROM candidates c LEFT JOIN v ON v.candidate_id = c.candidate_id WHERE c.run_id = ?
+        """
+        queries = {
+            "best": (base + " AND c.status = 'ok' ORDER BY v.val_accuracy DESC, c.seq LIMIT ?", [run_id, best]),
+            "recent": (base + " AND c.status NOT IN ('queued', 'running') ORDER BY c.seq DESC LIMIT ?", [run_id, recent]),
+            "diverse": (f"SELECT * FROM ({base} AND c.status = 'ok' ORDER BY v.val_accuracy DESC, c.seq OFFSET ?) "
+                        "ORDER BY hash(candidate_id || ?::VARCHAR) LIMIT ?", [run_id, best, seed, diverse]),
+            "failures": (base + " AND c.status IN ('failed', 'timeout', 'invalid') ORDER BY c.seq DESC LIMIT ?",
+                         [run_id, failures]),
+        }
+        out: dict[str, list[dict[str, Any]]] = {k: [] for k in queries}
+        with self._reader() as con:
+            if con is None:
+                return out
+            for name, (sql, params) in queries.items():
+                out[name] = self._dicts(con.execute(sql, params))
+        recent_ids = {r["candidate_id"] for r in out["recent"]}
+        out["diverse"] = [r for r in out["diverse"] if r["candidate_id"] not in recent_ids]
+        for rows in out.values():
+            for r in rows:
+                r["spec"] = _loads(r["spec"])
+        return out
+
     def get_candidate(self, candidate_id: str) -> dict[str, Any]:
         with self._reader() as con:
             row = None

@@ -1,0 +1,112 @@
+"""Build the LLM's messages from jinja2 templates and the history, inside a token budget.
+
+``HistoryView`` is what a prompt shows of a run: the best candidates, the most recent, a
+seeded sample of the others and the failures with their errors, each chosen by a DuckDB query
+(``History.prompt_history``). ``Prompts.propose_messages`` renders the system and propose
+templates and, while the result is over the token budget, drops history rows (the sample
+first, then the recent, the failures, and the best last, keeping at least one) and says how
+many it left out. Tokens are counted by the backend's tokenizer when given, else estimated
+as ceil(characters / 4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from prompts import TEMPLATE_DIR
+
+ERROR_CHARS = 300  # an error text in a prompt is cut to this many characters
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+@dataclass(frozen=True)
+class Row:
+    candidate_id: str
+    description: str  # the spec as the space summarises it (an arch string, a layers summary)
+    status: str = "ok"
+    val_accuracy: float | None = None
+    error: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        return f"{self.val_accuracy:.4f}" if self.val_accuracy is not None else self.status
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    evaluations: int = 0
+    budget: int = 0
+    best: list[Row] = field(default_factory=list)
+    recent: list[Row] = field(default_factory=list)
+    diverse: list[Row] = field(default_factory=list)
+    failures: list[Row] = field(default_factory=list)
+    omitted: int = 0  # rows the token budget left out
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, list[dict[str, Any]]], describe: Callable[[dict], str], *,
+                  evaluations: int, budget: int) -> "HistoryView":
+        """From ``History.prompt_history`` rows; ``describe(spec)`` gives each row's description."""
+        def make(r: dict[str, Any]) -> Row:
+            error = r.get("error")
+            if error and len(error) > ERROR_CHARS:
+                error = error[:ERROR_CHARS] + " ..."
+            return Row(candidate_id=r["candidate_id"], description=describe(r["spec"]), status=r["status"],
+                       val_accuracy=r.get("val_accuracy"), error=error.replace("\n", " ") if error else None)
+
+        return cls(evaluations=evaluations, budget=budget, **{k: [make(r) for r in rows.get(k, [])]
+                                                              for k in ("best", "recent", "diverse", "failures")})
+
+
+class Prompts:
+    """The templates, with a folder of the user's own taking precedence."""
+
+    def __init__(self, override_dir: Path | None = None) -> None:
+        loaders = [jinja2.FileSystemLoader(str(override_dir))] if override_dir is not None else []
+        self.env = jinja2.Environment(loader=jinja2.ChoiceLoader([*loaders, jinja2.FileSystemLoader(str(TEMPLATE_DIR))]),
+                                      undefined=jinja2.StrictUndefined, autoescape=False, trim_blocks=True,
+                                      lstrip_blocks=True, keep_trailing_newline=True)
+
+    def render(self, name: str, **context: Any) -> str:
+        try:
+            return self.env.get_template(name).render(**context).strip() + "\n"
+        except jinja2.TemplateError as exc:
+            where = getattr(exc, "filename", None) or name
+            line = getattr(exc, "lineno", None)
+            from evaluator.errors import UserInputError
+
+            raise UserInputError(f"prompt template {where}{f' line {line}' if line else ''}: {exc}",
+                                 hint="fix the template, or remove your copy to use the built-in one") from None
+
+    def propose_messages(self, *, history: HistoryView, token_budget: int,
+                         count_tokens: Callable[[str], int] = estimate_tokens, **context: Any) -> list[dict[str, str]]:
+        """System and user messages for one proposal, within ``token_budget`` tokens."""
+        context = {"directions": [], "insights": [], "constraints": [], **context}
+        system = self.render("system.j2", **context)
+        view = history
+        while True:
+            user = self.render("propose.j2", history=view, **context)
+            if count_tokens(system) + count_tokens(user) <= token_budget:
+                return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            smaller = _drop_one(view)
+            if smaller is None:
+                raise ValueError(f"token_budget={token_budget} is too small for the prompt without history "
+                                 f"({count_tokens(system) + count_tokens(user)} tokens)")
+            view = smaller
+
+
+def _drop_one(view: HistoryView) -> HistoryView | None:
+    """The view with one row fewer: the sample first, then recent, failures, and best (one stays)."""
+    for name, keep in (("diverse", 0), ("recent", 0), ("failures", 0), ("best", 1)):
+        rows = getattr(view, name)
+        if len(rows) > keep:
+            return replace(view, **{name: rows[:-1]}, omitted=view.omitted + 1)
+    return None

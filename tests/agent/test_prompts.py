@@ -1,0 +1,96 @@
+"""Prompt rendering: an empty history, a large one (the token budget holds), failures, overrides."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from agent.prompting import HistoryView, Prompts, estimate_tokens
+from agent.store import History
+from evaluator.errors import UserInputError
+from evaluator.records import Candidate, Evaluation, Run, Status
+from evaluator.spaces import get_space
+
+NB201 = get_space("nb201")
+CONTEXT = {"task": "nb201-cifar10", "task_description": "NAS-Bench-201 on CIFAR-10", "space": "nb201",
+           "space_description": NB201.describe(), "objectives": ["maximise validation accuracy"]}
+
+
+def history_with(tmp_path, n_ok: int, n_failed: int = 0) -> tuple[History, str]:
+    h = History(tmp_path / "home")
+    h.create_run(Run(run_id="r1", task="nb201-cifar10", space="nb201", proposer="llm", seed=0, budget=1000))
+    rng, candidates, evaluations, seen = random.Random(0), [], [], set()
+    for seq in range(n_ok + n_failed):
+        spec = NB201.sample(rng)
+        while NB201.canonical_key(spec) in seen:
+            spec = NB201.sample(rng)
+        seen.add(NB201.canonical_key(spec))
+        failed = seq >= n_ok
+        candidates.append(Candidate(candidate_id=f"r1-c{seq:04d}", run_id="r1", seq=seq, space="nb201", spec=spec,
+                                    canonical_key=NB201.canonical_key(spec), proposer="llm", status=Status.RUNNING))
+        evaluations.append(Evaluation(
+            candidate_id=f"r1-c{seq:04d}", status=Status.FAILED if failed else Status.OK,
+            val_accuracy=None if failed else 0.5 + seq / (10 * (n_ok + n_failed)),
+            error=f"NaN or infinite training loss at epoch 3, step {seq}\n" + "x" * 1000 if failed else None))
+    h.add_candidates(candidates)
+    h.add_evaluations("r1", evaluations)
+    return h, "r1"
+
+
+def view(h: History, run_id: str, evaluations: int, **k) -> HistoryView:
+    return HistoryView.from_rows(h.prompt_history(run_id, **k), NB201.canonical_key, evaluations=evaluations, budget=1000)
+
+
+def test_an_empty_history():
+    messages = Prompts().propose_messages(history=HistoryView(budget=30), token_budget=2000, **CONTEXT)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    user = messages[1]["content"]
+    assert "No candidates have been evaluated yet" in user and "nor_conv_3x3" in user and "0 of 30" in user
+
+
+def test_a_large_history_is_cut_to_the_token_budget_best_first(tmp_path):
+    h, run = history_with(tmp_path, 400)
+    full = view(h, run, 400, best=50, recent=50, diverse=50, failures=5)
+    assert len(full.best) == 50 and len(full.recent) == 50 and len(full.diverse) == 50
+    messages = Prompts().propose_messages(history=full, token_budget=1200, **CONTEXT)
+    total = sum(estimate_tokens(m["content"]) for m in messages)
+    assert total <= 1200
+    user = messages[1]["content"]
+    assert "r1-c0399: 0.5998" in user  # the best candidate survives the cut
+    assert "more evaluated candidates are not shown" in user
+    roomy = Prompts().propose_messages(history=full, token_budget=100_000, **CONTEXT)[1]["content"]
+    assert "not shown" not in roomy and roomy.count("\n- r1-c") == 150
+    with pytest.raises(ValueError, match="too small"):
+        Prompts().propose_messages(history=full, token_budget=50, **CONTEXT)
+
+
+def test_failures_are_shown_with_their_error_cut_short(tmp_path):
+    h, run = history_with(tmp_path, 3, n_failed=2)
+    v = view(h, run, 5)
+    assert [r.candidate_id for r in v.failures] == ["r1-c0004", "r1-c0003"]
+    user = Prompts().propose_messages(history=v, token_budget=5000, directions=["never use avg_pool_3x3"],
+                                      insights=["3x3 convs on every edge helped"], **CONTEXT)
+    system, user = user[0]["content"], user[1]["content"]
+    assert "failed: NaN or infinite training loss at epoch 3, step 4" in user and " ..." in user
+    assert "x" * 301 not in user and "3x3 convs on every edge helped" in user
+    assert "never use avg_pool_3x3" in system
+    assert "r1-c0002: 0.5400" in user.split("Most recent:")[0]  # best first
+
+
+def test_a_users_template_overrides_and_a_broken_one_is_named(tmp_path):
+    (tmp_path / "propose.j2").write_text("Only the task: {{ task }}\n")
+    messages = Prompts(override_dir=tmp_path).propose_messages(history=HistoryView(), token_budget=2000, **CONTEXT)
+    assert messages[1]["content"] == "Only the task: nb201-cifar10\n" and "Rules:" in messages[0]["content"]
+    (tmp_path / "propose.j2").write_text("{{ task ")
+    with pytest.raises(UserInputError, match="propose.j2"):
+        Prompts(override_dir=tmp_path).propose_messages(history=HistoryView(), token_budget=2000, **CONTEXT)
+
+
+def test_repair_and_reflect_render(tmp_path):
+    h, run = history_with(tmp_path, 3, n_failed=1)
+    p = Prompts()
+    repair = p.render("repair.j2", error="spec.edge_1_0: unknown op 'conv5x5'", reply='{"spec": {"edge_1_0": "conv5x5"}}')
+    assert "unknown op 'conv5x5'" in repair and "conv5x5" in repair
+    reflect = p.render("reflect.j2", history=view(h, run, 4), insights=[], max_insights=5, **CONTEXT)
+    assert "at most 5" in reflect and "r1-c0003: failed" in reflect
