@@ -106,6 +106,43 @@ class Evaluation(BaseModel):
     created: datetime = Field(default_factory=utc_now)
 
 
+class LLMOutcome(str, Enum):
+    VALID = "valid"  # parsed into the schema and passed the space's static checks
+    SPEC_INVALID = "spec_invalid"  # parsed, but the space rejected the spec
+    SCHEMA_INVALID = "schema_invalid"  # the reply did not parse into the schema
+    FAILED = "failed"  # the call itself failed (endpoint down, timeout after retries)
+    TEXT = "text"  # a call whose reply is free-form by design (reflection)
+
+
+class LLMCall(BaseModel):
+    """One call to an LLM: what was asked, what came back, and what it cost.
+
+    ``proposal`` groups the attempts at one proposal (the first call and its repairs, by
+    ``attempt``); reflection calls have none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str
+    run_id: str
+    candidate_id: str | None = None
+    proposal: str | None = None
+    attempt: int = Field(default=0, ge=0)
+    backend: str
+    model: str
+    template: str  # propose.j2, repair.j2, reflect.j2
+    messages: list[dict[str, str]]
+    response: str = ""
+    mode: str | None = None  # how the schema was enforced: json_schema, json_object, text, grammar
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    seconds: float = Field(default=0.0, ge=0)
+    cost: float | None = Field(default=None, ge=0)  # dollars, when prices are configured
+    retries: int = Field(default=0, ge=0)
+    outcome: LLMOutcome
+    error: str | None = None
+    created: datetime = Field(default_factory=utc_now)
+
+
 class Run(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

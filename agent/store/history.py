@@ -24,7 +24,7 @@ import duckdb
 
 from agent.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, create_statements
 from evaluator.errors import ArchAgentError, NotFoundError
-from evaluator.records import Candidate, Evaluation, Run, RunStatus, Status
+from evaluator.records import Candidate, Evaluation, LLMCall, LLMOutcome, Run, RunStatus, Status
 
 DB_NAME = "history.duckdb"
 
@@ -293,6 +293,53 @@ class History:
             "event_id": uuid.uuid4().hex, "run_id": run_id, "candidate_id": candidate_id, "kind": kind,
             "time": _naive_utc(datetime.now(timezone.utc)), "payload": _json(payload),
         }
+
+    def add_llm_calls(self, calls: Sequence[LLMCall]) -> None:
+        """Append LLM calls (messages and reply exactly as sent and received)."""
+        if not calls:
+            return
+        with self._transaction() as con:
+            self._insert(con, "llm_calls", [
+                c.model_dump(mode="python") | {"messages": _json(c.messages), "outcome": c.outcome.value,
+                                               "created": _naive_utc(c.created)} for c in calls])
+
+    def llm_calls(self, run_id: str | None = None, candidate_id: str | None = None) -> list[dict[str, Any]]:
+        """The calls of a run or of a candidate, oldest first."""
+        where, params = ("candidate_id = ?", [candidate_id]) if candidate_id is not None else ("run_id = ?", [run_id])
+        with self._reader() as con:
+            if con is None:
+                return []
+            rows = self._dicts(con.execute(f"SELECT * FROM llm_calls WHERE {where} ORDER BY created, attempt", params))
+        for r in rows:
+            r["messages"] = _loads(r["messages"])
+        return rows
+
+    def llm_totals(self, run_id: str) -> dict[str, Any]:
+        """Accounting for a run's LLM calls: the summary's ``llm`` object.
+
+        ``schema_valid_rate``: share of proposal replies that parsed into the schema;
+        ``valid_rate``: share of proposals whose last attempt also passed the space's checks
+        (after repairs); ``repairs``: calls that were repair attempts."""
+        valid, spec_invalid = LLMOutcome.VALID.value, LLMOutcome.SPEC_INVALID.value
+        with self._reader() as con:
+            if con is None:
+                row = None
+            else:
+                row = con.execute(f"""
+                    WITH calls AS (SELECT * FROM llm_calls WHERE run_id = ?),
+                         last AS (SELECT proposal, arg_max(outcome, attempt) AS outcome FROM calls
+                                  WHERE proposal IS NOT NULL GROUP BY proposal)
+                    SELECT count(*), sum(tokens_in), sum(tokens_out), sum(seconds), sum(cost), count(cost),
+                           count(*) FILTER (WHERE attempt > 0),
+                           count(*) FILTER (WHERE proposal IS NOT NULL AND outcome != 'failed'),
+                           count(*) FILTER (WHERE outcome IN ('{valid}', '{spec_invalid}')),
+                           (SELECT count(*) FROM last), (SELECT count(*) FROM last WHERE outcome = '{valid}')
+                    FROM calls""", [run_id]).fetchone()
+        calls, t_in, t_out, seconds, cost, priced, repairs, replies, parsed, proposals, valid_n = row or (0,) * 11
+        return {"calls": calls, "schema_valid_rate": parsed / replies if replies else None,
+                "valid_rate": valid_n / proposals if proposals else None, "repairs": repairs,
+                "tokens_in": int(t_in or 0), "tokens_out": int(t_out or 0), "seconds": round(float(seconds or 0), 3),
+                "cost": round(float(cost), 6) if priced else None}
 
     def add_event(self, run_id: str, kind: str, payload: dict[str, Any] | None = None, candidate_id: str | None = None) -> None:
         with self._transaction() as con:

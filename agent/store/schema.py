@@ -37,7 +37,7 @@ def _c(name: str, type_: str, not_null: bool = False) -> Column:
     return Column(name, type_, not_null)
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES: tuple[Table, ...] = (
     Table(
@@ -138,6 +138,33 @@ TABLES: tuple[Table, ...] = (
         ("event_id",),
         doc="append-only log: run started/finished, duplicates skipped, errors",
     ),
+    Table(
+        "llm_calls",
+        (
+            _c("call_id", "VARCHAR", True),
+            _c("run_id", "VARCHAR", True),
+            _c("candidate_id", "VARCHAR"),
+            _c("proposal", "VARCHAR"),
+            _c("attempt", "BIGINT", True),
+            _c("backend", "VARCHAR", True),
+            _c("model", "VARCHAR", True),
+            _c("template", "VARCHAR", True),
+            _c("messages", "JSON", True),
+            _c("response", "VARCHAR", True),
+            _c("mode", "VARCHAR"),
+            _c("tokens_in", "BIGINT", True),
+            _c("tokens_out", "BIGINT", True),
+            _c("seconds", "DOUBLE", True),
+            _c("cost", "DOUBLE"),
+            _c("retries", "BIGINT", True),
+            _c("outcome", "VARCHAR", True),
+            _c("error", "VARCHAR"),
+            _c("created", "TIMESTAMP", True),
+        ),
+        ("call_id",),
+        indexes=(("run_id",), ("candidate_id",)),
+        doc="one row per LLM call: the messages and reply exactly, tokens, seconds, cost, outcome",
+    ),
 )
 
 TABLES_BY_NAME = {t.name: t for t in TABLES}
@@ -165,5 +192,32 @@ class Migration:
 
 
 # Version 1 is the first released schema: databases are created at it, so there is no step
-# into it. Append Migration(version=2, ...) here when TABLES changes.
-MIGRATIONS: tuple[Migration, ...] = ()
+# into it. Each later version appends its step here, as frozen SQL.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "add llm_calls: every LLM call with its messages, reply, tokens, cost and outcome", (
+        """CREATE TABLE llm_calls (
+  call_id VARCHAR NOT NULL,
+  run_id VARCHAR NOT NULL,
+  candidate_id VARCHAR,
+  proposal VARCHAR,
+  attempt BIGINT NOT NULL,
+  backend VARCHAR NOT NULL,
+  model VARCHAR NOT NULL,
+  template VARCHAR NOT NULL,
+  messages JSON NOT NULL,
+  response VARCHAR NOT NULL,
+  mode VARCHAR,
+  tokens_in BIGINT NOT NULL,
+  tokens_out BIGINT NOT NULL,
+  seconds DOUBLE NOT NULL,
+  cost DOUBLE,
+  retries BIGINT NOT NULL,
+  outcome VARCHAR NOT NULL,
+  error VARCHAR,
+  created TIMESTAMP NOT NULL,
+  PRIMARY KEY (call_id)
+)""",
+        "CREATE INDEX idx_llm_calls_run_id ON llm_calls (run_id)",
+        "CREATE INDEX idx_llm_calls_candidate_id ON llm_calls (candidate_id)",
+    )),
+)

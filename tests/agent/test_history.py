@@ -12,7 +12,7 @@ import agent.store.history as store
 from agent.store import History, HistoryError
 from agent.store.schema import SCHEMA_VERSION, TABLES, Migration
 from evaluator.errors import NotFoundError
-from evaluator.records import Candidate, CurvePoint, Evaluation, Purpose, Run, RunStatus, Status
+from evaluator.records import Candidate, CurvePoint, Evaluation, LLMCall, LLMOutcome, Purpose, Run, RunStatus, Status
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -82,13 +82,13 @@ def test_migrations_apply_in_order_and_keep_data(tmp_path, monkeypatch):
     """The upgrade machinery itself: a pretend version 2 adds a column to an existing file."""
     h = History(tmp_path)
     h.create_run(_run())
-    step = Migration(2, "add runs.note", ("ALTER TABLE runs ADD COLUMN note VARCHAR DEFAULT 'n/a'",))
-    monkeypatch.setattr(store, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store, "MIGRATIONS", (step,))
+    step = Migration(SCHEMA_VERSION + 1, "add runs.note", ("ALTER TABLE runs ADD COLUMN note VARCHAR DEFAULT 'n/a'",))
+    monkeypatch.setattr(store, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + (step,))
     h2 = History(tmp_path)
-    assert h2.schema_version() == 1
+    assert h2.schema_version() == SCHEMA_VERSION
     assert [r["run_id"] for r in h2.list_runs()] == ["r1"]
-    assert h2.schema_version() == 2
+    assert h2.schema_version() == SCHEMA_VERSION + 1
     assert ("note", "VARCHAR") in _columns(h2.path)["runs"]
 
 
@@ -248,3 +248,34 @@ def test_two_writer_processes_and_a_reader_lose_nothing(tmp_path):
     for run_id in ("w0", "w1"):
         rows = h.run_candidates(run_id)
         assert len(rows) == 30 and all(r["status"] == "ok" for r in rows)
+
+
+def _call(i: int, proposal: str | None, attempt: int, outcome: LLMOutcome, **kw) -> LLMCall:
+    return LLMCall(call_id=f"call{i}", run_id="r1", proposal=proposal, attempt=attempt, backend="local", model="qwen",
+                   template="repair.j2" if attempt else "propose.j2",
+                   messages=[{"role": "user", "content": f"prompt {i} \u00e9\n{{}}"}], response=f'{{"reply": {i}}}',
+                   tokens_in=100, tokens_out=20, seconds=1.5, outcome=outcome, **kw)
+
+
+def test_llm_calls_are_kept_exactly_and_totalled(tmp_path):
+    h = History(tmp_path)
+    h.create_run(_run("r1"))
+    assert h.llm_totals("r1") == {"calls": 0, "schema_valid_rate": None, "valid_rate": None, "repairs": 0,
+                                  "tokens_in": 0, "tokens_out": 0, "seconds": 0.0, "cost": None}
+    h.add_llm_calls([
+        _call(0, "p0", 0, LLMOutcome.SCHEMA_INVALID, error="no JSON object"),
+        _call(1, "p0", 1, LLMOutcome.SPEC_INVALID),
+        _call(2, "p0", 2, LLMOutcome.VALID, candidate_id="r1-c0000", cost=0.001),
+        _call(3, "p1", 0, LLMOutcome.VALID, candidate_id="r1-c0001"),
+        _call(4, "p2", 0, LLMOutcome.SPEC_INVALID),
+        _call(5, "p3", 0, LLMOutcome.FAILED, error="endpoint down"),
+        _call(6, None, 0, LLMOutcome.TEXT),
+    ])
+    totals = h.llm_totals("r1")
+    assert totals["calls"] == 7 and totals["repairs"] == 2 and totals["tokens_in"] == 700 and totals["seconds"] == 10.5
+    assert totals["schema_valid_rate"] == pytest.approx(4 / 5)  # 5 proposal replies, 4 parsed
+    assert totals["valid_rate"] == pytest.approx(2 / 4)  # p0 (after repairs) and p1 of p0..p3
+    assert totals["cost"] == pytest.approx(0.001)
+    (first,) = [c for c in h.llm_calls("r1") if c["call_id"] == "call0"]
+    assert first["messages"] == [{"role": "user", "content": "prompt 0 \u00e9\n{}"}] and first["response"] == '{"reply": 0}'
+    assert [c["call_id"] for c in h.llm_calls(candidate_id="r1-c0000")] == ["call2"]
