@@ -47,7 +47,7 @@ def validate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     counts = dict(state["counts"])
     for p in state["proposals"]:
         common = dict(run_id=ctx.run.run_id, space=ctx.space.name, parents=p.parents,
-                      proposer=ctx.proposer.name, model=p.model, rationale=p.rationale)
+                      proposer=ctx.proposer.name, model=p.model, rationale=p.rationale, prompt_ref=p.prompt_ref)
         try:
             spec = ctx.space.validate(p.spec)
         except SpecError as exc:

@@ -27,6 +27,7 @@ class Proposal:
     parents: list[str] = field(default_factory=list)
     rationale: str | None = None
     model: str | None = None
+    prompt_ref: str | None = None  # the LLM calls behind it (llm_calls.proposal)
 
 
 @dataclass

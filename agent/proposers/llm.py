@@ -1,0 +1,106 @@
+"""The LLM proposer: one proposal per call, grounded in the history, repaired when invalid.
+
+For each proposal it renders the propose prompt from the run's history (``history()``),
+asks the backend for a ``{"rationale", "spec"}`` object, and checks the spec with the space.
+A reply that does not parse, a spec the space rejects, or a spec already in the run goes back
+to the model with the exact problem (the repair prompt), up to ``max_repairs`` times. Every
+call is handed to ``record`` (the history's ``llm_calls``) with its outcome. When the repairs
+run out, a spec that parsed but repeats an evaluated candidate is replaced by a mutation of
+it (so no attempt is wasted on a duplicate); any other failure is returned as it is, and the
+search records it as ``invalid`` with its error.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, create_model
+
+from agent.llm.base import LLMBackend, LLMError, LLMReply
+from agent.prompting import HistoryView, Prompts
+from agent.proposers.base import Proposal, ProposalContext, Proposer
+from evaluator.errors import SpecError
+from evaluator.records import LLMCall, LLMOutcome
+from evaluator.spaces import SearchSpace
+
+RATIONALE_CHARS = 160  # short, so generation stays fast
+
+
+def proposal_schema(space: SearchSpace) -> type[BaseModel]:
+    """What the model must emit: a short rationale and the space's spec."""
+    return create_model(f"{space.name.capitalize()}Proposal",
+                        rationale=(str, Field(max_length=RATIONALE_CHARS, description="why this candidate, briefly")),
+                        spec=(space.proposal_schema, ...))
+
+
+class LLMProposer(Proposer):
+    name: ClassVar[str] = "llm"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, *, backend: LLMBackend, run_id: str,
+                 history: Callable[[], HistoryView], record: Callable[[list[LLMCall]], None],
+                 task: dict[str, Any], prompts: Prompts | None = None, max_repairs: int = 2,
+                 max_tokens: int = 768, token_budget: int = 3000, temperature: float = 0.7) -> None:
+        super().__init__(space, seed)
+        self.backend, self.run_id, self.history, self.record = backend, run_id, history, record
+        self.task, self.prompts = task, prompts or Prompts()
+        self.max_repairs, self.max_tokens, self.token_budget, self.temperature = max_repairs, max_tokens, token_budget, temperature
+        self.schema = proposal_schema(space)
+
+    def propose(self, n: int, context: ProposalContext) -> list[Proposal]:
+        return [self._one(context) for _ in range(n)]
+
+    def _one(self, context: ProposalContext) -> Proposal:
+        proposal_id = f"{self.run_id}-p{uuid.uuid4().hex[:8]}"
+        messages = self.prompts.propose_messages(history=self.history(), token_budget=self.token_budget,
+                                                 space=self.space.name, space_description=self.space.describe(),
+                                                 **self.task)
+        template, last_spec, duplicate = "propose.j2", None, None
+        for attempt in range(self.max_repairs + 1):
+            try:
+                reply = self.backend.complete(messages, self.schema, max_tokens=self.max_tokens,
+                                              temperature=self.temperature)
+            except LLMError as exc:
+                self._record(proposal_id, attempt, template, messages, None, LLMOutcome.FAILED, str(exc))
+                raise
+            outcome, error, spec = self._judge(reply, context)
+            self._record(proposal_id, attempt, template, messages, reply, outcome, error)
+            if outcome is LLMOutcome.VALID:
+                return Proposal(spec=spec, rationale=reply.value.rationale, model=self.backend.model,
+                                prompt_ref=proposal_id)
+            if reply.value is not None:
+                last_spec = reply.value.spec.model_dump()
+                duplicate = spec if error and error.startswith("duplicate") else None
+            messages = messages + [{"role": "assistant", "content": reply.text},
+                                   {"role": "user", "content": self.prompts.render("repair.j2", error=error, reply=reply.text)}]
+            template = "repair.j2"
+        if duplicate is not None:  # the model keeps repeating: move away from what it repeats
+            return Proposal(spec=self.space.mutate(duplicate, self.rng), model=self.backend.model, prompt_ref=proposal_id,
+                            rationale=f"mutation of a repeated proposal (the model proposed evaluated candidates "
+                                      f"{self.max_repairs + 1} times)")
+        return Proposal(spec=last_spec if last_spec is not None else {"raw": reply.text[:2000]},
+                        model=self.backend.model, prompt_ref=proposal_id, rationale="the model's last invalid reply")
+
+    def _judge(self, reply: LLMReply, context: ProposalContext) -> tuple[LLMOutcome, str | None, dict | None]:
+        if reply.value is None:
+            return LLMOutcome.SCHEMA_INVALID, reply.error, None
+        try:
+            spec = self.space.validate(reply.value.spec.model_dump())
+        except SpecError as exc:
+            return LLMOutcome.SPEC_INVALID, str(exc), None
+        if self.space.canonical_key(spec) in context.seen:
+            return LLMOutcome.SPEC_INVALID, ("duplicate: this candidate was already evaluated in this run; "
+                                             "propose a different one"), spec
+        return LLMOutcome.VALID, None, spec
+
+    def _record(self, proposal_id: str, attempt: int, template: str, messages: list[dict[str, str]],
+                reply: LLMReply | None, outcome: LLMOutcome, error: str | None) -> None:
+        usage = reply.usage if reply is not None else None
+        self.record([LLMCall(
+            call_id=f"{proposal_id}-a{attempt}", run_id=self.run_id, proposal=proposal_id, attempt=attempt,
+            backend=self.backend.name, model=self.backend.model, template=template, messages=messages,
+            response=reply.text if reply is not None else "", mode=reply.mode if reply is not None else None,
+            tokens_in=usage.tokens_in if usage else 0, tokens_out=usage.tokens_out if usage else 0,
+            seconds=usage.seconds if usage else 0.0, cost=usage.cost if usage else None,
+            retries=usage.retries if usage else 0, outcome=outcome, error=error)])

@@ -1,0 +1,93 @@
+"""The LLM proposer: prompts from the history, repairs, duplicates, every call recorded.
+
+Repairs and duplicates are driven through the real openai backend against the scripted
+OpenAI-compatible server on loopback (tests/agent/test_llm_openai.py); the last test runs
+the real offline model."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from agent.llm.openai_backend import OpenAIBackend
+from agent.prompting import HistoryView
+from agent.proposers.base import ProposalContext
+from agent.proposers.llm import LLMProposer
+from agent.store import History
+from evaluator.errors import SpecError
+from evaluator.records import Run
+from evaluator.spaces import get_space
+from tests.agent.test_llm_local import needs_model
+from tests.agent.test_llm_openai import ok, serve  # noqa: F401 - the fixture
+
+NB201 = get_space("nb201")
+TASK = {"task": "nb201-cifar10", "task_description": "NAS-Bench-201 on CIFAR-10",
+        "objectives": ["maximise validation accuracy"]}
+CELL = {f"edge_{i}_{j}": "nor_conv_3x3" for i in range(1, 4) for j in range(i)}
+SEEN = dict(CELL, edge_3_2="skip_connect")
+
+
+def proposer_with(backend, tmp_path, **kw):
+    h = History(tmp_path / "home")
+    h.create_run(Run(run_id="r1", task="nb201-cifar10", space="nb201", proposer="llm", seed=0, budget=10))
+    view = lambda: HistoryView.from_rows(h.prompt_history("r1"), NB201.canonical_key, evaluations=0, budget=10)  # noqa: E731
+    return LLMProposer(NB201, 0, backend=backend, run_id="r1", history=view, record=h.add_llm_calls, task=TASK, **kw), h
+
+
+def context(*specs):
+    return ProposalContext(seen=frozenset(NB201.canonical_key(s) for s in specs), evaluations=len(specs), budget=10)
+
+
+def test_invalid_and_duplicate_replies_are_repaired_and_every_call_is_recorded(serve, tmp_path):
+    server = serve(ok("I would use convolutions."),
+                   ok(json.dumps({"rationale": "skip at the end", "spec": SEEN})),
+                   ok(json.dumps({"rationale": "all 3x3 convs", "spec": CELL})))
+    backend = OpenAIBackend("m", base_url=server.url, timeout=5, backoff=0.01)
+    proposer, h = proposer_with(backend, tmp_path)
+    (p,) = proposer.propose(1, context(SEEN))
+    assert p.spec == CELL and p.rationale == "all 3x3 convs" and p.model == "m" and p.prompt_ref.startswith("r1-p")
+    calls = h.llm_calls("r1")
+    assert [(c["attempt"], c["template"], c["outcome"]) for c in calls] == [
+        (0, "propose.j2", "schema_invalid"), (1, "repair.j2", "spec_invalid"), (2, "repair.j2", "valid")]
+    assert "no JSON object" in calls[0]["error"] and calls[1]["error"].startswith("duplicate")
+    assert calls[2]["messages"][-1]["content"].startswith("Your last answer could not be used:\nduplicate")
+    assert calls[2]["response"] == json.dumps({"rationale": "all 3x3 convs", "spec": CELL})
+    sent = server.requests[0]["body"]["messages"]
+    assert "nb201-cifar10" in sent[1]["content"] and "nor_conv_3x3" in sent[1]["content"]
+    totals = h.llm_totals("r1")
+    assert totals["calls"] == 3 and totals["repairs"] == 2 and totals["valid_rate"] == 1.0
+    assert totals["schema_valid_rate"] == pytest.approx(2 / 3)
+
+
+def test_a_model_that_keeps_repeating_gets_a_mutation_instead(serve, tmp_path):
+    server = serve(ok(json.dumps({"rationale": "again", "spec": SEEN})))
+    proposer, h = proposer_with(OpenAIBackend("m", base_url=server.url, timeout=5), tmp_path, max_repairs=1)
+    (p,) = proposer.propose(1, context(SEEN))
+    assert NB201.canonical_key(NB201.validate(p.spec)) != NB201.canonical_key(SEEN) and "mutation" in p.rationale
+    assert [c["outcome"] for c in h.llm_calls("r1")] == ["spec_invalid", "spec_invalid"]
+
+
+def test_repairs_that_run_out_return_the_last_reply_for_the_search_to_record(serve, tmp_path):
+    server = serve(ok('{"rationale": "x", "spec": {"edge_1_0": "conv9x9"}}'))
+    proposer, h = proposer_with(OpenAIBackend("m", base_url=server.url, timeout=5), tmp_path, max_repairs=1)
+    (p,) = proposer.propose(1, context())
+    assert p.rationale == "the model's last invalid reply" and len(h.llm_calls("r1")) == 2
+    with pytest.raises(SpecError, match="conv9x9"):
+        NB201.validate(p.spec)
+
+
+@needs_model
+@pytest.mark.slow
+def test_the_offline_model_proposes_valid_unique_cells(tmp_path):
+    from tests.agent.test_llm_local import LocalBackend
+
+    backend = LocalBackend(cache_dir=tmp_path / "models", threads=2)
+    proposer, h = proposer_with(backend, tmp_path)
+    seen = [NB201.sample(random.Random(i)) for i in range(3)]
+    proposals = proposer.propose(3, context(*seen))
+    keys = {NB201.canonical_key(NB201.validate(p.spec)) for p in proposals}
+    assert not keys & {NB201.canonical_key(s) for s in seen}
+    totals = h.llm_totals("r1")
+    assert totals["schema_valid_rate"] == 1.0 and totals["calls"] >= 3 and totals["tokens_out"] > 0
