@@ -74,6 +74,8 @@ def show(candidate_id: str, *, home: Path | str | None = None) -> dict[str, Any]
         shape = {"input_shape": tuple(config["input_shape"]), "num_classes": config["num_classes"]} \
             if config.get("input_shape") and config.get("num_classes") else {}
         row |= get_space(row["space"], **shape).extra_fields(row["spec"])
+    row["llm_calls"] = [{**call, "created": _iso(call["created"])} for call in h.llm_calls(proposal=row["prompt_ref"])] \
+        if row.get("prompt_ref") else []
     search_evals = [e for e in row["evaluations"] if e["purpose"] == "search"]
     row["curve"] = search_evals[-1]["curve"] if search_evals else []
     return row

@@ -38,7 +38,7 @@ class Settings(BaseModel):
     signal_table: Path | None = Field(default=None, description="12-epoch table, overrides benchmark_dir")
     final_table: Path | None = Field(default=None, description="200-epoch table, overrides benchmark_dir")
     task: str | None = Field(default=None, description="default task for `agent search`")
-    proposer: Literal["random", "evolution"] = "evolution"
+    proposer: Literal["random", "evolution", "llm"] = "evolution"
     budget: int | None = Field(default=None, gt=0, description="evaluations; None: the task's default")
     minutes: float | None = Field(default=None, gt=0, description="wall-clock limit of a search")
     seed: int = Field(default=0, ge=0)

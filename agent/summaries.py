@@ -42,6 +42,8 @@ class SearchSummary(_Out):
     wall_seconds: float
     home: str | None
     warnings: list[str] = Field(default_factory=list)
+    llm: dict[str, Any] | None = Field(default=None, description="LLM accounting (calls, schema_valid_rate, valid_rate, "
+                                                                   "repairs, tokens_in, tokens_out, seconds, cost)")
 
 
 class RunRow(_Out):

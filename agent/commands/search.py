@@ -9,7 +9,10 @@ from agent.commands.options import TRAINING_FLAGS, console as make_console, add_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_data(parser)
-    parser.add_argument("--proposer", choices=["random", "evolution"], help="how candidates are proposed (default: evolution)")
+    parser.add_argument("--proposer", choices=["random", "evolution", "llm"], help="how candidates are proposed (default: evolution)")
+    parser.add_argument("--llm", choices=["local", "openai"],
+                        help="LLM backend of --proposer llm (default local: the offline model; openai: OPENAI_BASE_URL / OPENAI_API_KEY)")
+    parser.add_argument("--model", help="LLM model: a GGUF file, model folder or hub id (local), a model name (openai)")
     parser.add_argument("--budget", type=positive_int, help="evaluations to spend (default: the task's, 100 for nb201)")
     parser.add_argument("--minutes", type=positive_float, help="wall-clock limit; the search stops cleanly when it is reached")
     parser.add_argument("--seed", type=non_negative_int, help="random seed; the same seed gives the same search (default 0)")
@@ -24,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(settings_flags(
         args, "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
-        "population", "tournament", *TRAINING_FLAGS,
+        "population", "tournament", "llm", "model", *TRAINING_FLAGS,
     )).settings
     progress = SearchProgress.for_stderr()
     try:
@@ -56,6 +59,13 @@ def render_summary(summary) -> None:
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     console.print(f"{summary.evaluations} evaluations ({counts or 'none'}); {summary.duplicates_skipped} duplicate proposals "
                   f"skipped; stopped: {summary.stop_reason}; {summary.wall_seconds:.1f} s", highlight=False)
+    if summary.llm:
+        m = summary.llm
+        rate = lambda r: "n/a" if r is None else f"{r:.0%}"  # noqa: E731
+        console.print(f"LLM: {m['calls']} calls ({m['repairs']} repairs), replies in schema {rate(m['schema_valid_rate'])}, "
+                      f"proposals valid {rate(m['valid_rate'])}, {m['tokens_in']} tokens in / {m['tokens_out']} out, "
+                      f"{m['seconds']:.1f} s" + (f", ${m['cost']:.4f}" if m.get("cost") is not None else ""),
+                      highlight=False)
     best = summary.best
     if best is None:
         console.print("[red]no candidate finished ok: there is no final report[/]")

@@ -10,6 +10,8 @@ from agent.commands.options import console as make_console, print_json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("candidate", help="a candidate id (from `agent history --run RUN`)")
+    parser.add_argument("--prompt", action="store_true",
+                        help="print the LLM calls behind the candidate: every message and reply, exactly")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -19,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from agent.api import show
 
     c = show(args.candidate, home=args.home)
+    if args.prompt:
+        return _print_prompt(c, args.json)
     if args.json:
         print_json(c)
         return 0
@@ -47,4 +51,28 @@ def run(args: argparse.Namespace) -> int:
     if c["curve"]:
         points = ", ".join(f"epoch {p['epoch']:g}: {p['val_accuracy']:.4f}" for p in c["curve"] if p["val_accuracy"] is not None)
         console.print(f"validation curve: {points}", highlight=False)
+    return 0
+
+
+def _print_prompt(c: dict, as_json: bool) -> int:
+    """The calls that proposed the candidate, in order; the texts are printed exactly as stored."""
+    import sys
+
+    calls = c.get("llm_calls") or []
+    if as_json:
+        print_json({"candidate_id": c["candidate_id"], "llm_calls": calls})
+        return 0
+    if not calls:
+        print(f"{c['candidate_id']} was not proposed by an LLM (proposer {c['proposer']})")
+        return 0
+    out = sys.stdout
+    for call in calls:
+        out.write(f"=== call {call['call_id']}: {call['backend']} {call['model']}, {call['template']}, attempt "
+                  f"{call['attempt']}, outcome {call['outcome']}, {call['tokens_in']} tokens in, {call['tokens_out']} out, "
+                  f"{call['seconds']:.2f} s ===\n")
+        for m in call["messages"]:
+            out.write(f"--- {m['role']} ---\n{m['content']}\n")
+        out.write(f"--- reply ---\n{call['response']}\n")
+        if call["error"]:
+            out.write(f"--- why it was not used ---\n{call['error']}\n")
     return 0

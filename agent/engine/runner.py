@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from agent.config import Settings
 from agent.engine.graph import SEARCH_GRAPH, initial_state
 from agent.engine.state import SearchContext, SearchState
-from agent.proposers import Proposer, make_proposer
+from agent.proposers import ProposalContext, Proposer, make_proposer
 from agent.store import History
 from agent.store.recorder import Recorder
 from agent.summaries import BestCandidate, SearchSummary
@@ -100,7 +100,9 @@ def _device(choice: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _proposer_from(settings: Settings, space: SearchSpace) -> Proposer:
+def _proposer_from(settings: Settings, space: SearchSpace, task: Task, run_id: str, recorder: Recorder) -> Proposer:
+    if settings.proposer == "llm":
+        return _llm_proposer(settings, space, task, run_id, recorder)
     if settings.proposer != "evolution":
         return make_proposer(settings.proposer, space, settings.seed)
     if settings.tournament > settings.population:
@@ -109,6 +111,24 @@ def _proposer_from(settings: Settings, space: SearchSpace) -> Proposer:
             hint="choose a tournament size between 1 and the population size (--tournament, --population)",
         )
     return make_proposer("evolution", space, settings.seed, population=settings.population, tournament=settings.tournament)
+
+
+def _llm_proposer(settings: Settings, space: SearchSpace, task: Task, run_id: str, recorder: Recorder) -> Proposer:
+    from agent.llm import make_backend
+    from agent.prompting import HistoryView, Prompts
+    from agent.proposers.llm import LLMProposer
+
+    backend = make_backend(settings if settings.llm else settings.model_copy(update={"llm": "local"}))
+    user_prompts = settings.home / "prompts"
+
+    def history(context: ProposalContext) -> HistoryView:
+        rows = recorder.prompt_history(run_id, seed=settings.seed + context.evaluations)
+        return HistoryView.from_rows(rows, space.summary, evaluations=context.evaluations, budget=context.budget)
+
+    return LLMProposer(space, settings.seed, backend=backend, run_id=run_id, history=history,
+                       record=recorder.add_llm_calls, prompts=Prompts(user_prompts if user_prompts.is_dir() else None),
+                       task={"task": task.name, "task_description": task.description,
+                             "objectives": [f"maximise validation {task.metric}"]})
 
 
 def run_search(
@@ -139,11 +159,11 @@ def run_search(
 
 def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, on_result, on_event) -> SearchSummary:
     task, space = setup.task, setup.space
-    if proposer is None:
-        proposer = _proposer_from(settings, space)
     budget = settings.budget or task.default_budget
     if recorder is None:
         recorder = History(settings.home, lock_timeout=settings.lock_timeout)
+    if proposer is None:
+        proposer = _proposer_from(settings, space, task, run_id, recorder)
     run = Run(run_id=run_id, task=task.name, space=space.name, proposer=proposer.name, seed=settings.seed,
               budget=budget, config=settings.model_dump(mode="json") | setup.config)
     recorder.create_run(run)
@@ -227,6 +247,7 @@ def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None,
         counts=counts, duplicates_skipped=state["duplicates"], proposals=state["attempts"],
         stop_reason=state["stop_reason"], best=best, top=top, wall_seconds=round(time.monotonic() - started, 3),
         home=home, warnings=warnings,
+        llm=ctx.recorder.llm_totals(ctx.run.run_id) if ctx.proposer.name == "llm" else None,
     )
 
 

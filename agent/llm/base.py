@@ -44,6 +44,7 @@ class LLMReply(Generic[T]):
     mode: str  # how the schema was enforced: json_schema, json_object, text, grammar
     error: str | None = None  # why the text did not parse, in words a model can act on
     notes: list[str] = field(default_factory=list)  # e.g. a structured-output mode the endpoint refused
+    sent: list[dict[str, str]] | None = None  # the messages exactly as sent, when the backend added to them
 
     @property
     def schema_valid(self) -> bool:

@@ -62,7 +62,7 @@ class OpenAIBackend(LLMBackend):
         while True:
             mode = self._modes[0]
             try:
-                response = self._call(messages, schema, mode, max_tokens, temperature, usage)
+                response, sent = self._call(messages, schema, mode, max_tokens, temperature, usage)
                 break
             except self._openai.BadRequestError as exc:
                 if _names_response_format(exc) and len(self._modes) > 1:
@@ -78,7 +78,7 @@ class OpenAIBackend(LLMBackend):
         if self.price_in is not None and self.price_out is not None:
             usage.cost = (usage.tokens_in * self.price_in + usage.tokens_out * self.price_out) / 1e6
         value, error = parse_reply(text, schema)
-        return LLMReply(value=value, text=text, usage=usage, mode=mode, error=error, notes=notes)
+        return LLMReply(value=value, text=text, usage=usage, mode=mode, error=error, notes=notes, sent=sent)
 
     # -- one request, with retries ---------------------------------------------------------
 
@@ -96,7 +96,7 @@ class OpenAIBackend(LLMBackend):
         o = self._openai
         for attempt in range(self.max_retries + 1):
             try:
-                return self.client.chat.completions.create(**kwargs)
+                return self.client.chat.completions.create(**kwargs), messages
             except o.AuthenticationError:
                 raise LLMError(f"the endpoint at {self.base_url} rejected the API key",
                                hint="set OPENAI_API_KEY (or openai_api_key in agent.toml) to a valid key") from None

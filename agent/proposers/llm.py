@@ -39,7 +39,7 @@ class LLMProposer(Proposer):
     name: ClassVar[str] = "llm"
 
     def __init__(self, space: SearchSpace, seed: int = 0, *, backend: LLMBackend, run_id: str,
-                 history: Callable[[], HistoryView], record: Callable[[list[LLMCall]], None],
+                 history: Callable[[ProposalContext], HistoryView], record: Callable[[list[LLMCall]], None],
                  task: dict[str, Any], prompts: Prompts | None = None, max_repairs: int = 2,
                  max_tokens: int = 768, token_budget: int = 3000, temperature: float = 0.7) -> None:
         super().__init__(space, seed)
@@ -53,7 +53,7 @@ class LLMProposer(Proposer):
 
     def _one(self, context: ProposalContext) -> Proposal:
         proposal_id = f"{self.run_id}-p{uuid.uuid4().hex[:8]}"
-        messages = self.prompts.propose_messages(history=self.history(), token_budget=self.token_budget,
+        messages = self.prompts.propose_messages(history=self.history(context), token_budget=self.token_budget,
                                                  space=self.space.name, space_description=self.space.describe(),
                                                  **self.task)
         template, last_spec, duplicate = "propose.j2", None, None
@@ -99,7 +99,8 @@ class LLMProposer(Proposer):
         usage = reply.usage if reply is not None else None
         self.record([LLMCall(
             call_id=f"{proposal_id}-a{attempt}", run_id=self.run_id, proposal=proposal_id, attempt=attempt,
-            backend=self.backend.name, model=self.backend.model, template=template, messages=messages,
+            backend=self.backend.name, model=self.backend.model, template=template,
+            messages=reply.sent if reply is not None and reply.sent is not None else messages,
             response=reply.text if reply is not None else "", mode=reply.mode if reply is not None else None,
             tokens_in=usage.tokens_in if usage else 0, tokens_out=usage.tokens_out if usage else 0,
             seconds=usage.seconds if usage else 0.0, cost=usage.cost if usage else None,

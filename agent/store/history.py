@@ -303,9 +303,15 @@ class History:
                 c.model_dump(mode="python") | {"messages": _json(c.messages), "outcome": c.outcome.value,
                                                "created": _naive_utc(c.created)} for c in calls])
 
-    def llm_calls(self, run_id: str | None = None, candidate_id: str | None = None) -> list[dict[str, Any]]:
-        """The calls of a run or of a candidate, oldest first."""
-        where, params = ("candidate_id = ?", [candidate_id]) if candidate_id is not None else ("run_id = ?", [run_id])
+    def llm_calls(self, run_id: str | None = None, candidate_id: str | None = None,
+                  proposal: str | None = None) -> list[dict[str, Any]]:
+        """The calls of a run, of a candidate, or of one proposal (a candidate's prompt_ref), oldest first."""
+        if proposal is not None:
+            where, params = "proposal = ?", [proposal]
+        elif candidate_id is not None:
+            where, params = "candidate_id = ?", [candidate_id]
+        else:
+            where, params = "run_id = ?", [run_id]
         with self._reader() as con:
             if con is None:
                 return []

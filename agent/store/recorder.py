@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from evaluator.records import Candidate, Evaluation, Run, RunStatus, Status
+from evaluator.records import Candidate, Evaluation, LLMCall, LLMOutcome, Run, RunStatus, Status
 
 
 class Recorder(Protocol):
@@ -23,6 +23,13 @@ class Recorder(Protocol):
 
     def finish_run(self, run_id: str, status: RunStatus, summary: dict[str, Any] | None) -> None: ...
 
+    def add_llm_calls(self, calls: Sequence[LLMCall]) -> None: ...
+
+    def llm_totals(self, run_id: str) -> dict[str, Any]: ...
+
+    def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
+                       seed: int = 0) -> dict[str, list[dict[str, Any]]]: ...
+
 
 class MemoryRecorder:
     """Keeps the records in lists; nothing is persisted."""
@@ -32,6 +39,7 @@ class MemoryRecorder:
         self.candidates: dict[str, Candidate] = {}
         self.evaluations: list[Evaluation] = []
         self.events: list[dict[str, Any]] = []
+        self.llm: list[LLMCall] = []
 
     def create_run(self, run: Run) -> None:
         self.runs[run.run_id] = run
@@ -56,3 +64,41 @@ class MemoryRecorder:
         for c in self.candidates.values():  # as History: a stop in mid-evaluation re-queues
             if c.run_id == run_id and c.status is Status.RUNNING:
                 c.status = Status.QUEUED
+
+    def add_llm_calls(self, calls: Sequence[LLMCall]) -> None:
+        self.llm.extend(calls)
+
+    def llm_totals(self, run_id: str) -> dict[str, Any]:
+        """As History.llm_totals."""
+        calls = [c for c in self.llm if c.run_id == run_id]
+        last: dict[str, LLMCall] = {}
+        for c in calls:
+            if c.proposal is not None and (c.proposal not in last or c.attempt >= last[c.proposal].attempt):
+                last[c.proposal] = c
+        replies = [c for c in calls if c.proposal is not None and c.outcome is not LLMOutcome.FAILED]
+        parsed = [c for c in calls if c.outcome in (LLMOutcome.VALID, LLMOutcome.SPEC_INVALID)]
+        priced = [c.cost for c in calls if c.cost is not None]
+        return {"calls": len(calls), "schema_valid_rate": len(parsed) / len(replies) if replies else None,
+                "valid_rate": (sum(c.outcome is LLMOutcome.VALID for c in last.values()) / len(last)) if last else None,
+                "repairs": sum(c.attempt > 0 for c in calls), "tokens_in": sum(c.tokens_in for c in calls),
+                "tokens_out": sum(c.tokens_out for c in calls), "seconds": round(sum(c.seconds for c in calls), 3),
+                "cost": round(sum(priced), 6) if priced else None}
+
+    def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
+                       seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+        """As History.prompt_history (the diverse sample is seeded, not the same rows)."""
+        import random
+
+        vals: dict[str, float | None] = {}
+        for ev in self.evaluations:
+            if ev.purpose.value == "search":
+                vals[ev.candidate_id] = ev.val_accuracy
+        rows = [{"candidate_id": c.candidate_id, "seq": c.seq, "status": c.status.value, "spec": c.spec, "error": c.error,
+                 "val_accuracy": vals.get(c.candidate_id)} for c in self.candidates.values() if c.run_id == run_id]
+        ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-(r["val_accuracy"] or 0), r["seq"]))
+        done = sorted((r for r in rows if r["status"] not in ("queued", "running")), key=lambda r: -r["seq"])
+        recent_rows = done[:recent]
+        rest = [r for r in ok[best:] if r not in recent_rows]
+        return {"best": ok[:best], "recent": recent_rows,
+                "diverse": random.Random(seed).sample(rest, min(diverse, len(rest))),
+                "failures": [r for r in done if r["status"] in ("failed", "timeout", "invalid")][:failures]}

@@ -123,6 +123,7 @@ def test_json_object_with_schema_when_json_schema_is_refused_and_remembered(serv
     b = backend(server)
     first = b.complete(MESSAGES, Proposal)
     assert first.value == Proposal(**GOOD) and first.mode == "json_object" and "json_schema" in first.notes[0]
+    assert first.sent == server.requests[-1]["body"]["messages"] and "JSON schema" in first.sent[0]["content"]
     second = b.complete(MESSAGES, Proposal)  # no second try of json_schema
     assert second.mode == "json_object" and not second.notes and len(server.requests) == 3
 

@@ -32,7 +32,8 @@ SEEN = dict(CELL, edge_3_2="skip_connect")
 def proposer_with(backend, tmp_path, **kw):
     h = History(tmp_path / "home")
     h.create_run(Run(run_id="r1", task="nb201-cifar10", space="nb201", proposer="llm", seed=0, budget=10))
-    view = lambda: HistoryView.from_rows(h.prompt_history("r1"), NB201.canonical_key, evaluations=0, budget=10)  # noqa: E731
+    view = lambda ctx: HistoryView.from_rows(h.prompt_history("r1"), NB201.canonical_key,  # noqa: E731
+                                             evaluations=ctx.evaluations, budget=ctx.budget)
     return LLMProposer(NB201, 0, backend=backend, run_id="r1", history=view, record=h.add_llm_calls, task=TASK, **kw), h
 
 
@@ -91,3 +92,37 @@ def test_the_offline_model_proposes_valid_unique_cells(tmp_path):
     assert not keys & {NB201.canonical_key(s) for s in seen}
     totals = h.llm_totals("r1")
     assert totals["schema_valid_rate"] == 1.0 and totals["calls"] >= 3 and totals["tokens_out"] > 0
+
+
+def test_cli_search_with_an_openai_compatible_endpoint(serve, tiny_tables, tmp_path):
+    """`agent search --proposer llm --llm openai` end to end: the summary's llm object, the
+    calls in the history, `agent show --prompt`, and the key never written anywhere."""
+    from tests.conftest import run_cli
+
+    rng = random.Random(1)
+    cells = [NB201.sample(rng) for _ in range(40)]
+    counter = iter(range(1000))
+
+    def reply(body):
+        i = next(counter)
+        return ok(json.dumps({"rationale": f"idea {i}", "spec": cells[i % len(cells)]}))
+
+    server = serve(reply)
+    home = tmp_path / "home"
+    out = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--proposer", "llm",
+                  "--llm", "openai", "--model", "m", "--budget", "5", "--json", home=home,
+                  env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sk-very-secret-key"})
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["proposer"] == "llm" and summary["evaluations"] == 5
+    llm = summary["llm"]
+    assert llm["calls"] >= 5 and llm["schema_valid_rate"] == 1.0 and llm["valid_rate"] == 1.0 and llm["tokens_in"] > 0
+    best = summary["best"]["candidate_id"]
+    shown = json.loads(run_cli("show", best, "--prompt", "--json", home=home).stdout)
+    (call,) = shown["llm_calls"]
+    assert call["outcome"] == "valid" and call["backend"] == "openai"
+    i = int(json.loads(call["response"])["rationale"].split()[1])  # the i-th request got reply i
+    assert call["messages"] == server.requests[i]["body"]["messages"]  # exactly what was sent
+    text = run_cli("show", best, "--prompt", home=home).stdout
+    assert call["messages"][1]["content"] in text and call["response"] in text
+    assert b"sk-very-secret-key" not in (home / "history.duckdb").read_bytes()
