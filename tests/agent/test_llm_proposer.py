@@ -126,3 +126,27 @@ def test_cli_search_with_an_openai_compatible_endpoint(serve, tiny_tables, tmp_p
     text = run_cli("show", best, "--prompt", home=home).stdout
     assert call["messages"][1]["content"] in text and call["response"] in text
     assert b"sk-very-secret-key" not in (home / "history.duckdb").read_bytes()
+
+
+@needs_model
+@pytest.mark.slow
+def test_cli_digits_search_with_the_offline_model(tmp_path):
+    """The acceptance command, smaller: every reply parses (grammar-constrained decoding), every
+    call is in the history, and `agent show --prompt` prints the prompt and reply exactly."""
+    from tests.conftest import run_cli
+
+    home = tmp_path / "home"
+    out = run_cli("search", "--task", "digits", "--proposer", "llm", "--llm", "local", "--budget", "2", "--epochs", "2",
+                  "--final-seeds", "1", "--json", home=home, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    llm = summary["llm"]
+    assert summary["evaluations"] == 2 and llm["schema_valid_rate"] == 1.0 and llm["valid_rate"] is not None
+    assert llm["calls"] >= 2 and llm["tokens_out"] > 0 and llm["cost"] == 0.0
+    run = json.loads(run_cli("history", "--run", "latest", "--json", home=home).stdout)
+    cid = next(c["candidate_id"] for c in run["candidates"] if c["status"] == "ok")
+    calls = json.loads(run_cli("show", cid, "--prompt", "--json", home=home).stdout)["llm_calls"]
+    assert calls and calls[-1]["outcome"] == "valid" and calls[0]["backend"] == "local"
+    text = run_cli("show", cid, "--prompt", home=home).stdout
+    for call in calls:
+        assert all(m["content"] in text for m in call["messages"]) and call["response"] in text
