@@ -451,8 +451,9 @@ class History:
 
     def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
                        seed: int = 0) -> dict[str, list[dict[str, Any]]]:
-        """What a prompt shows of a run: the best ok candidates, the most recent finished ones,
-        a seeded sample of the other ok ones, and the latest failures with their errors."""
+        """What a prompt shows of a run: the best ok candidates, the most recent finished ones
+        that are not among the best, a seeded sample of the other ok ones, and the latest
+        failures with their errors."""
         base = """
             WITH v AS (SELECT candidate_id, arg_max(val_accuracy, created) AS val_accuracy FROM evaluations
                        WHERE purpose = 'search' GROUP BY candidate_id)
@@ -461,9 +462,10 @@ class History:
         """
         queries = {
             "best": (base + " AND c.status = 'ok' ORDER BY v.val_accuracy DESC, c.seq LIMIT ?", [run_id, best]),
-            "recent": (base + " AND c.status NOT IN ('queued', 'running') ORDER BY c.seq DESC LIMIT ?", [run_id, recent]),
+            "recent": (base + " AND c.status NOT IN ('queued', 'running') ORDER BY c.seq DESC LIMIT ?",
+                       [run_id, recent + best]),
             "diverse": (f"SELECT * FROM ({base} AND c.status = 'ok' ORDER BY v.val_accuracy DESC, c.seq OFFSET ?) "
-                        "ORDER BY hash(candidate_id || ?::VARCHAR) LIMIT ?", [run_id, best, seed, diverse]),
+                        "ORDER BY hash(candidate_id || ?::VARCHAR) LIMIT ?", [run_id, best, seed, diverse + recent]),
             "failures": (base + " AND c.status IN ('failed', 'timeout', 'invalid') ORDER BY c.seq DESC LIMIT ?",
                          [run_id, failures]),
         }
@@ -473,8 +475,10 @@ class History:
                 return out
             for name, (sql, params) in queries.items():
                 out[name] = self._dicts(con.execute(sql, params))
+        best_ids = {r["candidate_id"] for r in out["best"]}
+        out["recent"] = [r for r in out["recent"] if r["candidate_id"] not in best_ids][:recent]
         recent_ids = {r["candidate_id"] for r in out["recent"]}
-        out["diverse"] = [r for r in out["diverse"] if r["candidate_id"] not in recent_ids]
+        out["diverse"] = [r for r in out["diverse"] if r["candidate_id"] not in recent_ids][:diverse]
         for rows in out.values():
             for r in rows:
                 r["spec"] = _loads(r["spec"])

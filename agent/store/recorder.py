@@ -97,7 +97,8 @@ class MemoryRecorder:
                  "val_accuracy": vals.get(c.candidate_id)} for c in self.candidates.values() if c.run_id == run_id]
         ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-(r["val_accuracy"] or 0), r["seq"]))
         done = sorted((r for r in rows if r["status"] not in ("queued", "running")), key=lambda r: -r["seq"])
-        recent_rows = done[:recent]
+        best_ids = {r["candidate_id"] for r in ok[:best]}
+        recent_rows = [r for r in done if r["candidate_id"] not in best_ids][:recent]
         rest = [r for r in ok[best:] if r not in recent_rows]
         return {"best": ok[:best], "recent": recent_rows,
                 "diverse": random.Random(seed).sample(rest, min(diverse, len(rest))),

@@ -76,6 +76,25 @@ def test_failures_are_shown_with_their_error_cut_short(tmp_path):
     assert "x" * 301 not in user and "3x3 convs on every edge helped" in user
     assert "never use avg_pool_3x3" in system
     assert "r1-c0002: 0.5400" in user.split("Most recent:")[0]  # best first
+    assert user.count("r1-c0002") == 1  # a best candidate is not listed again as recent
+
+
+def test_the_memory_recorder_chooses_the_same_rows(tmp_path):
+    from agent.store.recorder import MemoryRecorder
+
+    h, run = history_with(tmp_path, 30, n_failed=3)
+    mem = MemoryRecorder()
+    mem.create_run(Run(run_id="r1", task="nb201-cifar10", space="nb201", proposer="llm", seed=0, budget=1000))
+    rows = h.run_candidates(run)
+    mem.add_candidates([Candidate(candidate_id=r["candidate_id"], run_id="r1", seq=r["seq"], space="nb201", spec=r["spec"],
+                                  canonical_key=r["canonical_key"], proposer="llm", status=Status(r["status"]),
+                                  error=r["error"]) for r in rows])
+    mem.add_evaluations("r1", [Evaluation(candidate_id=r["candidate_id"], status=Status(r["status"]),
+                                          val_accuracy=r["val_accuracy"]) for r in rows])
+    a, b = h.prompt_history(run), mem.prompt_history(run)
+    for name in ("best", "recent", "failures"):
+        assert [r["candidate_id"] for r in a[name]] == [r["candidate_id"] for r in b[name]], name
+    assert len(a["diverse"]) == len(b["diverse"]) == 5
 
 
 def test_a_users_template_overrides_and_a_broken_one_is_named(tmp_path):
