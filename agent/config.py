@@ -57,6 +57,7 @@ class Settings(BaseModel):
     model: str | None = Field(default=None, description="LLM model: a GGUF file, a model folder or a hub id (local), a model name (openai); None: the default offline model")
     openai_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1 (also OPENAI_BASE_URL)")
     openai_api_key: SecretStr | None = Field(default=None, description="API key of the endpoint (also OPENAI_API_KEY); never stored or printed")
+    model_cache: Path | None = Field(default=None, description="where local models are joined and converted (1.7 GB for the default); None: $XDG_CACHE_HOME/archagent/models or ~/.cache/archagent/models")
     llm_timeout: float = Field(default=120.0, gt=0, description="seconds one LLM call may take before it is retried")
     llm_price_in: float | None = Field(default=None, ge=0, description="dollars per million prompt tokens, for cost accounting")
     llm_price_out: float | None = Field(default=None, ge=0, description="dollars per million completion tokens, for cost accounting")
@@ -65,7 +66,7 @@ class Settings(BaseModel):
 FIELDS = tuple(Settings.model_fields)
 # Environment names the wider ecosystem uses, read when AGENT_<NAME> is not set.
 ENV_ALIASES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
-PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table", "data_dir"}
+PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table", "data_dir", "model_cache"}
 
 
 class ResolvedSettings(BaseModel):

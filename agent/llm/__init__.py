@@ -4,6 +4,8 @@ returns a validated pydantic object and its usage. ``openai``: any OpenAI-compat
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.llm.base import LLMBackend, LLMError, LLMReply, Usage
@@ -12,7 +14,13 @@ from evaluator.errors import ConfigError
 if TYPE_CHECKING:
     from agent.config import Settings
 
-__all__ = ["LLMBackend", "LLMError", "LLMReply", "Usage", "make_backend"]
+__all__ = ["LLMBackend", "LLMError", "LLMReply", "Usage", "default_model_cache", "make_backend"]
+
+
+def default_model_cache() -> Path:
+    """One cache per user, shared by every AGENT_HOME: a converted model is large."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "archagent" / "models"
 
 
 def make_backend(settings: "Settings") -> LLMBackend:
@@ -29,5 +37,5 @@ def make_backend(settings: "Settings") -> LLMBackend:
     if settings.llm == "local":
         from agent.llm.local_backend import LocalBackend
 
-        return LocalBackend(settings.model, cache_dir=settings.home / "models")
+        return LocalBackend(settings.model, cache_dir=settings.model_cache or default_model_cache())
     raise ConfigError("no LLM backend configured", hint="set llm to local or openai (flag, AGENT_LLM or agent.toml)")

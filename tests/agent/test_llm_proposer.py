@@ -84,7 +84,9 @@ def test_repairs_that_run_out_return_the_last_reply_for_the_search_to_record(ser
 def test_the_offline_model_proposes_valid_unique_cells(tmp_path):
     from tests.agent.test_llm_local import LocalBackend
 
-    backend = LocalBackend(cache_dir=tmp_path / "models", threads=2)
+    from agent.llm import default_model_cache
+
+    backend = LocalBackend(cache_dir=default_model_cache(), threads=2)  # shared with the CLI test below
     proposer, h = proposer_with(backend, tmp_path)
     seen = [NB201.sample(random.Random(i)) for i in range(3)]
     proposals = proposer.propose(3, context(*seen))
