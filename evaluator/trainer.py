@@ -69,14 +69,13 @@ class NonFiniteLoss(RuntimeError):
 #############################################
 
 
-def to_tensor(x: np.ndarray, x_scale: float, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) uint8/float32 -> normalised float32, per channel."""
-    t = torch.from_numpy(np.ascontiguousarray(x)).float() / x_scale
-    return (t - mean) / std
+def to_unit(x: np.ndarray, x_scale: float, device: torch.device) -> torch.Tensor:
+    """(N, C, H, W) uint8/float32 array -> float32 tensor on ``device``, divided by ``x_scale``."""
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device).float() / x_scale
 
 
-def channel_stats(x: np.ndarray, x_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    t = torch.from_numpy(np.ascontiguousarray(x)).float() / x_scale
+def channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of (N, C, H, W), each shaped (C, 1, 1)."""
     mean = t.mean(dim=(0, 2, 3), keepdim=True)[0]
     std = t.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
     return mean, std
@@ -155,11 +154,12 @@ def train(
         torch.set_num_threads(cfg.threads)
     memory_format = torch.channels_last if cuda else torch.contiguous_format
 
-    mean, std = channel_stats(x_train, x_scale)
     # On CUDA the whole training set lives on the device: no per-batch host-to-device copies.
-    xs = to_tensor(x_train, x_scale, mean, std).to(device)  # (N, C, H, W)
+    unit = to_unit(x_train, x_scale, device)  # (N, C, H, W)
+    mean, std = channel_stats(unit)
+    xs = (unit - mean) / std
+    del unit
     ys = torch.from_numpy(np.asarray(y_train, dtype=np.int64)).to(device)
-    mean, std = mean.to(device), std.to(device)
     model = model.to(device=device, memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
     n = len(xs)
@@ -172,8 +172,7 @@ def train(
         out = []
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             for i in range(0, len(x), 512):
-                chunk = torch.from_numpy(np.ascontiguousarray(x[i:i + 512])).to(device).float() / x_scale
-                chunk = ((chunk - mean) / std).contiguous(memory_format=memory_format)
+                chunk = ((to_unit(x[i:i + 512], x_scale, device) - mean) / std).contiguous(memory_format=memory_format)
                 out.append(model(chunk).argmax(dim=1))
         return torch.cat(out).cpu().numpy().astype(np.int64)
 

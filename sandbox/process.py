@@ -14,6 +14,7 @@ system isolation, cgroups, seccomp) will wrap the same call.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import resource
 import signal
@@ -85,6 +86,7 @@ def clean_env(extra: Mapping[str, str] | None = None, home: Path | None = None) 
 PR_SET_PDEATHSIG = 1
 
 
+@functools.cache
 def _prctl() -> Callable[..., int] | None:
     """libc's prctl, loaded in the parent (loading a library between fork and exec could deadlock)."""
     try:

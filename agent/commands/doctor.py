@@ -88,14 +88,12 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
 
 def _data(s: Any) -> dict[str, Any]:
     """Which training-task data are here, without loading them."""
-    from evaluator.data.cifar10 import ARCHIVE, FOLDER, TRAIN_BATCHES
+    from evaluator.data.cifar10 import find_local
 
-    cache = s.home.resolve() / "data" / "cifar10"
-    where = [p for p in ([s.data_dir, s.data_dir / FOLDER] if s.data_dir else []) + [cache / FOLDER]
-             if (p / TRAIN_BATCHES[0]).is_file()]
-    archive = next((p / ARCHIVE for p in ([s.data_dir] if s.data_dir else []) + [cache] if (p / ARCHIVE).is_file()), None)
+    cache = s.home.resolve() / "data"
+    found = find_local(cache, s.data_dir)
     return {"digits": importlib.util.find_spec("sklearn") is not None,
-            "cifar10": {"available": bool(where or archive), "path": str(where[0] if where else archive or cache)}}
+            "cifar10": {"available": found is not None, "path": str(found or cache / "cifar10")}}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from evaluator.data.base import Dataset
-from evaluator.data.splits import stratified_split
+from evaluator.data.splits import VALIDATION_FRACTION, stratified_split
 from evaluator.errors import TaskError
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL = ("x_val", "y_val", "classes")
-VALIDATION_FRACTION = 0.2
 
 
 def load_npz(path: Path, split_seed: int = 0) -> Dataset:

@@ -75,6 +75,17 @@ def _batches_in(folder: Path) -> Path | None:
     return None
 
 
+def find_local(cache_dir: Path, data_dir: Path | None) -> Path | None:
+    """Where the batches or the archive already are (``data_dir`` first, then the cache), or None.
+    Reads nothing, downloads nothing: for ``agent doctor``."""
+    for folder in ([Path(data_dir).expanduser()] if data_dir is not None else []) + [Path(cache_dir).expanduser() / "cifar10"]:
+        if (found := _batches_in(folder)) is not None:
+            return found
+        if (folder / ARCHIVE).is_file():
+            return folder / ARCHIVE
+    return None
+
+
 def locate(cache_dir: Path, data_dir: Path | None, *, url: str = URL, md5: str = MD5, download: bool = True) -> Path:
     """The folder with the batches, unpacking or downloading the archive when needed."""
     if data_dir is not None:

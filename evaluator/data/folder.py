@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from evaluator.data.base import Dataset
-from evaluator.data.splits import stratified_split
+from evaluator.data.splits import VALIDATION_FRACTION, stratified_split
 from evaluator.errors import TaskError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 MAX_SIDE = 512  # larger images are an error: this task trains on small images held in memory
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-VALIDATION_FRACTION = 0.2
 
 
 def _visible_dirs(folder: Path) -> list[str]:

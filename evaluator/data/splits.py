@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+VALIDATION_FRACTION = 0.2  # of the training images, when a data set brings no validation split
+
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
     """Split indices ``0..len(labels)-1`` into ``len(fractions)`` parts, class by class.

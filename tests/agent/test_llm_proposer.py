@@ -82,7 +82,7 @@ def test_repairs_that_run_out_return_the_last_reply_for_the_search_to_record(ser
 @needs_model
 @pytest.mark.slow
 def test_the_offline_model_proposes_valid_unique_cells(tmp_path):
-    from tests.agent.test_llm_local import LocalBackend
+    from agent.llm.local_backend import LocalBackend
 
     from agent.llm import default_model_cache
 
