@@ -9,6 +9,7 @@ and wrongly typed values are errors that name the key, the source and the fix.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -38,7 +39,8 @@ class Settings(BaseModel):
     signal_table: Path | None = Field(default=None, description="12-epoch table, overrides benchmark_dir")
     final_table: Path | None = Field(default=None, description="200-epoch table, overrides benchmark_dir")
     task: str | None = Field(default=None, description="default task for `agent search`")
-    proposer: Literal["random", "evolution", "llm"] = "evolution"
+    proposer: Literal["random", "evolution", "llm", "portfolio"] | None = Field(
+        default=None, description="how candidates are proposed; None: portfolio when an LLM is configured (llm), else evolution")
     budget: int | None = Field(default=None, gt=0, description="evaluations; None: the task's default")
     minutes: float | None = Field(default=None, gt=0, description="wall-clock limit of a search")
     seed: int = Field(default=0, ge=0)
@@ -61,6 +63,15 @@ class Settings(BaseModel):
     llm_timeout: float = Field(default=120.0, gt=0, description="seconds one LLM call may take before it is retried")
     llm_price_in: float | None = Field(default=None, ge=0, description="dollars per million prompt tokens, for cost accounting")
     llm_price_out: float | None = Field(default=None, ge=0, description="dollars per million completion tokens, for cost accounting")
+    max_llm_cost: float | None = Field(default=None, gt=0, description="dollars of LLM calls after which a search stops (needs llm_price_in/out for openai)")
+    reflect_every: int = Field(default=10, ge=0, description="LLM proposers: distil insights from the history every this many evaluations; 0: never")
+    portfolio_cost: Literal["evaluation", "second", "dollar"] = Field(default="evaluation", description="portfolio: what an operator's improvement is measured per")
+    directions: list[str] = Field(default_factory=list, description="the user's directions, shown to the LLM in every prompt (e.g. 'prefer 3x3 convolutions')")
+
+
+    def proposer_name(self) -> str:
+        """The proposer a search uses: the one set, else portfolio with an LLM and evolution without."""
+        return self.proposer or ("portfolio" if self.llm else "evolution")
 
 
 FIELDS = tuple(Settings.model_fields)
@@ -127,7 +138,14 @@ def load_settings(
     for key, alias in ENV_ALIASES.items():
         if not env.get(env_names[key]) and env.get(alias):
             env_names[key] = alias
-    env_values = {k: env[name] for k, name in env_names.items() if env.get(name)}
+    env_values: dict[str, Any] = {k: env[name] for k, name in env_names.items() if env.get(name)}
+    if "directions" in env_values:  # a JSON list, or one direction
+        text = env_values["directions"]
+        try:
+            env_values["directions"] = json.loads(text) if text.lstrip().startswith("[") else [text]
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"env {env_names['directions']}: not a JSON list: {exc}",
+                              hint='set it to one direction, or a JSON list such as ["a", "b"]') from None
     cwd_file = cwd / CONFIG_FILE
     cwd_values = _read_toml(cwd_file) if cwd_file.is_file() else {}
 

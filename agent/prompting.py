@@ -49,11 +49,12 @@ class HistoryView:
     recent: list[Row] = field(default_factory=list)
     diverse: list[Row] = field(default_factory=list)
     failures: list[Row] = field(default_factory=list)
+    insights: list[str] = field(default_factory=list)  # the newest reflection's, never dropped for tokens
     omitted: int = 0  # rows the token budget left out
 
     @classmethod
     def from_rows(cls, rows: dict[str, list[dict[str, Any]]], describe: Callable[[dict], str], *,
-                  evaluations: int, budget: int) -> "HistoryView":
+                  evaluations: int, budget: int, insights: list[str] | None = None) -> "HistoryView":
         """From ``History.prompt_history`` rows; ``describe(spec)`` gives each row's description."""
         def make(r: dict[str, Any]) -> Row:
             error = r.get("error")
@@ -62,7 +63,8 @@ class HistoryView:
             return Row(candidate_id=r["candidate_id"], description=describe(r["spec"]), status=r["status"],
                        val_accuracy=r.get("val_accuracy"), error=error.replace("\n", " ") if error else None)
 
-        return cls(evaluations=evaluations, budget=budget, **{k: [make(r) for r in rows.get(k, [])]
+        return cls(evaluations=evaluations, budget=budget, insights=list(insights or []),
+                   **{k: [make(r) for r in rows.get(k, [])]
                                                               for k in ("best", "recent", "diverse", "failures")})
 
 
@@ -88,18 +90,31 @@ class Prompts:
 
     def propose_messages(self, *, history: HistoryView, token_budget: int,
                          count_tokens: Callable[[str], int] = estimate_tokens, **context: Any) -> list[dict[str, str]]:
-        """System and user messages for one proposal, within ``token_budget`` tokens."""
-        context = {"directions": [], "insights": [], "constraints": [], **context}
-        system = self.render("system.j2", **context)
+        """System and user messages for one proposal, within ``token_budget`` tokens. With
+        ``parent`` (a Row) the model is asked for an edit of that candidate."""
+        context = {"directions": [], "constraints": [], "parent": None, **context}
+        return self._fit(self.render("system.j2", **context), "propose.j2", history, token_budget, count_tokens, context)
+
+    def reflect_messages(self, *, history: HistoryView, token_budget: int, max_insights: int,
+                         count_tokens: Callable[[str], int] = estimate_tokens, **context: Any) -> list[dict[str, str]]:
+        """The one user message that asks for insights, within ``token_budget`` tokens."""
+        return self._fit(None, "reflect.j2", history, token_budget, count_tokens,
+                         {"directions": [], "constraints": [], **context, "max_insights": max_insights})
+
+    def _fit(self, system: str | None, template: str, history: HistoryView, token_budget: int,
+             count_tokens: Callable[[str], int], context: dict[str, Any]) -> list[dict[str, str]]:
+        context = {"insights": history.insights, **context}
+        head = [{"role": "system", "content": system}] if system is not None else []
+        fixed = count_tokens(system) if system is not None else 0
         view = history
         while True:
-            user = self.render("propose.j2", history=view, **context)
-            if count_tokens(system) + count_tokens(user) <= token_budget:
-                return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            user = self.render(template, history=view, **context)
+            if fixed + count_tokens(user) <= token_budget:
+                return head + [{"role": "user", "content": user}]
             smaller = _drop_one(view)
             if smaller is None:
                 raise ValueError(f"token_budget={token_budget} is too small for the prompt without history "
-                                 f"({count_tokens(system) + count_tokens(user)} tokens)")
+                                 f"({fixed + count_tokens(user)} tokens)")
             view = smaller
 
 

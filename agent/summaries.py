@@ -44,6 +44,8 @@ class SearchSummary(_Out):
     warnings: list[str] = Field(default_factory=list)
     llm: dict[str, Any] | None = Field(default=None, description="LLM accounting (calls, schema_valid_rate, valid_rate, "
                                                                    "repairs, tokens_in, tokens_out, seconds, cost)")
+    operators: dict[str, Any] | None = Field(default=None, description="portfolio: per operator proposals, outcomes, "
+                                                                         "mean reward, best, seconds, dollars, share")
 
 
 class RunRow(_Out):

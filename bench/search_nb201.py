@@ -53,12 +53,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agent.commands.options import positive_int
 from agent.config import Settings
-from agent.engine.runner import run_search
+from agent.engine.runner import PORTFOLIO_POPULATION, PORTFOLIO_TOURNAMENT, run_search
+from agent.proposers import Portfolio
 from agent.store.recorder import MemoryRecorder
 from evaluator.errors import ArchAgentError
 from evaluator.nb201_tables import SIGNAL_TABLE_NAME
 from evaluator.pool import Job
 from evaluator.records import Purpose, Status
+from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import EDGE_FIELDS, OPS
 from evaluator.tabular import TabularBenchmark
 from evaluator.tasks import TASK_NAMES, resolve_task
@@ -66,7 +68,9 @@ from evaluator.tasks import TASK_NAMES, resolve_task
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DEFAULT_BENCHMARK_DIR, DOC, REPO_ROOT, RunInfo, run_info, write_doc  # noqa: E402
 
-PROPOSERS = ("evolution", "random")
+BASELINES = ("evolution", "random")
+LLM_PROPOSERS = ("portfolio", "llm")
+ALL_PROPOSERS = BASELINES + LLM_PROPOSERS + ("portfolio-nollm",)
 HEADLINE_BUDGET = 100
 
 
@@ -82,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=positive_int, default=20, help="searches per (proposer, budget), seeds 0..N-1 (default 20)")
     parser.add_argument("--budgets", type=positive_int, nargs="+", default=[10, 50, 100, 200],
                         help="evaluations per search (default: 10 50 100 200)")
+    parser.add_argument("--proposers", nargs="+", choices=ALL_PROPOSERS, default=list(BASELINES),
+                        help="default: evolution random. portfolio and llm use the LLM given by --llm; "
+                             "portfolio-nollm is the portfolio without its LLM operators")
+    parser.add_argument("--llm", choices=["local", "openai"], default="local",
+                        help="LLM backend of portfolio and llm (default local: the offline model)")
+    parser.add_argument("--model", help="LLM model (default: the offline model)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the raw per-seed results here")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(REPO_ROOT)}")
     args = parser.parse_args(argv)
@@ -136,18 +146,33 @@ class SeedResult:
     evaluations: int
     duplicates_skipped: int
     wall_seconds: float
+    duplicate_evaluations: int  # evaluated candidates whose cell another evaluated candidate already had
+    llm_calls: int
+    llm_seconds: float
+    llm_share: float | None  # portfolio: share of proposals made by its LLM operators
 
 
-def search_one(task: str, benchmark_dir: Path, proposer: str, budget: int, seed: int) -> SeedResult:
-    settings = Settings(task=task, benchmark_dir=benchmark_dir, proposer=proposer, budget=budget, seed=seed)
-    summary = run_search(settings, recorder=MemoryRecorder())
+def search_one(task: str, benchmark_dir: Path, proposer: str, budget: int, seed: int,
+               llm: str = "local", model: str | None = None) -> SeedResult:
+    settings = Settings(task=task, benchmark_dir=benchmark_dir, proposer=proposer.removesuffix("-nollm"), budget=budget,
+                        seed=seed, **({"llm": llm, "model": model} if proposer in LLM_PROPOSERS else {}))
+    recorder = MemoryRecorder()
+    own = Portfolio(get_space("nb201"), seed, population=PORTFOLIO_POPULATION,
+                    tournament=PORTFOLIO_TOURNAMENT) if proposer == "portfolio-nollm" else None
+    summary = run_search(settings, recorder=recorder, proposer=own)
+    evaluated = [c.canonical_key for c in recorder.candidates.values() if c.status.value != "invalid"]
+    ops = (summary.operators or {}).get("operators")
     best = summary.best
     if best is None or best.test_accuracy is None:
         raise SystemExit(f"{task} {proposer} budget {budget} seed {seed}: the search has no final report "
                          f"({best.test_source if best else 'no candidate finished ok'})")
     return SeedResult(proposer=proposer, budget=budget, seed=seed, test_accuracy=best.test_accuracy,
                       val_accuracy=best.val_accuracy, arch=best.arch, evaluations=summary.evaluations,
-                      duplicates_skipped=summary.duplicates_skipped, wall_seconds=summary.wall_seconds)
+                      duplicates_skipped=summary.duplicates_skipped, wall_seconds=summary.wall_seconds,
+                      duplicate_evaluations=len(evaluated) - len(set(evaluated)),
+                      llm_calls=summary.llm["calls"] if summary.llm else 0,
+                      llm_seconds=summary.llm["seconds"] if summary.llm else 0.0,
+                      llm_share=sum(ops[o]["share"] for o in ops if o.startswith("llm")) if ops else None)
 
 
 @contextmanager
@@ -165,13 +190,14 @@ def stderr_progress(total: int) -> Iterator[Callable[[str, bool], None]]:
         yield lambda label, _: bar.update(task_id, advance=1, description=label)
 
 
-def run_all(task: str, benchmark_dir: Path, budgets: list[int], seeds: int) -> list[SeedResult]:
+def run_all(task: str, benchmark_dir: Path, budgets: list[int], seeds: int, proposers: list[str],
+            llm: str = "local", model: str | None = None) -> list[SeedResult]:
     results: list[SeedResult] = []
-    with stderr_progress(len(PROPOSERS) * len(budgets) * seeds) as advance:
-        for budget, proposer in itertools.product(budgets, PROPOSERS):
+    with stderr_progress(len(proposers) * len(budgets) * seeds) as advance:
+        for budget, proposer in itertools.product(budgets, proposers):
             started = time.perf_counter()
             for seed in range(seeds):
-                results.append(search_one(task, benchmark_dir, proposer, budget, seed))
+                results.append(search_one(task, benchmark_dir, proposer, budget, seed, llm, model))
                 done = seed == seeds - 1
                 advance(f"{proposer} budget {budget}: {seed + 1}/{seeds} seeds"
                         + (f" in {time.perf_counter() - started:.1f} s" if done else ""), done)
@@ -192,6 +218,10 @@ class Row:
     std: float  # sample standard deviation over seeds
     gain: float  # 100 * (mean - random-sample average) / random-sample average
     val_mean: float  # mean search signal of the chosen cells
+    wall_mean: float  # seconds per search
+    llm_calls_mean: float
+    llm_share_mean: float | None
+    duplicate_evaluations: int  # over all seeds
 
 
 def gain(acc: float, facts: TableFacts) -> float:
@@ -203,8 +233,13 @@ def aggregate(results: list[SeedResult], facts: TableFacts) -> list[Row]:
     for (budget, proposer), group in itertools.groupby(results, key=lambda r: (r.budget, r.proposer)):
         runs = list(group)
         mean = statistics.fmean(r.test_accuracy for r in runs)
+        shares = [r.llm_share for r in runs if r.llm_share is not None]
         rows.append(Row(proposer=proposer, budget=budget, mean=mean, std=statistics.stdev(r.test_accuracy for r in runs),
-                        gain=gain(mean, facts), val_mean=statistics.fmean(r.val_accuracy for r in runs)))
+                        gain=gain(mean, facts), val_mean=statistics.fmean(r.val_accuracy for r in runs),
+                        wall_mean=statistics.fmean(r.wall_seconds for r in runs),
+                        llm_calls_mean=statistics.fmean(r.llm_calls for r in runs),
+                        llm_share_mean=statistics.fmean(shares) if shares else None,
+                        duplicate_evaluations=sum(r.duplicate_evaluations for r in runs)))
     return rows
 
 
@@ -219,12 +254,18 @@ def pct(x: float) -> str:
 def text_table(task: str, rows: list[Row], facts: TableFacts, seeds: int) -> str:
     head = (f"{task}: {facts.final_source}, of the cell chosen by 12-epoch validation accuracy;\n"
             f"mean +- std over {seeds} seeds (0..{seeds - 1}), in percent\n\n")
-    fmt = "{:>6}  {:<9}  {:>15}  {:>18}  {:>11}"
-    lines = [fmt.format("budget", "proposer", "final acc (%)", "vs rand-sample avg", "val acc (%)"),
-             fmt.format("-" * 6, "-" * 9, "-" * 15, "-" * 18, "-" * 11)]
-    lines += [fmt.format(r.budget, r.proposer, f"{pct(r.mean)} +- {pct(r.std)}", f"{r.gain:+.2f}%", pct(r.val_mean))
+    fmt = "{:>6}  {:<15}  {:>15}  {:>18}  {:>11}  {:>10}  {:>9}  {:>9}  {:>5}"
+    lines = [fmt.format("budget", "proposer", "final acc (%)", "vs rand-sample avg", "val acc (%)", "s / search",
+                        "LLM calls", "LLM share", "dup"),
+             fmt.format("-" * 6, "-" * 15, "-" * 15, "-" * 18, "-" * 11, "-" * 10, "-" * 9, "-" * 9, "-" * 5)]
+    lines += [fmt.format(r.budget, r.proposer, f"{pct(r.mean)} +- {pct(r.std)}", f"{r.gain:+.2f}%", pct(r.val_mean),
+                         f"{r.wall_mean:.1f}", f"{r.llm_calls_mean:.1f}", _share(r), r.duplicate_evaluations)
               for r in rows]
     return head + "\n".join(lines) + "\n\n" + references(facts) + "\n"
+
+
+def _share(row: Row) -> str:
+    return f"{100 * row.llm_share_mean:.0f}%" if row.llm_share_mean is not None else ""
 
 
 def references(facts: TableFacts) -> str:
@@ -240,10 +281,18 @@ def summary_line(task: str, rows: list[Row]) -> str:
     return f"{task} budget {budget}: " + ", ".join(parts)
 
 
-def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info: RunInfo) -> str:
+def section_key(task: str, proposers: list[str]) -> str:
+    """The baselines have their own section; runs with LLM proposers another, so neither overwrites the other."""
+    return f"search_nb201:{task}" + (":" + "+".join(proposers) if set(proposers) - set(BASELINES) else "")
+
+
+def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info: RunInfo, proposers: list[str],
+                llm: str, model: str | None) -> str:
     defaults = Settings()
+    with_llm = bool(set(proposers) - set(BASELINES))
+    title = "LLM proposer and portfolio against the baselines" if with_llm else "search baselines"
     lines = [
-        f"## NAS-Bench-201 search baselines: {task}",
+        f"## NAS-Bench-201 {title}: {task}",
         "",
         f"Written by `bench/search_nb201.py`. Each search runs as `agent search --task {task} --proposer P --budget B "
         f"--seed S` does (same proposers, tabular evaluator and search graph, recorded in memory), chooses its cell by "
@@ -255,11 +304,28 @@ def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info:
         f"tournament {defaults.tournament}; its first {defaults.population} evaluations are its random initial "
         f"population, drawn with the same seeded generator as random search, so at budgets up to "
         f"{defaults.population} the two rows are identical.",
-        "",
-        "| budget | proposer | final acc (%) | vs rand-sample avg | val acc (%) |",
-        "|---:|:---|---:|---:|---:|",
     ]
-    lines += [f"| {r.budget} | {r.proposer} | {pct(r.mean)} +- {pct(r.std)} | {r.gain:+.2f}% | {pct(r.val_mean)} |"
+    if with_llm:
+        lines += [
+            "",
+            f"LLM: `--llm {llm}`" + (f" `--model {model}`" if model else " (the offline Qwen2.5-Coder-0.5B-Instruct, "
+                                     "grammar-constrained)") + ". `llm` proposes every candidate (up to 2 repairs per "
+            "proposal, a mutation when it keeps repeating); `portfolio` (the default with an LLM) lets a Thompson-"
+            "sampling bandit pick each proposal's operator among LLM from scratch, LLM edit of a tournament parent, "
+            f"mutation of a tournament parent (population {PORTFOLIO_POPULATION}, tournament {PORTFOLIO_TOURNAMENT}) "
+            "and random, rewarding each by the share of earlier candidates its candidate beats; `portfolio-nollm` is "
+            "the same bandit without the LLM operators. Both LLM proposers reflect every 10 evaluations. \"s / search\" "
+            "is the wall time of one search (model loading included), \"LLM share\" the share of the portfolio's "
+            "proposals made by its LLM operators, \"dup\" the evaluations spent on a cell already evaluated in the "
+            "same search, over all seeds.",
+        ]
+    lines += [
+        "",
+        "| budget | proposer | final acc (%) | vs rand-sample avg | val acc (%) | s / search | LLM calls | LLM share | dup |",
+        "|---:|:---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {r.budget} | {r.proposer} | {pct(r.mean)} +- {pct(r.std)} | {r.gain:+.2f}% | {pct(r.val_mean)} | "
+              f"{r.wall_mean:.1f} | {r.llm_calls_mean:.1f} | {_share(r)} | {r.duplicate_evaluations} |"
               for r in rows]
     lines += [
         "",
@@ -286,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         facts = table_facts(TabularBenchmark(resolve_task(args.task, benchmark_dir=benchmark_dir)))
-        results = run_all(args.task, benchmark_dir, args.budgets, args.seeds)
+        results = run_all(args.task, benchmark_dir, args.budgets, args.seeds, args.proposers, args.llm, args.model)
     except ArchAgentError as exc:
         print(f"search_nb201: {exc}", file=sys.stderr)
         return 2
@@ -299,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                "results": [asdict(r) for r in results]}
         args.json.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     if not args.no_write:
-        write_doc(f"search_nb201:{args.task}", doc_section(args.task, rows, facts, args.seeds, info))
-        print(f"updated {DOC.relative_to(REPO_ROOT)} (section {args.task}); wall time {info.wall_seconds} s")
+        key = section_key(args.task, args.proposers)
+        write_doc(key, doc_section(args.task, rows, facts, args.seeds, info, args.proposers, args.llm, args.model))
+        print(f"updated {DOC.relative_to(REPO_ROOT)} (section {key}); wall time {info.wall_seconds} s")
     print(summary_line(args.task, rows))
     return 0
 

@@ -9,13 +9,23 @@ from agent.commands.options import TRAINING_FLAGS, console as make_console, add_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_data(parser)
-    parser.add_argument("--proposer", choices=["random", "evolution", "llm"], help="how candidates are proposed (default: evolution)")
+    parser.add_argument("--proposer", choices=["random", "evolution", "llm", "portfolio"],
+                        help="how candidates are proposed (default: portfolio when --llm is given, else evolution)")
     parser.add_argument("--llm", choices=["local", "openai"],
-                        help="LLM backend of --proposer llm (default local: the offline model; openai: OPENAI_BASE_URL / OPENAI_API_KEY)")
+                        help="LLM backend of the llm and portfolio proposers (default local: the offline model; "
+                             "openai: OPENAI_BASE_URL / OPENAI_API_KEY)")
     parser.add_argument("--model", help="LLM model: a GGUF file, model folder or hub id (local), a model name (openai)")
     parser.add_argument("--budget", type=positive_int, help="evaluations to spend (default: the task's, 100 for nb201)")
     parser.add_argument("--minutes", type=positive_float, help="wall-clock limit; the search stops cleanly when it is reached")
     parser.add_argument("--seed", type=non_negative_int, help="random seed; the same seed gives the same search (default 0)")
+    parser.add_argument("--max-llm-cost", dest="max_llm_cost", type=positive_float, metavar="DOLLARS",
+                        help="stop the search once its LLM calls cost this much (needs llm_price_in/out for openai)")
+    parser.add_argument("--reflect-every", dest="reflect_every", type=non_negative_int, metavar="K",
+                        help="LLM proposers: distil insights from the history every K evaluations (default 10; 0: never)")
+    parser.add_argument("--direction", dest="directions", action="append", metavar="TEXT",
+                        help="a direction for the LLM, shown in every prompt (repeatable), e.g. 'avoid pooling'")
+    parser.add_argument("--portfolio-cost", dest="portfolio_cost", choices=["evaluation", "second", "dollar"],
+                        help="portfolio: measure each operator's improvement per evaluation (default), second or dollar")
     parser.add_argument("--population", type=positive_int, help="evolution: population size (default 20)")
     parser.add_argument("--tournament", type=positive_int, help="evolution: tournament sample size (default 5)")
 
@@ -27,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(settings_flags(
         args, "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
-        "population", "tournament", "llm", "model", *TRAINING_FLAGS,
+        "population", "tournament", "llm", "model", "max_llm_cost", "reflect_every", "directions", "portfolio_cost",
+        *TRAINING_FLAGS,
     )).settings
     progress = SearchProgress.for_stderr()
     try:
@@ -66,6 +77,11 @@ def render_summary(summary) -> None:
                       f"proposals valid {rate(m['valid_rate'])}, {m['tokens_in']} tokens in / {m['tokens_out']} out, "
                       f"{m['seconds']:.1f} s" + (f", ${m['cost']:.4f}" if m.get("cost") is not None else ""),
                       highlight=False)
+    if summary.operators:
+        ops = summary.operators["operators"]
+        console.print("portfolio (improvement per " + summary.operators["cost"] + "): " + "; ".join(
+            f"{op} {o['proposals']} proposals" + (f", mean reward {o['mean_reward']:.2f}" if o["mean_reward"] is not None else "")
+            + (f", best {o['best']:.4f}" if o["best"] is not None else "") for op, o in ops.items()), highlight=False)
     best = summary.best
     if best is None:
         console.print("[red]no candidate finished ok: there is no final report[/]")

@@ -1,4 +1,4 @@
-"""The search loop as a langgraph graph: propose -> validate -> evaluate -> record -> decide.
+"""The search loop as a langgraph graph: propose -> validate -> evaluate -> record -> reflect -> decide.
 
 Nodes are plain functions of the state and the run's context; each returns only the keys
 it changed. The pool is asynchronous: ``evaluate`` submits what fits and collects what has
@@ -47,7 +47,7 @@ def validate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     counts = dict(state["counts"])
     for p in state["proposals"]:
         common = dict(run_id=ctx.run.run_id, space=ctx.space.name, parents=p.parents,
-                      proposer=ctx.proposer.name, model=p.model, rationale=p.rationale, prompt_ref=p.prompt_ref)
+                      proposer=f"{ctx.proposer.name}:{p.operator}" if p.operator else ctx.proposer.name, model=p.model, rationale=p.rationale, prompt_ref=p.prompt_ref)
         try:
             spec = ctx.space.validate(p.spec)
         except SpecError as exc:
@@ -133,6 +133,16 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     return update
 
 
+def reflect(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    """Every k evaluations, the LLM distils insights into the history for later prompts."""
+    ctx = runtime.context
+    r = ctx.reflector
+    if r is None or state.get("stop_reason") or state["evaluations"] >= ctx.budget or not r.due(state["evaluations"]):
+        return {}
+    r.reflect(state["evaluations"], ctx.budget)
+    return {}
+
+
 def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     ctx = runtime.context
     if state.get("stop_reason"):
@@ -142,6 +152,8 @@ def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         reason = "budget reached"
     elif ctx.deadline is not None and time.monotonic() >= ctx.deadline:
         reason = "time limit reached"
+    elif ctx.max_llm_cost is not None and ctx.llm_spend is not None and ctx.llm_spend.dollars >= ctx.max_llm_cost:
+        reason = f"LLM cost limit reached (${ctx.llm_spend.dollars:.4f} of ${ctx.max_llm_cost:g})"
     elif state["attempts"] >= ctx.max_attempts and not state["ready"] and not state["running"]:
         reason = f"proposal limit reached ({ctx.max_attempts} proposals; the space may be exhausted)"
     if reason is None:
@@ -163,12 +175,14 @@ def build_graph():
     graph.add_node("validate", validate)
     graph.add_node("evaluate", evaluate)
     graph.add_node("record", record)
+    graph.add_node("reflect", reflect)
     graph.add_node("decide", decide)
     graph.add_edge(START, "propose")
     graph.add_edge("propose", "validate")
     graph.add_edge("validate", "evaluate")
     graph.add_edge("evaluate", "record")
-    graph.add_edge("record", "decide")
+    graph.add_edge("record", "reflect")
+    graph.add_edge("reflect", "decide")
     graph.add_conditional_edges("decide", route, {"continue": "propose", "stop": END})
     return graph.compile()
 

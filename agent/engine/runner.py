@@ -17,13 +17,16 @@ from datetime import datetime, timezone
 from agent.config import Settings
 from agent.engine.graph import SEARCH_GRAPH, initial_state
 from agent.engine.state import SearchContext, SearchState
-from agent.proposers import ProposalContext, Proposer, make_proposer
+from agent.prompting import HistoryView, Prompts
+from agent.proposers import Portfolio, Proposer, make_proposer
+from agent.proposers.llm import LLMProposer
+from agent.reflection import LLMSpend, Reflector
 from agent.store import History
 from agent.store.recorder import Recorder
 from agent.summaries import BestCandidate, SearchSummary
 from evaluator.errors import UserInputError
 from evaluator.pool import EvaluationPool, Job, PoolEvent
-from evaluator.records import FINAL_STATUSES, Candidate, Evaluation, Purpose, Run, RunStatus, Status
+from evaluator.records import FINAL_STATUSES, Candidate, Evaluation, LLMCall, Purpose, Run, RunStatus, Status
 from evaluator.spaces import SearchSpace, get_space
 from evaluator.tasks import Task, is_training_task, resolve_task, training_task
 
@@ -100,35 +103,76 @@ def _device(choice: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _proposer_from(settings: Settings, space: SearchSpace, task: Task, run_id: str, recorder: Recorder) -> Proposer:
-    if settings.proposer == "llm":
-        return _llm_proposer(settings, space, task, run_id, recorder)
-    if settings.proposer != "evolution":
-        return make_proposer(settings.proposer, space, settings.seed)
+LLM_PROPOSERS = ("llm", "portfolio")
+PORTFOLIO_POPULATION, PORTFOLIO_TOURNAMENT = 20, 10  # measured on nb201: bench/search_nb201.py
+
+
+@dataclass
+class LLMParts:
+    """What an LLM-driven search adds: the proposer's model, its reflection, and the spend."""
+
+    proposer: LLMProposer
+    reflector: Reflector | None
+    spend: LLMSpend
+
+
+def _proposer_from(settings: Settings, space: SearchSpace, task: Task, run_id: str,
+                   recorder: Recorder) -> tuple[Proposer, LLMParts | None]:
+    name = settings.proposer_name()
+    if name in LLM_PROPOSERS:
+        # In the portfolio a repeat gets one repair, then a mutation: other operators are cheaper than LLM retries.
+        parts = _llm_parts(settings, space, task, run_id, recorder, max_repairs=1 if name == "portfolio" else 2)
+        if name == "llm":
+            return parts.proposer, parts
+        return Portfolio(space, settings.seed, llm=parts.proposer, cost=settings.portfolio_cost,
+                         population=PORTFOLIO_POPULATION, tournament=PORTFOLIO_TOURNAMENT), parts
+    if name != "evolution":
+        return make_proposer(name, space, settings.seed), None
     if settings.tournament > settings.population:
         raise UserInputError(
             f"tournament ({settings.tournament}) is larger than population ({settings.population})",
             hint="choose a tournament size between 1 and the population size (--tournament, --population)",
         )
-    return make_proposer("evolution", space, settings.seed, population=settings.population, tournament=settings.tournament)
+    return make_proposer("evolution", space, settings.seed, population=settings.population,
+                         tournament=settings.tournament), None
 
 
-def _llm_proposer(settings: Settings, space: SearchSpace, task: Task, run_id: str, recorder: Recorder) -> Proposer:
+def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, recorder: Recorder, *,
+               max_repairs: int) -> LLMParts:
     from agent.llm import make_backend
-    from agent.prompting import HistoryView, Prompts
-    from agent.proposers.llm import LLMProposer
 
-    backend = make_backend(settings if settings.llm else settings.model_copy(update={"llm": "local"}))
+    llm_settings = settings if settings.llm else settings.model_copy(update={"llm": "local"})
+    if settings.max_llm_cost is not None and llm_settings.llm == "openai" and (
+            settings.llm_price_in is None or settings.llm_price_out is None):
+        raise UserInputError(f"--max-llm-cost {settings.max_llm_cost} needs the model's prices to count dollars",
+                             hint="set llm_price_in and llm_price_out (dollars per million tokens) in agent.toml "
+                                  "or AGENT_LLM_PRICE_IN / AGENT_LLM_PRICE_OUT")
+    backend = make_backend(llm_settings)
     user_prompts = settings.home / "prompts"
+    prompts = Prompts(user_prompts if user_prompts.is_dir() else None)
+    spend = LLMSpend()
 
-    def history(context: ProposalContext) -> HistoryView:
-        rows = recorder.prompt_history(run_id, seed=settings.seed + context.evaluations)
-        return HistoryView.from_rows(rows, space.summary, evaluations=context.evaluations, budget=context.budget)
+    def record(calls: list[LLMCall]) -> None:
+        recorder.add_llm_calls(calls)
+        spend.add(calls)
 
-    return LLMProposer(space, settings.seed, backend=backend, run_id=run_id, history=history,
-                       record=recorder.add_llm_calls, prompts=Prompts(user_prompts if user_prompts.is_dir() else None),
-                       task={"task": task.name, "task_description": task.description,
-                             "objectives": [f"maximise validation {task.metric}"]})
+    def view(evaluations: int, budget: int, seed: int) -> HistoryView:
+        rows = recorder.prompt_history(run_id, seed=seed)
+        insights = [r["text"] for r in recorder.insights(run_id)]
+        return HistoryView.from_rows(rows, space.summary, evaluations=evaluations, budget=budget, insights=insights)
+
+    context = {"task": task.name, "task_description": task.description,
+               "objectives": [f"maximise validation {task.metric}"], "directions": list(settings.directions)}
+    proposer = LLMProposer(space, settings.seed, backend=backend, run_id=run_id, prompts=prompts, record=record,
+                           history=lambda c: view(c.evaluations, c.budget, settings.seed + c.evaluations),
+                           task=context, max_repairs=max_repairs)
+    reflector = None
+    if settings.reflect_every:
+        reflector = Reflector(backend=backend, recorder=recorder, record=record, run_id=run_id, prompts=prompts,
+                              history=lambda e, b: view(e, b, settings.seed + e), task=context,
+                              space_name=space.name, space_description=space.describe(),
+                              every=settings.reflect_every, seed=settings.seed)
+    return LLMParts(proposer=proposer, reflector=reflector, spend=spend)
 
 
 def run_search(
@@ -162,8 +206,9 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     budget = settings.budget or task.default_budget
     if recorder is None:
         recorder = History(settings.home, lock_timeout=settings.lock_timeout)
+    llm = None
     if proposer is None:
-        proposer = _proposer_from(settings, space, task, run_id, recorder)
+        proposer, llm = _proposer_from(settings, space, task, run_id, recorder)
     run = Run(run_id=run_id, task=task.name, space=space.name, proposer=proposer.name, seed=settings.seed,
               budget=budget, config=settings.model_dump(mode="json") | setup.config)
     recorder.create_run(run)
@@ -173,6 +218,8 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         run=run, space=space, proposer=proposer, pool=setup.pool, recorder=recorder, budget=budget,
         deadline=None if settings.minutes is None else started + 60.0 * settings.minutes,
         max_attempts=20 * budget + 100, on_result=on_result, on_event=on_event,
+        reflector=llm.reflector if llm else None, llm_spend=llm.spend if llm else None,
+        max_llm_cost=settings.max_llm_cost if llm else None,
     )
     try:
         final = SEARCH_GRAPH.invoke(initial_state(), {"recursion_limit": 10 * ctx.max_attempts + 100}, context=ctx)
@@ -247,7 +294,8 @@ def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None,
         counts=counts, duplicates_skipped=state["duplicates"], proposals=state["attempts"],
         stop_reason=state["stop_reason"], best=best, top=top, wall_seconds=round(time.monotonic() - started, 3),
         home=home, warnings=warnings,
-        llm=ctx.recorder.llm_totals(ctx.run.run_id) if ctx.proposer.name == "llm" else None,
+        llm=ctx.recorder.llm_totals(ctx.run.run_id) if ctx.llm_spend is not None else None,
+        operators=ctx.proposer.stats(),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypedDict
 
 from agent.store.recorder import Recorder
 from agent.proposers import Proposal, Proposer
+from agent.reflection import LLMSpend, Reflector
 from evaluator.pool import EvaluationPool, PoolEvent
 from evaluator.records import Candidate, Evaluation, Run
 from evaluator.spaces import SearchSpace
@@ -26,6 +27,9 @@ class SearchContext:
     max_attempts: int  # proposals (valid or not) the proposer may make in all
     on_result: Callable[[Candidate, Evaluation, "SearchState"], None] | None = None
     on_event: Callable[[PoolEvent], None] | None = None  # every pool event (started, per-epoch progress, finished)
+    reflector: Reflector | None = None  # LLM reflection every k evaluations
+    llm_spend: LLMSpend | None = None  # set when the proposer uses an LLM
+    max_llm_cost: float | None = None  # dollars; the search stops once the spend reaches it
 
 
 class SearchState(TypedDict, total=False):

@@ -4,6 +4,7 @@ returns a validated pydantic object and its usage. ``openai``: any OpenAI-compat
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +36,14 @@ def make_backend(settings: "Settings") -> LLMBackend:
         return OpenAIBackend(settings.model, api_key=key, base_url=settings.openai_base_url, timeout=settings.llm_timeout,
                              price_in=settings.llm_price_in, price_out=settings.llm_price_out)
     if settings.llm == "local":
-        from agent.llm.local_backend import LocalBackend
-
-        return LocalBackend(settings.model, cache_dir=settings.model_cache or default_model_cache())
+        return _local_backend(settings.model, settings.model_cache or default_model_cache())
     raise ConfigError("no LLM backend configured", hint="set llm to local or openai (flag, AGENT_LLM or agent.toml)")
+
+
+@functools.lru_cache(maxsize=2)
+def _local_backend(model: str | None, cache_dir: Path) -> LLMBackend:
+    """One loaded copy of a local model per process: searches in one process (benchmarks, chat
+    sessions, loops) share it instead of loading it again."""
+    from agent.llm.local_backend import LocalBackend
+
+    return LocalBackend(model, cache_dir=cache_dir)

@@ -59,8 +59,9 @@ class LLMBackend(ABC):
 
     @abstractmethod
     def complete(self, messages: list[dict[str, str]], schema: type[T], *, max_tokens: int = 1024,
-                 temperature: float = 0.7) -> LLMReply[T]:
-        """Ask for one object of ``schema`` given chat ``messages`` (role, content)."""
+                 temperature: float = 0.7, seed: int | None = None) -> LLMReply[T]:
+        """Ask for one object of ``schema`` given chat ``messages`` (role, content). ``seed``
+        makes sampling repeatable where the backend can (always locally; endpoints that honour it)."""
 
 
 def parse_reply(text: str, schema: type[T]) -> tuple[T | None, str | None]:

@@ -166,7 +166,7 @@ class LocalBackend(LLMBackend):
         return self._grammars[key]
 
     def complete(self, messages: list[dict[str, str]], schema: type[T], *, max_tokens: int = 1024,
-                 temperature: float = 0.7) -> LLMReply[T]:
+                 temperature: float = 0.7, seed: int | None = None) -> LLMReply[T]:
         import torch
         import xgrammar as xgr
 
@@ -175,6 +175,8 @@ class LocalBackend(LLMBackend):
         inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                     return_dict=True)
         sample = temperature > 0
+        if sample and seed is not None:
+            torch.manual_seed(seed)
         with torch.no_grad():
             out = self.net.generate(
                 **inputs, max_new_tokens=max_tokens, do_sample=sample, temperature=temperature if sample else None,

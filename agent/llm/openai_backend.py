@@ -56,13 +56,13 @@ class OpenAIBackend(LLMBackend):
         return self._modes[0]
 
     def complete(self, messages: list[dict[str, str]], schema: type[T], *, max_tokens: int = 1024,
-                 temperature: float = 0.7) -> LLMReply[T]:
+                 temperature: float = 0.7, seed: int | None = None) -> LLMReply[T]:
         usage, notes = Usage(), []
         started = time.monotonic()
         while True:
             mode = self._modes[0]
             try:
-                response, sent = self._call(messages, schema, mode, max_tokens, temperature, usage)
+                response, sent = self._call(messages, schema, mode, max_tokens, temperature, seed, usage)
                 break
             except self._openai.BadRequestError as exc:
                 if _names_response_format(exc) and len(self._modes) > 1:
@@ -82,8 +82,10 @@ class OpenAIBackend(LLMBackend):
 
     # -- one request, with retries ---------------------------------------------------------
 
-    def _call(self, messages, schema, mode, max_tokens, temperature, usage: Usage) -> Any:
+    def _call(self, messages, schema, mode, max_tokens, temperature, seed, usage: Usage) -> Any:
         kwargs: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "temperature": temperature}
+        if seed is not None:
+            kwargs["seed"] = seed
         schema_json = schema.model_json_schema()
         if mode == "json_schema":
             kwargs["response_format"] = {"type": "json_schema",

@@ -28,6 +28,9 @@ class Proposal:
     rationale: str | None = None
     model: str | None = None
     prompt_ref: str | None = None  # the LLM calls behind it (llm_calls.proposal)
+    operator: str | None = None  # which of a portfolio's operators made it (recorded as proposer:operator)
+    llm_seconds: float = 0.0  # time spent in LLM calls for it
+    llm_cost: float | None = None  # dollars spent in LLM calls for it, when prices are configured
 
 
 @dataclass
@@ -50,3 +53,7 @@ class Proposer(ABC):
 
     def observe(self, candidate: Candidate, evaluation: Evaluation) -> None:
         """Called with each finished search evaluation; baselines that ignore results skip it."""
+
+    def stats(self) -> dict[str, Any] | None:
+        """What the proposer learned, for the summary (the portfolio's operator statistics)."""
+        return None

@@ -1,17 +1,20 @@
 """The LLM proposer: one proposal per call, grounded in the history, repaired when invalid.
 
-For each proposal it renders the propose prompt from the run's history (``history()``),
-asks the backend for a ``{"rationale", "spec"}`` object, and checks the spec with the space.
-A reply that does not parse, a spec the space rejects, or a spec already in the run goes back
-to the model with the exact problem (the repair prompt), up to ``max_repairs`` times. Every
-call is handed to ``record`` (the history's ``llm_calls``) with its outcome. When the repairs
-run out, a spec that parsed but repeats an evaluated candidate is replaced by a mutation of
-it (so no attempt is wasted on a duplicate); any other failure is returned as it is, and the
+For each proposal it renders the propose prompt from the run's history (``history()``: the
+rows DuckDB picks and the newest insights), asks the backend for a ``{"rationale", "spec"}``
+object, and checks the spec with the space. Given a ``parent`` it asks for an edit of that
+candidate instead (the portfolio's LLM-mutation operator). A reply that does not parse, a
+spec the space rejects, or a spec already in the run goes back to the model with the exact
+problem (the repair prompt), up to ``max_repairs`` times. Every call is handed to ``record``
+(the history's ``llm_calls``) with its outcome. When the repairs run out, a spec that parsed
+but repeats an evaluated candidate is replaced by a mutation of it that is not in the run (so
+no evaluation is spent on a duplicate); any other failure is returned as it is, and the
 search records it as ``invalid`` with its error.
 """
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -19,13 +22,14 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, create_model
 
 from agent.llm.base import LLMBackend, LLMError, LLMReply
-from agent.prompting import HistoryView, Prompts
+from agent.prompting import HistoryView, Prompts, Row
 from agent.proposers.base import Proposal, ProposalContext, Proposer
 from evaluator.errors import SpecError
 from evaluator.records import LLMCall, LLMOutcome
 from evaluator.spaces import SearchSpace
 
 RATIONALE_CHARS = 160  # short, so generation stays fast
+UNSEEN_TRIES = 50  # mutations tried when moving a repeated proposal to a new candidate
 
 
 def proposal_schema(space: SearchSpace) -> type[BaseModel]:
@@ -33,6 +37,19 @@ def proposal_schema(space: SearchSpace) -> type[BaseModel]:
     return create_model(f"{space.name.capitalize()}Proposal",
                         rationale=(str, Field(max_length=RATIONALE_CHARS, description="why this candidate, briefly")),
                         spec=(space.proposal_schema, ...))
+
+
+def unseen_mutation(space: SearchSpace, spec: dict[str, Any], seen: set[str] | frozenset[str],
+                    rng: random.Random, tries: int = UNSEEN_TRIES) -> dict[str, Any]:
+    """A mutation of ``spec`` whose key is not in ``seen``: one edit first, then walks of more
+    edits; the last try when every one is taken (the search then skips it as a duplicate)."""
+    current = child = spec
+    for attempt in range(tries):
+        child = space.mutate(current if attempt % 5 else spec, rng)
+        if space.canonical_key(child) not in seen:
+            return child
+        current = child
+    return child
 
 
 class LLMProposer(Proposer):
@@ -49,26 +66,34 @@ class LLMProposer(Proposer):
         self.schema = proposal_schema(space)
 
     def propose(self, n: int, context: ProposalContext) -> list[Proposal]:
-        return [self._one(context) for _ in range(n)]
+        return [self.propose_one(context) for _ in range(n)]
 
-    def _one(self, context: ProposalContext) -> Proposal:
+    def propose_one(self, context: ProposalContext, parent: tuple[str, dict[str, Any], float] | None = None) -> Proposal:
+        """One proposal; with ``parent`` (candidate id, spec, validation accuracy) an edit of it."""
         proposal_id = f"{self.run_id}-p{uuid.uuid4().hex[:8]}"
+        parent_row = None
+        if parent is not None:
+            parent_row = Row(candidate_id=parent[0], description=self.space.summary(parent[1]), val_accuracy=parent[2])
         messages = self.prompts.propose_messages(history=self.history(context), token_budget=self.token_budget,
                                                  space=self.space.name, space_description=self.space.describe(),
-                                                 **self.task)
-        template, last_spec, duplicate = "propose.j2", None, None
+                                                 parent=parent_row, **self.task)
+        template, last_spec, duplicate, seconds, costs = "propose.j2", None, None, 0.0, []
+        common = dict(model=self.backend.model, prompt_ref=proposal_id, parents=[parent[0]] if parent else [])
         for attempt in range(self.max_repairs + 1):
             try:
                 reply = self.backend.complete(messages, self.schema, max_tokens=self.max_tokens,
-                                              temperature=self.temperature)
+                                              temperature=self.temperature, seed=self.rng.randrange(2**31))
             except LLMError as exc:
                 self._record(proposal_id, attempt, template, messages, None, LLMOutcome.FAILED, str(exc))
                 raise
+            seconds += reply.usage.seconds
+            if reply.usage.cost is not None:
+                costs.append(reply.usage.cost)
             outcome, error, spec = self._judge(reply, context)
             self._record(proposal_id, attempt, template, messages, reply, outcome, error)
+            usage = dict(llm_seconds=seconds, llm_cost=sum(costs) if costs else None)
             if outcome is LLMOutcome.VALID:
-                return Proposal(spec=spec, rationale=reply.value.rationale, model=self.backend.model,
-                                prompt_ref=proposal_id)
+                return Proposal(spec=spec, rationale=reply.value.rationale, **common, **usage)
             if reply.value is not None:
                 last_spec = reply.value.spec.model_dump()
                 duplicate = spec if error and error.startswith("duplicate") else None
@@ -76,11 +101,11 @@ class LLMProposer(Proposer):
                                    {"role": "user", "content": self.prompts.render("repair.j2", error=error, reply=reply.text)}]
             template = "repair.j2"
         if duplicate is not None:  # the model keeps repeating: move away from what it repeats
-            return Proposal(spec=self.space.mutate(duplicate, self.rng), model=self.backend.model, prompt_ref=proposal_id,
+            return Proposal(spec=unseen_mutation(self.space, duplicate, context.seen, self.rng), **common, **usage,
                             rationale=f"mutation of a repeated proposal (the model proposed evaluated candidates "
                                       f"{self.max_repairs + 1} times)")
-        return Proposal(spec=last_spec if last_spec is not None else {"raw": reply.text[:2000]},
-                        model=self.backend.model, prompt_ref=proposal_id, rationale="the model's last invalid reply")
+        return Proposal(spec=last_spec if last_spec is not None else {"raw": reply.text[:2000]}, **common, **usage,
+                        rationale="the model's last invalid reply")
 
     def _judge(self, reply: LLMReply, context: ProposalContext) -> tuple[LLMOutcome, str | None, dict | None]:
         if reply.value is None:
@@ -96,12 +121,19 @@ class LLMProposer(Proposer):
 
     def _record(self, proposal_id: str, attempt: int, template: str, messages: list[dict[str, str]],
                 reply: LLMReply | None, outcome: LLMOutcome, error: str | None) -> None:
-        usage = reply.usage if reply is not None else None
-        self.record([LLMCall(
-            call_id=f"{proposal_id}-a{attempt}", run_id=self.run_id, proposal=proposal_id, attempt=attempt,
-            backend=self.backend.name, model=self.backend.model, template=template,
-            messages=reply.sent if reply is not None and reply.sent is not None else messages,
-            response=reply.text if reply is not None else "", mode=reply.mode if reply is not None else None,
-            tokens_in=usage.tokens_in if usage else 0, tokens_out=usage.tokens_out if usage else 0,
-            seconds=usage.seconds if usage else 0.0, cost=usage.cost if usage else None,
-            retries=usage.retries if usage else 0, outcome=outcome, error=error)])
+        self.record([call_record(self.backend, self.run_id, f"{proposal_id}-a{attempt}", template, messages, reply,
+                                 outcome, error, proposal=proposal_id, attempt=attempt)])
+
+
+def call_record(backend: LLMBackend, run_id: str, call_id: str, template: str, messages: list[dict[str, str]],
+                reply: LLMReply | None, outcome: LLMOutcome, error: str | None, *, proposal: str | None = None,
+                attempt: int = 0) -> LLMCall:
+    """The history's record of one call: the messages as sent and the reply as received."""
+    usage = reply.usage if reply is not None else None
+    return LLMCall(
+        call_id=call_id, run_id=run_id, proposal=proposal, attempt=attempt, backend=backend.name, model=backend.model,
+        template=template, messages=reply.sent if reply is not None and reply.sent is not None else messages,
+        response=reply.text if reply is not None else "", mode=reply.mode if reply is not None else None,
+        tokens_in=usage.tokens_in if usage else 0, tokens_out=usage.tokens_out if usage else 0,
+        seconds=usage.seconds if usage else 0.0, cost=usage.cost if usage else None,
+        retries=usage.retries if usage else 0, outcome=outcome, error=error)

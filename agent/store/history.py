@@ -338,7 +338,7 @@ class History:
                     SELECT count(*), sum(tokens_in), sum(tokens_out), sum(seconds), sum(cost), count(cost),
                            count(*) FILTER (WHERE attempt > 0),
                            count(*) FILTER (WHERE proposal IS NOT NULL AND outcome != 'failed'),
-                           count(*) FILTER (WHERE outcome IN ('{valid}', '{spec_invalid}')),
+                           count(*) FILTER (WHERE proposal IS NOT NULL AND outcome IN ('{valid}', '{spec_invalid}')),
                            (SELECT count(*) FROM last), (SELECT count(*) FROM last WHERE outcome = '{valid}')
                     FROM calls""", [run_id]).fetchone()
         calls, t_in, t_out, seconds, cost, priced, repairs, replies, parsed, proposals, valid_n = row or (0,) * 11
@@ -346,6 +346,30 @@ class History:
                 "valid_rate": valid_n / proposals if proposals else None, "repairs": repairs,
                 "tokens_in": int(t_in or 0), "tokens_out": int(t_out or 0), "seconds": round(float(seconds or 0), 3),
                 "cost": round(float(cost), 6) if priced else None}
+
+    def add_insights(self, run_id: str, reflection: str, texts: Sequence[str], *, after_evaluations: int,
+                     call_id: str | None = None) -> None:
+        """Store one reflection's insights; the newest reflection's set is what prompts show."""
+        if not texts:
+            return
+        now = _naive_utc(datetime.now(timezone.utc))
+        with self._transaction() as con:
+            self._insert(con, "insights", [
+                {"insight_id": f"{reflection}-{i}", "run_id": run_id, "reflection": reflection, "position": i,
+                 "after_evaluations": after_evaluations, "text": text, "call_id": call_id, "created": now}
+                for i, text in enumerate(texts)])
+
+    def insights(self, run_id: str, *, latest: bool = True) -> list[dict[str, Any]]:
+        """The insights of the run's newest reflection (``latest``), or of every reflection, in order."""
+        where = "run_id = ?"
+        if latest:
+            where += (" AND reflection = (SELECT arg_max(reflection, created) FROM insights WHERE run_id = ?)")
+        with self._reader() as con:
+            if con is None:
+                return []
+            return self._dicts(con.execute(
+                f"SELECT reflection, position, after_evaluations, text, call_id, created FROM insights WHERE {where} "
+                "ORDER BY created, reflection, position", [run_id, run_id] if latest else [run_id]))
 
     def add_event(self, run_id: str, kind: str, payload: dict[str, Any] | None = None, candidate_id: str | None = None) -> None:
         with self._transaction() as con:

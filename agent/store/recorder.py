@@ -27,6 +27,11 @@ class Recorder(Protocol):
 
     def llm_totals(self, run_id: str) -> dict[str, Any]: ...
 
+    def add_insights(self, run_id: str, reflection: str, texts: Sequence[str], *, after_evaluations: int,
+                     call_id: str | None = None) -> None: ...
+
+    def insights(self, run_id: str, *, latest: bool = True) -> list[dict[str, Any]]: ...
+
     def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
                        seed: int = 0) -> dict[str, list[dict[str, Any]]]: ...
 
@@ -40,6 +45,7 @@ class MemoryRecorder:
         self.evaluations: list[Evaluation] = []
         self.events: list[dict[str, Any]] = []
         self.llm: list[LLMCall] = []
+        self.insight_rows: list[dict[str, Any]] = []
 
     def create_run(self, run: Run) -> None:
         self.runs[run.run_id] = run
@@ -76,13 +82,26 @@ class MemoryRecorder:
             if c.proposal is not None and (c.proposal not in last or c.attempt >= last[c.proposal].attempt):
                 last[c.proposal] = c
         replies = [c for c in calls if c.proposal is not None and c.outcome is not LLMOutcome.FAILED]
-        parsed = [c for c in calls if c.outcome in (LLMOutcome.VALID, LLMOutcome.SPEC_INVALID)]
+        parsed = [c for c in replies if c.outcome in (LLMOutcome.VALID, LLMOutcome.SPEC_INVALID)]
         priced = [c.cost for c in calls if c.cost is not None]
         return {"calls": len(calls), "schema_valid_rate": len(parsed) / len(replies) if replies else None,
                 "valid_rate": (sum(c.outcome is LLMOutcome.VALID for c in last.values()) / len(last)) if last else None,
                 "repairs": sum(c.attempt > 0 for c in calls), "tokens_in": sum(c.tokens_in for c in calls),
                 "tokens_out": sum(c.tokens_out for c in calls), "seconds": round(sum(c.seconds for c in calls), 3),
                 "cost": round(sum(priced), 6) if priced else None}
+
+    def add_insights(self, run_id: str, reflection: str, texts: Sequence[str], *, after_evaluations: int,
+                     call_id: str | None = None) -> None:
+        self.insight_rows += [{"run_id": run_id, "reflection": reflection, "position": i,
+                               "after_evaluations": after_evaluations, "text": t, "call_id": call_id}
+                              for i, t in enumerate(texts)]
+
+    def insights(self, run_id: str, *, latest: bool = True) -> list[dict[str, Any]]:
+        """As History.insights."""
+        rows = [r for r in self.insight_rows if r["run_id"] == run_id]
+        if latest and rows:
+            rows = [r for r in rows if r["reflection"] == rows[-1]["reflection"]]
+        return [{k: v for k, v in r.items() if k != "run_id"} for r in rows]
 
     def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
                        seed: int = 0) -> dict[str, list[dict[str, Any]]]:

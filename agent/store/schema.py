@@ -37,7 +37,7 @@ def _c(name: str, type_: str, not_null: bool = False) -> Column:
     return Column(name, type_, not_null)
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES: tuple[Table, ...] = (
     Table(
@@ -165,6 +165,22 @@ TABLES: tuple[Table, ...] = (
         indexes=(("run_id",), ("candidate_id",)),
         doc="one row per LLM call: the messages and reply exactly, tokens, seconds, cost, outcome",
     ),
+    Table(
+        "insights",
+        (
+            _c("insight_id", "VARCHAR", True),
+            _c("run_id", "VARCHAR", True),
+            _c("reflection", "VARCHAR", True),
+            _c("position", "BIGINT", True),
+            _c("after_evaluations", "BIGINT", True),
+            _c("text", "VARCHAR", True),
+            _c("call_id", "VARCHAR"),
+            _c("created", "TIMESTAMP", True),
+        ),
+        ("insight_id",),
+        indexes=(("run_id",),),
+        doc="what reflection distilled from the history: one row per insight; a reflection's set replaces the last",
+    ),
 )
 
 TABLES_BY_NAME = {t.name: t for t in TABLES}
@@ -219,5 +235,19 @@ MIGRATIONS: tuple[Migration, ...] = (
 )""",
         "CREATE INDEX idx_llm_calls_run_id ON llm_calls (run_id)",
         "CREATE INDEX idx_llm_calls_candidate_id ON llm_calls (candidate_id)",
+    )),
+    Migration(3, "add insights: what each reflection distilled from the history", (
+        """CREATE TABLE insights (
+  insight_id VARCHAR NOT NULL,
+  run_id VARCHAR NOT NULL,
+  reflection VARCHAR NOT NULL,
+  position BIGINT NOT NULL,
+  after_evaluations BIGINT NOT NULL,
+  text VARCHAR NOT NULL,
+  call_id VARCHAR,
+  created TIMESTAMP NOT NULL,
+  PRIMARY KEY (insight_id)
+)""",
+        "CREATE INDEX idx_insights_run_id ON insights (run_id)",
     )),
 )

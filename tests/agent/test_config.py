@@ -54,7 +54,9 @@ def test_defaults(cwd):
     s = r.settings
     assert s.home == cwd / "runs"
     assert s.benchmark_dir is None and s.signal_table is None and s.final_table is None
-    assert s.proposer == "evolution" and s.budget is None and s.seed == 0
+    assert s.proposer is None and s.proposer_name() == "evolution" and s.budget is None and s.seed == 0
+    assert s.model_copy(update={"llm": "local"}).proposer_name() == "portfolio"  # the default with an LLM
+    assert s.reflect_every == 10 and s.directions == [] and s.max_llm_cost is None
     assert s.population == 20 and s.tournament == 5 and s.lock_timeout == 60.0
     assert r.sources == {k: "default" for k in FIELDS}
 
@@ -311,3 +313,13 @@ def test_the_readme_agent_toml_example_is_valid(tmp_path):
     (tmp_path / "agent.toml").write_text(block)
     resolved = load_settings({}, env={}, cwd=tmp_path)
     assert resolved.settings.llm == "openai" and resolved.sources["llm"].startswith("agent.toml")
+
+
+def test_directions_come_from_a_list_in_the_file_or_the_environment(cwd):
+    (cwd / "agent.toml").write_text('directions = ["prefer 3x3 convolutions", "no pooling"]\n')
+    assert load_settings({}, env={}, cwd=cwd).settings.directions == ["prefer 3x3 convolutions", "no pooling"]
+    assert load_settings({}, env={"AGENT_DIRECTIONS": "keep it small"}, cwd=cwd).settings.directions == ["keep it small"]
+    assert load_settings({}, env={"AGENT_DIRECTIONS": '["a", "b"]'}, cwd=cwd).settings.directions == ["a", "b"]
+    with pytest.raises(ConfigError, match="AGENT_DIRECTIONS") as info:
+        load_settings({}, env={"AGENT_DIRECTIONS": '["a", '}, cwd=cwd)
+    assert "JSON list" in info.value.hint

@@ -78,6 +78,21 @@ def test_version_1_database_upgrades_and_keeps_every_row(tmp_path):
     assert h.events("20261122-120000-aaaaaa")[-1]["kind"] == "note"
 
 
+def test_version_2_database_upgrades_with_its_llm_calls_and_takes_insights(tmp_path):
+    _load_sql(ASSETS / "history_v2.sql", tmp_path / store.DB_NAME)
+    h = History(tmp_path)
+    run = "20261122-120000-aaaaaa"
+    assert [c["call_id"] for c in h.llm_calls(run)] == [f"{run}-pabc-a0"]
+    assert h.llm_totals(run)["calls"] == 1 and h.llm_totals(run)["valid_rate"] == 1.0
+    assert h.schema_version() == SCHEMA_VERSION and _columns(h.path) == _declared()
+    assert h.insights(run) == []
+    h.add_insights(run, f"{run}-r0010", ["convs beat pooling", "skips help"], after_evaluations=10)
+    h.add_insights(run, f"{run}-r0020", ["3x3 everywhere"], after_evaluations=20, call_id=f"{run}-r0020")
+    assert [(i["text"], i["after_evaluations"]) for i in h.insights(run)] == [("3x3 everywhere", 20)]
+    assert [i["text"] for i in h.insights(run, latest=False)] == ["convs beat pooling", "skips help", "3x3 everywhere"]
+    assert h.insights("another-run") == []
+
+
 def test_migrations_apply_in_order_and_keep_data(tmp_path, monkeypatch):
     """The upgrade machinery itself: a pretend version 2 adds a column to an existing file."""
     h = History(tmp_path)

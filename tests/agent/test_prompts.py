@@ -111,5 +111,31 @@ def test_repair_and_reflect_render(tmp_path):
     p = Prompts()
     repair = p.render("repair.j2", error="spec.edge_1_0: unknown op 'conv5x5'", reply='{"spec": {"edge_1_0": "conv5x5"}}')
     assert "unknown op 'conv5x5'" in repair and "conv5x5" in repair
-    reflect = p.render("reflect.j2", history=view(h, run, 4), insights=[], max_insights=5, **CONTEXT)
-    assert "at most 5" in reflect and "r1-c0003: failed" in reflect
+    (message,) = p.reflect_messages(history=view(h, run, 4), token_budget=2000, max_insights=5, **CONTEXT)
+    reflect = message["content"]
+    assert message["role"] == "user" and "at most 5" in reflect and "r1-c0003: failed" in reflect
+    assert "r1-c0002: 0.5500" in reflect and '{"insights"' in reflect
+
+
+def test_insights_and_directions_reach_the_prompts_and_survive_the_token_budget(tmp_path):
+    h, run = history_with(tmp_path, 200)
+    full = view(h, run, 200, best=50, recent=50, diverse=50)
+    full = HistoryView(**{**full.__dict__, "insights": ["nor_conv_3x3 on every edge wins", "avoid none on edge_1_0"]})
+    messages = Prompts().propose_messages(history=full, token_budget=900, directions=["never use avg_pool_3x3"], **CONTEXT)
+    assert sum(estimate_tokens(m["content"]) for m in messages) <= 900
+    assert "never use avg_pool_3x3" in messages[0]["content"]
+    assert "- nor_conv_3x3 on every edge wins" in messages[1]["content"] and "more evaluated candidates" in messages[1]["content"]
+    (reflect,) = Prompts().reflect_messages(history=full, token_budget=900, max_insights=3,
+                                            directions=["never use avg_pool_3x3"], **CONTEXT)
+    assert "Earlier insights" in reflect["content"] and "never use avg_pool_3x3" in reflect["content"]
+
+
+def test_a_parent_turns_the_prompt_into_an_edit(tmp_path):
+    from agent.prompting import Row
+
+    h, run = history_with(tmp_path, 5)
+    parent = Row(candidate_id="r1-c0004", description="|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|"
+                                                      "nor_conv_3x3~1|avg_pool_3x3~2|", val_accuracy=0.58)
+    (_, user) = Prompts().propose_messages(history=view(h, run, 5), token_budget=2000, parent=parent, **CONTEXT)
+    assert "## Start from this candidate\n- r1-c0004: 0.5800 |" in user["content"]
+    assert "Propose an edit of it" in user["content"] and "Propose the next candidate" not in user["content"]

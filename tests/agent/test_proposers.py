@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.proposers import PROPOSERS, Proposal, ProposalContext, Proposer, make_proposer
+from agent.proposers import Portfolio, PROPOSERS, Proposal, ProposalContext, Proposer, make_proposer
 from agent.proposers.evolution import RegularizedEvolution
 from agent.proposers.random_search import RandomSearch
 from evaluator.errors import UserInputError
@@ -60,8 +60,8 @@ def n_diff(a: dict, b: dict) -> int:
 # --- every proposer ---------------------------------------------------------------------
 
 
-def test_registry_holds_the_baselines():
-    assert PROPOSERS == {"random": RandomSearch, "evolution": RegularizedEvolution}
+def test_registry_holds_the_baselines_and_the_portfolio():
+    assert PROPOSERS == {"random": RandomSearch, "evolution": RegularizedEvolution, "portfolio": Portfolio}
     for name, cls in PROPOSERS.items():
         assert cls.name == name and issubclass(cls, Proposer)
 

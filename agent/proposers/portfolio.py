@@ -1,0 +1,207 @@
+"""The proposer portfolio: each proposal comes from one of several operators, chosen by a bandit.
+
+Operators:
+
+- ``llm``: the LLM proposes from the history (the LLM proposer's prompt);
+- ``llm_mutation``: the LLM edits a parent chosen by tournament from the recent population;
+- ``mutation``: a single-edit mutation of a tournament-chosen parent (regularized evolution's
+  operator, available from the first finished candidate instead of after a random population);
+- ``random``: a uniform sample from the space.
+
+The LLM operators exist only when an LLM is configured; the mutation operators only once a
+candidate has finished ``ok``. Each time a proposal is needed the bandit (Thompson sampling on a
+discounted Beta posterior per operator) draws a plausible reward for every available operator
+and takes the best draw, divided by the operator's measured cost when the cost is not simply
+one evaluation (``cost="second"``: LLM and evaluation seconds; ``cost="dollar"``: LLM dollars).
+An operator's reward for a finished candidate is the share of the run's earlier ``ok``
+candidates it beats on validation accuracy (ties count half; 0.5 for the first): the measured
+improvement it brought, on a scale that does not depend on the task. A candidate that fails,
+times out or is rejected as invalid earns 0; a pruned one (cancelled at the end) earns nothing.
+So a weak model's share shrinks as its proposals lose, and a strong model's grows.
+
+Duplicates are excluded by construction: every operator's output is checked against the
+run's keys and the proposals of the same batch; a repeat is replaced by a mutation that is not
+in the run (a bounded walk), then by a random sample that is not (bounded), so no evaluation is
+spent on a duplicate while the space has room.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+from agent.proposers.base import Proposal, ProposalContext, Proposer
+from agent.proposers.llm import LLMProposer, unseen_mutation
+from evaluator.errors import SpecError
+from evaluator.records import Candidate, Evaluation, Status
+from evaluator.spaces import SearchSpace
+
+OPERATORS = ("llm", "llm_mutation", "mutation", "random")
+LLM_OPERATORS = ("llm", "llm_mutation")
+RANDOM_TRIES = 200
+CostUnit = Literal["evaluation", "second", "dollar"]
+
+
+@dataclass
+class Arm:
+    """What the bandit knows of one operator."""
+
+    wins: float = 0.0  # discounted sum of rewards
+    losses: float = 0.0  # discounted sum of (1 - reward)
+    proposals: int = 0
+    outcomes: int = 0  # rewards received (finished or invalid candidates)
+    reward_sum: float = 0.0  # undiscounted, for the report
+    best: float | None = None  # best validation accuracy among its candidates
+    seconds: float = 0.0  # LLM seconds of its proposals and training seconds of its candidates
+    dollars: float = 0.0
+
+
+@dataclass
+class _Pending:
+    operator: str
+    llm_seconds: float
+    llm_cost: float
+
+
+class Portfolio(Proposer):
+    name: ClassVar[str] = "portfolio"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, *, llm: LLMProposer | None = None,
+                 cost: CostUnit = "evaluation", population: int = 20, tournament: int = 5,
+                 discount: float = 0.97) -> None:
+        super().__init__(space, seed)
+        if cost not in ("evaluation", "second", "dollar"):
+            raise ValueError(f"{cost=} must be evaluation, second or dollar")
+        if not 0 < discount <= 1:
+            raise ValueError(f"{discount=} must be in (0, 1]")
+        if population < 1 or not 1 <= tournament <= population:
+            raise ValueError(f"need 1 <= tournament ({tournament}) <= population ({population})")
+        self.llm, self.cost, self.tournament, self.discount = llm, cost, tournament, discount
+        self.operators = OPERATORS if llm is not None else tuple(o for o in OPERATORS if o not in LLM_OPERATORS)
+        self.arms = {op: Arm() for op in self.operators}
+        self.population: deque[tuple[str, dict[str, Any], float]] = deque(maxlen=population)
+        self.scores: list[float] = []  # validation accuracies of ok candidates, in arrival order
+        self._pending: dict[str, _Pending] = {}  # canonical key -> who proposed it
+
+    # -- proposing -------------------------------------------------------------------------
+
+    def propose(self, n: int, context: ProposalContext) -> list[Proposal]:
+        seen = set(context.seen)
+        out = []
+        for _ in range(n):
+            op = self.choose()
+            proposal = self._apply(op, ProposalContext(seen=frozenset(seen), evaluations=context.evaluations,
+                                                        budget=context.budget))
+            proposal.operator = op
+            arm = self.arms[op]
+            arm.proposals += 1
+            try:
+                key = self.space.canonical_key(self.space.validate(proposal.spec))
+            except SpecError:  # only an LLM reply that stayed invalid after repairs: the search records it
+                self._reward(op, 0.0, seconds=proposal.llm_seconds, dollars=proposal.llm_cost or 0.0)
+                out.append(proposal)
+                continue
+            if key in seen:  # cannot happen for a valid LLM reply (judged against seen); kept as a guard
+                proposal.spec = self._unseen_random(seen)
+                key = self.space.canonical_key(proposal.spec)
+            seen.add(key)
+            self._pending[key] = _Pending(op, proposal.llm_seconds, proposal.llm_cost or 0.0)
+            out.append(proposal)
+        return out
+
+    def choose(self) -> str:
+        """The operator for the next proposal: the best Thompson draw per unit of cost."""
+        available = [op for op in self.operators if self.population or op not in ("mutation", "llm_mutation")]
+        draws = {op: self.rng.betavariate(1.0 + self.arms[op].wins, 1.0 + self.arms[op].losses) / self._unit_cost(op)
+                 for op in available}
+        return max(available, key=lambda op: draws[op])
+
+    def _unit_cost(self, op: str) -> float:
+        if self.cost == "evaluation":
+            return 1.0
+        attr = "seconds" if self.cost == "second" else "dollars"
+        total = sum(getattr(a, attr) for a in self.arms.values())
+        outcomes = sum(a.outcomes for a in self.arms.values())
+        if total <= 0 or outcomes == 0:
+            return 1.0  # nothing measured yet: every operator costs the same
+        overall = total / outcomes
+        arm = self.arms[op]
+        mean = getattr(arm, attr) / arm.outcomes if arm.outcomes else overall
+        return (mean + 0.05 * overall) / overall  # relative cost; the floor keeps free operators finite
+
+    def _apply(self, op: str, context: ProposalContext) -> Proposal:
+        if op == "random":
+            return Proposal(spec=self._unseen_random(set(context.seen)), rationale="uniform random sample")
+        if op == "llm":
+            return self.llm.propose_one(context)
+        parent = self._tournament()
+        if op == "llm_mutation":
+            return self.llm.propose_one(context, parent=parent)
+        parent_id, spec, fitness = parent
+        return Proposal(spec=unseen_mutation(self.space, spec, context.seen, self.rng), parents=[parent_id],
+                        rationale=f"single-edit mutation of the tournament winner {parent_id} (val {fitness:.4f})")
+
+    def _tournament(self) -> tuple[str, dict[str, Any], float]:
+        members = list(self.population)
+        contenders = self.rng.sample(members, min(self.tournament, len(members)))
+        return max(contenders, key=lambda m: m[2])
+
+    def _unseen_random(self, seen: set[str] | frozenset[str]) -> dict[str, Any]:
+        spec = self.space.sample(self.rng)
+        for _ in range(RANDOM_TRIES):
+            if self.space.canonical_key(spec) not in seen:
+                break
+            spec = self.space.sample(self.rng)
+        return spec
+
+    # -- learning --------------------------------------------------------------------------
+
+    def observe(self, candidate: Candidate, evaluation: Evaluation) -> None:
+        pending = self._pending.pop(candidate.canonical_key or "", None)
+        ok = evaluation.status is Status.OK and evaluation.val_accuracy is not None
+        if ok:
+            self.population.append((candidate.candidate_id, candidate.spec, evaluation.val_accuracy))
+        if pending is None or evaluation.status is Status.PRUNED:
+            if ok:
+                self.scores.append(evaluation.val_accuracy)
+            return
+        reward = 0.0
+        if ok:
+            value = evaluation.val_accuracy
+            if self.scores:
+                reward = (sum(s < value for s in self.scores) + 0.5 * sum(s == value for s in self.scores)) / len(self.scores)
+            else:
+                reward = 0.5
+            self.scores.append(value)
+            arm = self.arms[pending.operator]
+            arm.best = value if arm.best is None else max(arm.best, value)
+        self._reward(pending.operator, reward, seconds=pending.llm_seconds + evaluation.wall_seconds,
+                     dollars=pending.llm_cost)
+
+    def _reward(self, op: str, reward: float, *, seconds: float, dollars: float) -> None:
+        for arm in self.arms.values():
+            arm.wins *= self.discount
+            arm.losses *= self.discount
+        arm = self.arms[op]
+        arm.wins += reward
+        arm.losses += 1.0 - reward
+        arm.outcomes += 1
+        arm.reward_sum += reward
+        arm.seconds += seconds
+        arm.dollars += dollars
+
+    def stats(self) -> dict[str, Any]:
+        """Per operator: proposals, outcomes, mean reward, best accuracy, seconds, dollars, and its share."""
+        total = sum(a.proposals for a in self.arms.values()) or 1
+        out = {}
+        for op, arm in self.arms.items():
+            row = asdict(arm)
+            del row["wins"], row["losses"]
+            row["mean_reward"] = round(arm.reward_sum / arm.outcomes, 4) if arm.outcomes else None
+            row["share"] = round(arm.proposals / total, 4)
+            row["seconds"], row["dollars"] = round(arm.seconds, 3), round(arm.dollars, 6)
+            row["reward_sum"] = round(arm.reward_sum, 4)
+            out[op] = row
+        return {"cost": self.cost, "operators": out}
+
