@@ -56,7 +56,8 @@ def history(run: str | None = None, *, home: Path | str | None = None) -> dict[s
     candidates = [{**c, "created": _iso(c["created"])} for c in h.run_candidates(info["run_id"])]
     return {"run_id": info["run_id"], "task": info["task"], "status": info["status"], "created": _iso(info["created"]),
             "evaluations": info["evaluations"], "best_val_accuracy": info["best_val_accuracy"],
-            "summary": info["summary"], "candidates": candidates}
+            "summary": info["summary"], "candidates": candidates,
+            "insights": [{**i, "created": _iso(i["created"])} for i in h.insights(info["run_id"], latest=False)]}
 
 
 def show(candidate_id: str, *, home: Path | str | None = None) -> dict[str, Any]:

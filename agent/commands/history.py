@@ -46,4 +46,10 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(c["candidate_id"], c["status"], _fmt(c["val_accuracy"]), _fmt(c["test_accuracy"]), c["proposer"],
                       c["canonical_key"] or (c["error"] or "")[:80])
     console.print(table)
+    if out["insights"]:
+        last = out["insights"][-1]["reflection"]
+        latest = [i for i in out["insights"] if i["reflection"] == last]
+        console.print(f"insights of the last reflection (after {latest[0]['after_evaluations']} evaluations):", highlight=False)
+        for i in latest:
+            console.print(f"  - {i['text']}", highlight=False)
     return 0

@@ -121,6 +121,8 @@ def load_model(model: str | None, cache_dir: Path) -> tuple[Any, Any, str]:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         net = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
         net.hf_quantizer = None  # saved as plain bf16 weights
+        if hasattr(net.config, "quantization_config"):
+            del net.config.quantization_config
         staging = Path(tempfile.mkdtemp(prefix=converted.name + ".", dir=cache_dir))
         try:
             net.save_pretrained(staging)
@@ -132,9 +134,20 @@ def load_model(model: str | None, cache_dir: Path) -> tuple[Any, Any, str]:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return net.eval(), tok, f"{gguf} (converted to {converted})"
-    tok = AutoTokenizer.from_pretrained(converted)
-    net = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.bfloat16)
-    return net.eval(), tok, f"{gguf} (from {converted})"
+    return (*_load_converted(converted), f"{gguf} (from {converted})")
+
+
+def _load_converted(folder: Path) -> tuple[Any, Any]:
+    """A converted copy, as the plain bf16 model it is: the GGUF quantization note that
+    transformers saves in its config is dropped (it would route the load through the GGUF
+    quantizer and warn), and transformers' per-weight progress bar stays off."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(folder)
+    if hasattr(config, "quantization_config"):  # copies converted by archagent 0.1.0 kept it
+        del config.quantization_config
+    return AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch.bfloat16), AutoTokenizer.from_pretrained(folder)
 
 
 # -- the backend -----------------------------------------------------------------------------
@@ -144,11 +157,18 @@ class LocalBackend(LLMBackend):
 
     def __init__(self, model: str | None = None, *, cache_dir: Path, threads: int | None = None) -> None:
         import torch
+        from transformers.utils import logging as hf_logging
 
         if threads:
             torch.set_num_threads(threads)
         started = time.monotonic()
-        self.net, self.tokenizer, self.source = load_model(model, cache_dir)
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a per-weight bar would break the search's live lines
+        try:
+            self.net, self.tokenizer, self.source = load_model(model, cache_dir)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         self.model = model or DEFAULT_NAME
         self.load_seconds = time.monotonic() - started
         self._grammars: dict[str, Any] = {}

@@ -15,6 +15,7 @@ import random
 
 import pytest
 
+from agent.api import history
 from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.proposers import Portfolio, ProposalContext, make_proposer
@@ -25,6 +26,7 @@ from evaluator.errors import UserInputError
 from evaluator.records import Candidate, Evaluation, Status
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import EDGE_FIELDS
+from tests.agent.test_llm_local import needs_model
 from tests.agent.test_llm_openai import completion, serve  # noqa: F401 - the fixture
 
 NB201 = get_space("nb201")
@@ -159,6 +161,9 @@ def test_reflection_stores_insights_that_later_prompts_show_and_directions_reach
     assert shown == [False, False, False, True, True, True, True]
     assert "never use avg_pool_3x3" in reflections[0]["messages"][0]["content"]
     assert summary.llm["calls"] == 9 and summary.llm["schema_valid_rate"] == 1.0  # reflections are not proposals
+    shown = history(summary.run_id, home=tmp_path / "home")["insights"]
+    assert [(i["reflection"][-5:], i["text"]) for i in shown][-2:] == [("r0006", "3x3 convolutions on every edge beat pooling"),
+                                                                       ("r0006", "skips help the last node")]
 
 
 def test_max_llm_cost_stops_the_search_and_needs_prices(serve, tiny_tables, tmp_path):
@@ -171,3 +176,23 @@ def test_max_llm_cost_stops_the_search_and_needs_prices(serve, tiny_tables, tmp_
     with pytest.raises(UserInputError, match="max-llm-cost") as info:
         run_search(llm_settings(tiny_tables, server, tmp_path, budget=5, max_llm_cost=1.0))
     assert "llm_price_in" in info.value.hint
+
+
+@needs_model
+@pytest.mark.slow
+def test_the_offline_model_reflects_and_drives_the_portfolio(tiny_tables, tmp_path):
+    """The real model: its reflection parses (grammar) and is stored; the portfolio runs with it."""
+    home = tmp_path / "home"
+    base = dict(task="nb201-cifar10", benchmark_dir=tiny_tables, home=home, llm="local")
+    summary = run_search(Settings(**base, proposer="llm", budget=3, reflect_every=2))
+    h = History(home)
+    (reflection,) = [c for c in h.llm_calls(summary.run_id) if c["template"] == "reflect.j2"]
+    assert reflection["outcome"] == "valid" and reflection["mode"] == "grammar"
+    texts = [i["text"] for i in h.insights(summary.run_id)]
+    assert 1 <= len(texts) <= 4 and all(texts)
+    later = [c for c in h.llm_calls(summary.run_id) if c["template"] == "propose.j2"][-1]
+    assert texts[0] in later["messages"][-1]["content"]
+    assert summary.llm["schema_valid_rate"] == 1.0
+    summary = run_search(Settings(**base, budget=8, seed=3, reflect_every=0))
+    assert summary.proposer == "portfolio" and summary.evaluations == 8 and summary.duplicates_skipped == 0
+    assert sum(o["proposals"] for o in summary.operators["operators"].values()) == summary.proposals
