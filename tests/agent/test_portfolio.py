@@ -196,3 +196,28 @@ def test_the_offline_model_reflects_and_drives_the_portfolio(tiny_tables, tmp_pa
     summary = run_search(Settings(**base, budget=8, seed=3, reflect_every=0))
     assert summary.proposer == "portfolio" and summary.evaluations == 8 and summary.duplicates_skipped == 0
     assert sum(o["proposals"] for o in summary.operators["operators"].values()) == summary.proposals
+
+
+def test_cli_flags_reach_the_search(serve, tiny_tables, tmp_path):
+    from tests.conftest import run_cli
+
+    server = serve(model(cells(("nor_conv_3x3", "nor_conv_1x1", "skip_connect"), seed=5), insights=["keep convs"]))
+    home = tmp_path / "home"
+    out = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--llm", "openai",
+                  "--model", "m", "--budget", "6", "--reflect-every", "3", "--direction", "avoid pooling",
+                  "--direction", "keep it small", "--max-llm-cost", "5", "--portfolio-cost", "second", "--json",
+                  home=home, env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sk-test",
+                                  "AGENT_LLM_PRICE_IN": "1", "AGENT_LLM_PRICE_OUT": "2"})
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["proposer"] == "portfolio" and summary["evaluations"] == 6
+    assert summary["operators"]["cost"] == "second" and summary["llm"]["cost"] > 0
+    run = json.loads(run_cli("history", "--run", "latest", "--json", home=home).stdout)
+    assert run["summary"]["operators"] == summary["operators"]
+    first = [r["body"]["messages"][0]["content"] for r in server.requests]  # system prompts and the reflect prompt
+    assert first and all("avoid pooling" in m and "keep it small" in m for m in first)
+    text = run_cli("history", "--run", "latest", home=home).stdout
+    assert "insights of the last reflection (after 3 evaluations)" in text and "keep convs" in text
+    bad = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--llm", "openai",
+                  "--model", "m", "--max-llm-cost", "1", home=home, env={"OPENAI_BASE_URL": server.url})
+    assert bad.returncode == 2 and "llm_price_in" in bad.stderr
