@@ -5,7 +5,10 @@ the previous insights; the model answers ``{"insights": [...]}`` (bounded, so co
 decoding terminates). The set is stored in the history (``insights``) and replaces the
 previous one in later propose prompts. Every call is recorded in ``llm_calls`` with
 template ``reflect.j2`` and no proposal. A reflection that fails (an unparseable reply, an
-endpoint error) is recorded and the search goes on with the insights it had.
+endpoint error) is recorded and the search goes on with the insights it had. A reflection is
+skipped while the model has made no proposal since the last one (a portfolio that has stopped
+picking its LLM operators does not pay for insights nobody reads); it happens once the model
+proposes again.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def insights_schema(max_insights: int) -> type[BaseModel]:
 
 
 class Reflector:
-    def __init__(self, *, backend: LLMBackend, recorder: Recorder, record: Callable[[list[LLMCall]], None], run_id: str,
+    def __init__(self, *, backend: LLMBackend, recorder: Recorder, record: Callable[[list[LLMCall]], None],
+                 spend: LLMSpend, run_id: str,
                  history: Callable[[int, int], HistoryView], task: dict[str, Any], space_name: str,
                  space_description: str, every: int, prompts: Prompts | None = None, max_insights: int = 4,
                  max_tokens: int = 200, token_budget: int = 3000, temperature: float = 0.3, seed: int = 0) -> None:
@@ -56,10 +60,12 @@ class Reflector:
         self.every, self.prompts, self.max_insights = every, prompts or Prompts(), max_insights
         self.max_tokens, self.token_budget, self.temperature, self.seed = max_tokens, token_budget, temperature, seed
         self.schema = insights_schema(max_insights)
+        self.spend = spend
         self.last = 0  # evaluations at the last reflection
+        self.calls_then = 0  # the run's LLM calls right after the last reflection
 
     def due(self, evaluations: int) -> bool:
-        return evaluations - self.last >= self.every
+        return evaluations - self.last >= self.every and self.spend.calls > self.calls_then
 
     def reflect(self, evaluations: int, budget: int) -> list[str] | None:
         """Ask for insights now; return them (None when this reflection failed)."""
@@ -72,11 +78,13 @@ class Reflector:
                                           temperature=self.temperature, seed=self.seed + evaluations)
         except LLMError as exc:
             self.record([call_record(self.backend, self.run_id, call_id, "reflect.j2", messages, None,
-                                                     LLMOutcome.FAILED, str(exc))])
+                                     LLMOutcome.FAILED, str(exc))])
+            self.calls_then = self.spend.calls
             return None
         outcome = LLMOutcome.VALID if reply.value is not None else LLMOutcome.SCHEMA_INVALID
         self.record([call_record(self.backend, self.run_id, call_id, "reflect.j2", messages, reply,
                                                  outcome, reply.error)])
+        self.calls_then = self.spend.calls
         if reply.value is None:
             return None
         texts = [" ".join(t.split()) for t in reply.value.insights]

@@ -170,7 +170,7 @@ def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, 
                            task=context, max_repairs=max_repairs)
     reflector = None
     if settings.reflect_every:
-        reflector = Reflector(backend=backend, recorder=recorder, record=record, run_id=run_id, prompts=prompts,
+        reflector = Reflector(backend=backend, recorder=recorder, record=record, spend=spend, run_id=run_id, prompts=prompts,
                               history=lambda e, b: view(e, b, settings.seed + e), task=context,
                               space_name=space.name, space_description=space.describe(),
                               every=settings.reflect_every, seed=settings.seed)

@@ -221,3 +221,28 @@ def test_cli_flags_reach_the_search(serve, tiny_tables, tmp_path):
     bad = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--llm", "openai",
                   "--model", "m", "--max-llm-cost", "1", home=home, env={"OPENAI_BASE_URL": server.url})
     assert bad.returncode == 2 and "llm_price_in" in bad.stderr
+
+
+def test_reflection_waits_until_the_model_has_proposed_since_the_last_one(serve):
+    from agent.llm.openai_backend import OpenAIBackend
+    from agent.prompting import HistoryView
+    from agent.reflection import LLMSpend, Reflector
+
+    server = serve(model([], insights=["convs first"]))
+    rec, spend = MemoryRecorder(), LLMSpend()
+
+    def record(calls):
+        rec.add_llm_calls(calls)
+        spend.add(calls)
+
+    r = Reflector(backend=OpenAIBackend("m", api_key="k", base_url=server.url, timeout=5), recorder=rec, record=record,
+                  spend=spend, run_id="r", history=lambda e, b: HistoryView(evaluations=e, budget=b),
+                  task={"task": "nb201-cifar10", "task_description": "cells", "objectives": ["maximise accuracy"]},
+                  space_name="nb201", space_description=NB201.describe(), every=5)
+    assert not r.due(5)  # the model has not proposed anything yet
+    spend.calls += 1  # a proposal
+    assert r.due(5) and not r.due(4)
+    assert r.reflect(5, 20) == ["convs first"] and [i["text"] for i in rec.insights("r")] == ["convs first"]
+    assert not r.due(10)  # nothing proposed since the reflection
+    spend.calls += 1
+    assert r.due(10)
