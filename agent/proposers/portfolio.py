@@ -98,6 +98,8 @@ class Portfolio(Proposer):
             raise ValueError(f"{discount=} must be in (0, 1]")
         if population < 1 or not 1 <= tournament <= population:
             raise ValueError(f"need 1 <= tournament ({tournament}) <= population ({population})")
+        if evidence <= 0 or warmup < 0 or min(llm_prior) <= 0:
+            raise ValueError(f"need evidence > 0 ({evidence}), warmup >= 0 ({warmup}) and a positive llm_prior ({llm_prior})")
         self.llm, self.cost, self.tournament, self.discount = llm, cost, tournament, discount
         self.evidence = evidence  # pseudo-observations one outcome counts for: higher exploits sooner
         self.warmup = warmup  # the first proposals are random samples: a start no operator can spoil
@@ -126,7 +128,7 @@ class Portfolio(Proposer):
                 self._reward(op, 0.0, seconds=proposal.llm_seconds, dollars=proposal.llm_cost or 0.0)
                 out.append(proposal)
                 continue
-            if key in seen:  # cannot happen for a valid LLM reply (judged against seen); kept as a guard
+            if key in seen:  # the bounded walks found nothing new near a crowded parent
                 proposal.spec = self._unseen_random(seen)
                 key = self.space.canonical_key(proposal.spec)
             seen.add(key)
