@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Written by `bench/latency.py`. The NAS-Bench-201 skeleton (C=16, N=5, every edge nor_conv_3x3, 3x32x32 "
         f"input, 10 classes, untrained) measured by {args.runs} separate LatencyProbe runs (each a fresh process, "
-        f"{args.threads} thread(s), warm-up, calls timed in rounds of {probe.round_size} until the median moves less "
-        f"than {probe.rel_tol:.0%} twice in a row; at least {probe.min_repeats} calls, at most {probe.max_repeats} "
-        f"or {probe.max_seconds:g} s per batch size).",
+        f"{args.threads} thread(s), {probe.warmup_seconds:g} s warm-up, calls timed in rounds of {probe.round_size} "
+        f"until the median's standard error is within {probe.rel_tol:.0%} of it; at least {probe.min_repeats} calls, "
+        f"at most {probe.max_repeats} or {probe.max_seconds:g} s per batch size).",
         "",
         *table(reports, args.batch),
         "",

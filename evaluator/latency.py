@@ -12,9 +12,9 @@ or thread pools. In that process it
 - warms up (at least ``warmup_runs`` calls and ``warmup_seconds``), so lazy initialisation,
   allocator growth and CPU frequency ramps are not measured;
 - times single forward calls, synchronising the device (CUDA events on a GPU), in rounds of
-  ``round_size``, until the median of all calls moves less than ``rel_tol`` between two
-  consecutive rounds (``stable``), or until ``max_repeats`` calls or ``max_seconds`` (then the
-  report says ``stable: false``);
+  ``round_size``, until the median's standard error (from the inter-quartile range) is within
+  ``rel_tol`` of it and the last round moved it less than that (``stable``), or until
+  ``max_repeats`` calls or ``max_seconds`` (then the report says ``stable: false``);
 - does this at batch 1 (latency) and at a throughput batch (images per second).
 
 The report holds, per batch size, the median and inter-quartile range in milliseconds, the
@@ -90,7 +90,7 @@ class LatencyProbe:
     threads: int = 1
     throughput_batch: int = 32
     warmup_runs: int = 10
-    warmup_seconds: float = 0.5
+    warmup_seconds: float = 2.0
     round_size: int = 10
     min_repeats: int = 30
     max_repeats: int = 1000
@@ -162,22 +162,24 @@ def fingerprint(device: str, threads: int) -> dict[str, Any]:
 
 
 def time_calls(call, sync, probe: dict[str, Any]) -> tuple[list[float], bool]:
-    """Milliseconds per call, in rounds until the median settles (True) or a limit is hit (False)."""
+    """Milliseconds per call, in rounds until the median is known to ``rel_tol`` (True) or a
+    limit is hit (False). "Known" means its standard error, estimated from the spread
+    (1.2533 sigma / sqrt(n), sigma = IQR / 1.349), is within ``rel_tol`` of it, and it moved
+    less than that over the last round: a noisy machine needs more calls, a quiet one few."""
     times: list[float] = []
     deadline = time.monotonic() + probe["max_seconds"]
     previous = None
-    settled = 0
     while len(times) < probe["max_repeats"] and time.monotonic() < deadline:
         for _ in range(probe["round_size"]):
             times.append(sync(call))
         median = statistics.median(times)
-        if previous is not None and abs(median - previous) <= probe["rel_tol"] * median:
-            settled += 1
-        else:
-            settled = 0
+        if len(times) >= max(probe["min_repeats"], 4) and previous is not None:
+            q = statistics.quantiles(times, n=4)
+            stderr = 1.2533 * ((q[2] - q[0]) / 1.349) / len(times) ** 0.5
+            tol = probe["rel_tol"] * median
+            if stderr <= tol and abs(median - previous) <= tol:
+                return times, True
         previous = median
-        if settled >= 2 and len(times) >= probe["min_repeats"]:
-            return times, True
     return times, False
 
 
