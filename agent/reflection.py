@@ -33,12 +33,10 @@ class LLMSpend:
     """A run's LLM spend so far, counted as calls are recorded (for --max-llm-cost)."""
 
     calls: int = 0
-    seconds: float = 0.0
     dollars: float = 0.0
 
     def add(self, calls: Sequence[LLMCall]) -> None:
         self.calls += len(calls)
-        self.seconds += sum(c.seconds for c in calls)
         self.dollars += sum(c.cost or 0.0 for c in calls)
 
 

@@ -1,4 +1,5 @@
-"""What every bench script shares: where it ran, and its own section of docs/benchmarks.md."""
+"""What every bench script shares: where it ran, its own section of docs/benchmarks.md, and
+progress on stderr."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,3 +76,22 @@ def write_doc(key: str, body: str) -> None:
     text = text[:i] + section + text[j + len(end):] if i >= 0 else text.rstrip("\n") + "\n\n" + section + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def stderr_progress(total: int, description: str) -> Iterator[Callable[..., None]]:
+    """Yields ``advance(label, line=True)``: a rich bar on a terminal; otherwise ``label`` is
+    printed as one line on stderr when ``line`` is true (a log stays short)."""
+    if not sys.stderr.isatty():
+        def log(label: str, line: bool = True) -> None:
+            if line:
+                print(label, file=sys.stderr, flush=True)
+        yield log
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task_id = bar.add_task(description, total=total)
+        yield lambda label, line=True: bar.update(task_id, advance=1, description=label)

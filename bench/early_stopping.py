@@ -56,19 +56,16 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evaluator.forecast import CurveForecaster, Decision, EarlyStopRule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import DOC, REPO_ROOT, RunInfo, run_info, write_doc  # noqa: E402
+from _doc import DOC, REPO_ROOT, RunInfo, run_info, stderr_progress, write_doc  # noqa: E402
 
 DEFAULT_CURVES = REPO_ROOT.parent / "shared" / "benchdata" / "curves" / "nb201_cifar10valid_200archs_curves.csv"
 SECTION = "early_stopping"
@@ -410,20 +407,6 @@ def forecast_quality(curves: Curves, epochs: list[int], orders: list[np.ndarray]
 #                 Progress                  #
 #############################################
 
-@contextmanager
-def stderr_progress(total: int) -> Iterator[Callable[[str], None]]:
-    """Yields ``advance(label)``: a rich bar on a terminal, one line per step otherwise."""
-    if not sys.stderr.isatty():
-        def log(label: str) -> None:
-            print(label, file=sys.stderr, flush=True)
-        yield log
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task_id = bar.add_task("replaying", total=total)
-        yield lambda label: bar.update(task_id, advance=1, description=label)
-
-
 #############################################
 #                  Report                   #
 #############################################
@@ -649,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[tuple[str, str], list[OrderResult]] = {}
     thresholds: dict[tuple[str, str], float] = {}
-    with stderr_progress(2 * args.orders) as advance:
+    with stderr_progress(2 * args.orders, "replaying") as advance:
         for k, order in enumerate(orders):
             auditor = EarlyStopRule(audit_fraction=args.audit, seed=audit_seed(args.seed, k))
             for policy in policies(k):

@@ -42,14 +42,10 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.commands.options import positive_int
 from evaluator.errors import SpecError
@@ -58,7 +54,7 @@ from evaluator.proxies import PROXY_NAMES, ProxyError, compute_proxies, spearman
 from evaluator.spaces.nb201 import parse_arch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import DOC, REPO_ROOT, RunInfo, run_info, write_doc  # noqa: E402
+from _doc import DOC, REPO_ROOT, RunInfo, run_info, stderr_progress, write_doc  # noqa: E402
 
 DEFAULT_CURVES = REPO_ROOT.parent / "shared" / "benchdata" / "curves" / "nb201_cifar10valid_200archs_curves.csv"
 FILE_PROXIES = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "plain", "synflow_bn", "synflow")  # the file's columns
@@ -178,22 +174,10 @@ def score_cell(cell: Cell, proxies: list[str], inputs: torch.Tensor, targets: to
     return scored
 
 
-@contextmanager
-def stderr_progress(total: int) -> Iterator[Callable[[str], None]]:
-    """Yields ``advance(label)``: a rich bar on a terminal, one line per cell otherwise."""
-    if not sys.stderr.isatty():
-        yield lambda label: print(label, file=sys.stderr, flush=True)
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task_id = bar.add_task("scoring", total=total)
-        yield lambda label: bar.update(task_id, advance=1, description=label)
-
-
 def score_all(cells: list[Cell], args: argparse.Namespace) -> list[Scored]:
     inputs, targets = synthetic_batch(INPUT_SHAPE, NUM_CLASSES, args.batch_size, args.seed)
     results = []
-    with stderr_progress(len(cells)) as advance:
+    with stderr_progress(len(cells), "scoring") as advance:
         for k, cell in enumerate(cells, start=1):
             results.append(score_cell(cell, args.proxies, inputs, targets, args))
             advance(f"cell {k}/{len(cells)} (arch {cell.index}): {sum(results[-1].seconds.values()):.1f} s")

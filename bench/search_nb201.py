@@ -43,13 +43,9 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.commands.options import positive_int
 from agent.config import Settings
@@ -66,7 +62,7 @@ from evaluator.tabular import TabularBenchmark
 from evaluator.tasks import TASK_NAMES, resolve_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import DEFAULT_BENCHMARK_DIR, DOC, REPO_ROOT, RunInfo, run_info, write_doc  # noqa: E402
+from _doc import DEFAULT_BENCHMARK_DIR, DOC, REPO_ROOT, RunInfo, run_info, stderr_progress, write_doc  # noqa: E402
 
 BASELINES = ("evolution", "random")
 LLM_PROPOSERS = ("portfolio", "llm")
@@ -174,25 +170,10 @@ def search_one(task: str, benchmark_dir: Path, proposer: str, budget: int, seed:
                       llm_share=sum(ops[o]["share"] for o in ops if o.startswith("llm")) if ops else None)
 
 
-@contextmanager
-def stderr_progress(total: int) -> Iterator[Callable[[str, bool], None]]:
-    """Yields ``advance(label, config_done)``: a rich bar on a terminal, one line per configuration otherwise."""
-    if not sys.stderr.isatty():
-        def log(label: str, config_done: bool) -> None:
-            if config_done:
-                print(label, file=sys.stderr, flush=True)
-        yield log
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task_id = bar.add_task("searching", total=total)
-        yield lambda label, _: bar.update(task_id, advance=1, description=label)
-
-
 def run_all(task: str, benchmark_dir: Path, budgets: list[int], seeds: int, proposers: list[str],
             llm: str = "local", model: str | None = None) -> list[SeedResult]:
     results: list[SeedResult] = []
-    with stderr_progress(len(proposers) * len(budgets) * seeds) as advance:
+    with stderr_progress(len(proposers) * len(budgets) * seeds, "searching") as advance:
         for budget, proposer in itertools.product(budgets, proposers):
             started = time.perf_counter()
             for seed in range(seeds):
