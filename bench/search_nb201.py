@@ -261,9 +261,12 @@ def summary_line(task: str, rows: list[Row]) -> str:
     return f"{task} budget {budget}: " + ", ".join(parts)
 
 
-def section_key(task: str, proposers: list[str]) -> str:
-    """The baselines have their own section; runs with LLM proposers another, so neither overwrites the other."""
-    return f"search_nb201:{task}" + (":" + "+".join(proposers) if set(proposers) - set(BASELINES) else "")
+def section_key(task: str, proposers: list[str], budgets: list[int]) -> str:
+    """The baselines have their own section; runs with other proposers one per (proposers, budgets), so a slow
+    LLM run at one budget does not overwrite another budget's table."""
+    if not set(proposers) - set(BASELINES):
+        return f"search_nb201:{task}"
+    return f"search_nb201:{task}:{'+'.join(proposers)}:b{'+'.join(map(str, budgets))}"
 
 
 def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info: RunInfo, proposers: list[str],
@@ -295,7 +298,7 @@ def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info:
             f"mutation of a tournament parent (the best of {Portfolio.TOURNAMENT} drawn from the {Portfolio.POPULATION} "
             "most recent ok candidates) "
             "and random, rewarding each by the share of earlier candidates its candidate beats (after 3 random "
-            "warm-up proposals; an outcome counts 3 pseudo-observations; the LLM operators start from a Beta(1, 2) "
+            "warm-up proposals; the LLM operators join once 8 candidates have finished; an outcome counts 3 pseudo-observations; the LLM operators start from a Beta(1, 2) "
             "prior, the others from Beta(1, 1)); `portfolio-nollm` is "
             "the same bandit without the LLM operators. Both LLM proposers reflect every 10 evaluations. \"s / search\" "
             "is the wall time of one search (model loading included), \"LLM share\" the share of the portfolio's "
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                "results": [asdict(r) for r in results]}
         args.json.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     if not args.no_write:
-        key = section_key(args.task, args.proposers)
+        key = section_key(args.task, args.proposers, args.budgets)
         write_doc(key, doc_section(args.task, rows, facts, args.seeds, info, args.proposers, args.llm, args.model))
         print(f"updated {DOC.relative_to(REPO_ROOT)} (section {key}); wall time {info.wall_seconds} s")
     print(summary_line(args.task, rows))

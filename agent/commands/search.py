@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a direction for the LLM, shown in every prompt (repeatable), e.g. 'avoid pooling'")
     parser.add_argument("--portfolio-cost", dest="portfolio_cost", choices=["evaluation", "second", "dollar"],
                         help="portfolio: measure each operator's improvement per evaluation (default), second or dollar")
+    parser.add_argument("--llm-after", dest="llm_after", type=non_negative_int, metavar="N",
+                        help="portfolio: let the LLM propose once N candidates have finished (default 8; 0: right "
+                             "after the 3 random warm-up proposals, for a strong model)")
     parser.add_argument("--population", type=positive_int, help="evolution: population size (default 20)")
     parser.add_argument("--tournament", type=positive_int, help="evolution: tournament sample size (default 5)")
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(settings_flags(
         args, "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
-        "population", "tournament", "llm", "model", "max_llm_cost", "reflect_every", "directions", "portfolio_cost",
+        "population", "tournament", "llm", "model", "max_llm_cost", "reflect_every", "directions", "portfolio_cost", "llm_after",
         *TRAINING_FLAGS,
     )).settings
     progress = SearchProgress.for_stderr()

@@ -123,7 +123,8 @@ def _proposer_from(settings: Settings, space: SearchSpace, task: Task, run_id: s
         parts = _llm_parts(settings, space, task, run_id, recorder, max_repairs=1 if name == "portfolio" else 2)
         if name == "llm":
             return parts.proposer, parts
-        return Portfolio(space, settings.seed, llm=parts.proposer, cost=settings.portfolio_cost), parts
+        return Portfolio(space, settings.seed, llm=parts.proposer, cost=settings.portfolio_cost,
+                         llm_after=settings.llm_after), parts
     if name != "evolution":
         return make_proposer(name, space, settings.seed), None
     if settings.tournament > settings.population:

@@ -24,17 +24,28 @@ run's keys and the proposals of the same batch; a repeat is replaced by a mutati
 in the run (a bounded walk), then by a random sample that is not (bounded), so no evaluation is
 spent on a duplicate while the space has room.
 
-Three settings keep a weak model from costing a short search much, at little cost to a strong
-one: the first ``warmup`` (3) proposals are random samples (a start no operator can spoil), an
-outcome counts as ``evidence`` (3) pseudo-observations (the bandit exploits sooner), and the
-LLM operators start from a sceptical prior, Beta(1, 2), the others from Beta(1, 1). Chosen in
-a simulation with stand-in LLM operators that sample cells from a weak model's op preferences
-(pooling and skips, as the offline 0.5B model) or a strong one's (3x3 convolutions), 80 seeds
-each, NAS-Bench-201 CIFAR-10: the weak stand-in's mean went from 91.89 to 92.36 at 10
-evaluations and from 93.14 to 93.40 at 30 (evolution: 92.39, 93.33), its LLM share from 44% to
-17%; the strong stand-in kept 92.93 / 94.03 (from 93.54 / 94.04), its share 24% / 41%.
-With the first settings (no warm-up, evidence 1, Beta(1, 1)) the real offline model took 35% of
-the proposals and the portfolio lost to evolution (docs/benchmarks.md).
+Four settings keep a weak model from costing a short search much, at little cost to a strong
+one: the first ``warmup`` (3) proposals are random samples (a start no operator can spoil); the
+LLM operators join once ``llm_after`` (8) candidates have finished (an LLM that proposes from the
+history needs one, and a short search has no room to learn that a model is weak); an outcome
+counts as ``evidence`` (3) pseudo-observations (the bandit exploits sooner); and the LLM
+operators start from a sceptical prior, Beta(1, 2), the others from Beta(1, 1). Chosen with
+bench/portfolio_standins.py: stand-in LLM operators that sample cells from a weak model's op
+preferences (pooling and skips, as the offline 0.5B model) or a strong one's (3x3
+convolutions), 200 seeds, NAS-Bench-201 CIFAR-10, mean 200-epoch test accuracy at 10 / 30
+evaluations (standard errors 0.04-0.10):
+
+    setting                               weak stand-in    strong stand-in
+    defaults (llm_after 8)                92.65 / 93.46    92.81 / 93.79
+    llm_after 0 (LLM right after warm-up) 92.42 / 93.30    92.95 / 93.83
+    llm_after 0, prior Beta(1, 3)         92.58 / 93.40    92.84 / 93.65
+    first settings (no warm-up, evidence  92.02 / 93.24    93.42 / 94.03
+      1, Beta(1, 1), llm_after 0)
+    evolution: 92.49 / 93.33; the portfolio without LLM operators: 92.64 / 93.46
+
+With the first settings the real offline model took 35% of the proposals and the portfolio lost
+to evolution; with llm_after 0 it lost 0.1 points at 10 evaluations (docs/benchmarks.md).
+``--llm-after 0`` lets a model known to be strong in from the start.
 
 Parents are the best of ``tournament`` (10) candidates drawn from the ``population`` (20) most
 recent ``ok`` ones: stronger selection than evolution's 5, because the portfolio starts mutating
@@ -90,7 +101,7 @@ class Portfolio(Proposer):
     def __init__(self, space: SearchSpace, seed: int = 0, *, llm: LLMProposer | None = None,
                  cost: CostUnit = "evaluation", population: int = POPULATION, tournament: int = TOURNAMENT,
                  discount: float = 0.97, evidence: float = 3.0, llm_prior: tuple[float, float] = (1.0, 2.0),
-                 warmup: int = 3) -> None:
+                 warmup: int = 3, llm_after: int = 8) -> None:
         super().__init__(space, seed)
         if cost not in ("evaluation", "second", "dollar"):
             raise ValueError(f"{cost=} must be evaluation, second or dollar")
@@ -98,11 +109,13 @@ class Portfolio(Proposer):
             raise ValueError(f"{discount=} must be in (0, 1]")
         if population < 1 or not 1 <= tournament <= population:
             raise ValueError(f"need 1 <= tournament ({tournament}) <= population ({population})")
-        if evidence <= 0 or warmup < 0 or min(llm_prior) <= 0:
-            raise ValueError(f"need evidence > 0 ({evidence}), warmup >= 0 ({warmup}) and a positive llm_prior ({llm_prior})")
+        if evidence <= 0 or warmup < 0 or llm_after < 0 or min(llm_prior) <= 0:
+            raise ValueError(f"need evidence > 0 ({evidence}), warmup >= 0 ({warmup}), llm_after >= 0 ({llm_after}) "
+                             f"and a positive llm_prior ({llm_prior})")
         self.llm, self.cost, self.tournament, self.discount = llm, cost, tournament, discount
         self.evidence = evidence  # pseudo-observations one outcome counts for: higher exploits sooner
         self.warmup = warmup  # the first proposals are random samples: a start no operator can spoil
+        self.llm_after = llm_after  # the LLM operators wait for this many outcomes
         self.priors = {op: (llm_prior if op in LLM_OPERATORS else (1.0, 1.0)) for op in OPERATORS}
         self.operators = OPERATORS if llm is not None else tuple(o for o in OPERATORS if o not in LLM_OPERATORS)
         self.arms = {op: Arm() for op in self.operators}
@@ -140,7 +153,9 @@ class Portfolio(Proposer):
         """The operator for the next proposal: the best Thompson draw per unit of cost."""
         if sum(a.proposals for a in self.arms.values()) < self.warmup:
             return "random"
-        available = [op for op in self.operators if self.population or op not in ("mutation", "llm_mutation")]
+        outcomes = sum(a.outcomes for a in self.arms.values())
+        available = [op for op in self.operators if (self.population or op not in ("mutation", "llm_mutation"))
+                     and (outcomes >= self.llm_after or op not in LLM_OPERATORS)]
         draws = {op: self.rng.betavariate(self.priors[op][0] + self.arms[op].wins,
                                           self.priors[op][1] + self.arms[op].losses) / self._unit_cost(op)
                  for op in available}

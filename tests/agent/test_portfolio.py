@@ -79,6 +79,18 @@ def test_portfolio_is_the_default_with_an_llm_and_a_strong_model_gets_most_propo
     assert "portfolio:llm" in proposers
 
 
+def test_the_llm_waits_for_llm_after_finished_candidates(serve, tiny_tables, tmp_path):
+    server = serve(model(cells(("nor_conv_3x3", "nor_conv_1x1"), seed=0)))
+    for llm_after, quiet in ((8, 8), (0, 3)):  # 0: right after the 3 random warm-up proposals
+        rec = MemoryRecorder()
+        run_search(llm_settings(tiny_tables, server, tmp_path / str(llm_after), budget=20, seed=1, reflect_every=0,
+                                llm_after=llm_after), recorder=rec)
+        by_seq = sorted(rec.candidates.values(), key=lambda c: c.seq)
+        assert not any(c.proposer.startswith("portfolio:llm") for c in by_seq[:quiet])
+        assert any(c.proposer.startswith("portfolio:llm") for c in by_seq[quiet:])
+        assert by_seq[quiet - 1].proposer in ("portfolio:random", "portfolio:mutation")
+
+
 def test_a_weak_model_gets_a_shrinking_share_and_no_evaluation_is_a_duplicate(serve, tiny_tables, tmp_path):
     weak = cells(("none", "avg_pool_3x3", "skip_connect"), seed=0)  # 729 cells, all at the bottom
     server = serve(model(weak))
@@ -206,7 +218,8 @@ def test_cli_flags_reach_the_search(serve, tiny_tables, tmp_path):
     home = tmp_path / "home"
     out = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--llm", "openai",
                   "--model", "m", "--budget", "6", "--reflect-every", "3", "--direction", "avoid pooling",
-                  "--direction", "keep it small", "--max-llm-cost", "5", "--portfolio-cost", "second", "--json",
+                  "--direction", "keep it small", "--max-llm-cost", "5", "--portfolio-cost", "second",
+                  "--llm-after", "3", "--json",
                   home=home, env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sk-test",
                                   "AGENT_LLM_PRICE_IN": "1", "AGENT_LLM_PRICE_OUT": "2"})
     assert out.returncode == 0, out.stderr
