@@ -66,6 +66,9 @@ class Settings(BaseModel):
     max_llm_cost: float | None = Field(default=None, gt=0, description="dollars of LLM calls after which a search stops (needs llm_price_in/out for openai)")
     reflect_every: int = Field(default=10, ge=0, description="LLM proposers: distil insights from the history every this many evaluations; 0: never")
     portfolio_cost: Literal["evaluation", "second", "dollar"] = Field(default="evaluation", description="portfolio: what an operator's improvement is measured per")
+    early_stop: Literal["off", "forecast"] = Field(default="off", description="training tasks: stop candidates whose learning-curve forecast says they will not beat the best finished one")
+    early_stop_threshold: float = Field(default=0.05, gt=0, lt=1, description="early stop: stop when P(final > incumbent) falls below this")
+    audit_fraction: float = Field(default=0.1, ge=0, le=1, description="early stop: share of would-be-stopped candidates that train on, to measure the forecast's live error")
     llm_after: int = Field(default=8, ge=0, description="portfolio: finished candidates before its LLM operators propose (the LLM proposes from a history, which needs results)")
     directions: list[str] = Field(default_factory=list, description="the user's directions, shown to the LLM in every prompt (e.g. 'prefer 3x3 convolutions')")
 

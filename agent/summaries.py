@@ -46,6 +46,12 @@ class SearchSummary(_Out):
                                                                    "repairs, tokens_in, tokens_out, seconds, cost)")
     operators: dict[str, Any] | None = Field(default=None, description="portfolio: per operator proposals, outcomes, "
                                                                          "mean reward, best, seconds, dollars, share")
+    epochs_trained: int | None = Field(default=None, description="training epochs spent on search candidates "
+                                                                  "(training tasks; None for table lookups)")
+    epochs_saved: int | None = Field(default=None, description="epochs early stopping did not spend: each stopped "
+                                                                "candidate's remaining epochs")
+    early_stop: dict[str, Any] | None = Field(default=None, description="--early-stop forecast: forecasts, stopped, "
+                                                                          "and the audits' live error")
 
 
 class RunRow(_Out):

@@ -1,8 +1,9 @@
-"""Early stopping by learning-curve forecasts, replayed on real validation curves.
+"""Early stopping by learning-curve forecasts, replayed on real validation (and training) curves.
 
 What it measures
     Real learning curves (default: 200 NAS-Bench-201 cells trained 200 epochs on CIFAR-10,
-    validation accuracy after every epoch) are replayed as if they were training live. In each
+    validation and training accuracy after every epoch) are replayed as if they were training
+    live. In each
     of --orders seeded random arrival orders the candidates arrive one after another
     (sequential replay: a candidate trains, epoch by epoch, until it finishes or is stopped,
     then the next one starts); the incumbent is the best final validation accuracy among the
@@ -11,7 +12,9 @@ What it measures
     counts as finished):
       forecast    evaluator.forecast.EarlyStopRule: stop when P(final > incumbent) < threshold,
                   from --min-epochs on, with a CurveForecaster that learns from the curves
-                  finished so far in the same replay (stopped curves are never shown to it);
+                  finished so far in the same replay (stopped curves are never shown to it),
+                  given the training curves too when the file has them (not with
+                  --no-train-curve);
       median      stop at epoch e (>= its minimum epoch) when the candidate is below the median
                   of the earlier candidates' values at epoch e (those that reached e);
       behind d    stop at epoch e (>= its minimum epoch) when the candidate is more than d points
@@ -23,28 +26,36 @@ What it measures
     Forecast quality, in a replay without stopping (every earlier candidate finished): Spearman
     correlation of forecasts made after epochs 5, 10, 20, 50 with the final values (per order,
     then averaged), for the last observed value, the curve-fit forecast alone (no references) and
-    the run-calibrated forecast; the share of finals inside the 80 % predictive intervals; the
+    the run-calibrated forecast, from the validation curves only and (when the file has training
+    curves) with the training curves too; the share of finals inside the 80 % predictive intervals; the
     mean absolute error. Under the recommended threshold, the audited candidates measure the
     forecaster live: their forecast at the decision against their final.
     The recommended threshold is the one with the largest saving whose mean regret is at most
     --max-regret points (0.1); the baseline it is compared with is the best saving of any
-    baseline setting whose mean regret is no larger than the recommended one's.
+    baseline setting whose mean regret is no larger than the recommended one's. The last line's
+    spearman@10 and coverage80 are those of the forecasts the rule used.
 
-How to run (from the repository root; about 8 minutes on 2 busy cores)
+How to run (from the repository root; about 11 minutes on 2 cores shared with other jobs)
     python bench/early_stopping.py                       # updates docs/benchmarks.md (section early_stopping)
     python bench/early_stopping.py --orders 5 --thresholds 0.05 0.2 --no-write
     python bench/early_stopping.py --curves my_curves.csv --json /tmp/raw.json
+    python bench/early_stopping.py --no-train-curve --no-write   # validation curves only (the old setting)
     --curves defaults to ../shared/benchdata/curves/nb201_cifar10valid_200archs_curves.csv next
     to the repository; any CSV with a `val_accs` column (JSON lists of percentages, one per
-    epoch, the same length on every row; `arch_i`, `arch_str` optional) works. A missing or
-    malformed file is reported with its path (exit 2).
+    epoch, the same length on every row; `arch_i`, `arch_str` optional; `train_accs`, training
+    accuracies in the same form, used when present) works. A missing or malformed file is
+    reported with its path (exit 2).
 
-Results (20 orders, seed 0, 10 % audits, AMD EPYC 2 cores, 5 min; full tables in docs/benchmarks.md)
-    forecast rule: P(beat) < 0.05 saves 4.27x with zero regret; < 0.1 (recommended) 4.87x at
-    0.042 points mean regret (0.361 worst); behind-the-incumbent by 5 points from epoch 20: 4.44x
-    at zero regret, from epoch 5: 6.84x at 0.113; median stopping from epoch 20: 4.25x at 0.097.
-    Spearman at epoch 10: 0.762 (last value 0.760; target 0.80 missed); 80 % intervals: 81.7 %.
-    early-stopping: saving=4.87x regret=0.042pp spearman@10=0.762 coverage80=0.817 baseline_saving=4.44x
+Results (20 orders, seed 0, 10 % audits, AMD EPYC 2 cores shared with other jobs, 11 min; full
+tables in docs/benchmarks.md)
+    forecast rule with the training curves: P(beat) < 0.01 saves 4.12x with zero regret, < 0.05
+    4.85x at 0.016 points mean regret, < 0.2 (recommended) 5.93x at 0.077 (0.361 worst); from the
+    validation curves only (--no-train-curve): < 0.05 4.27x at zero regret, < 0.1 (recommended
+    there) 4.87x at 0.042; behind-the-incumbent by 5 points from epoch 20: 4.44x at zero regret,
+    from epoch 5: 6.84x at 0.113; median stopping from epoch 20: 4.25x at 0.097.
+    Spearman at epoch 10: 0.826 with the training curves (target 0.80 met), 0.762 without (last
+    value 0.760); 80 % intervals: 81.9 % (without: 81.7 %).
+    early-stopping: saving=5.93x regret=0.077pp spearman@10=0.826 coverage80=0.819 baseline_saving=4.44x
 """
 
 from __future__ import annotations
@@ -97,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="epochs at which forecast quality is measured (default: 5 10 20 50)")
     parser.add_argument("--max-regret", type=float, default=0.1,
                         help="mean regret (points) allowed for the recommended threshold (default 0.1)")
+    parser.add_argument("--no-train-curve", action="store_true",
+                        help="forecast from the validation curves only, ignoring the file's train_accs column "
+                             "(default: the training curve is a covariate of the run-calibrated forecast when present)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the raw results here")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(REPO_ROOT)}")
     args = parser.parse_args(argv)
@@ -124,6 +138,7 @@ class Curves:
     ids: list[str]  # candidate ids (arch_i when present, else the row number)
     values: np.ndarray  # (N, T) validation accuracy, fractions
     epochs: np.ndarray  # (T,) 1..T
+    train: np.ndarray | None = None  # (N, T) training accuracy, fractions, when the file has train_accs
 
     @property
     def final_epoch(self) -> float:
@@ -134,8 +149,9 @@ class Curves:
         return self.values[:, -1]
 
 
-def load_curves(path: Path) -> Curves:
-    """Read a curves CSV (``val_accs``: JSON lists of percentages); accuracies become fractions."""
+def load_curves(path: Path, *, train: bool = True) -> Curves:
+    """Read a curves CSV (``val_accs``: JSON lists of percentages); accuracies become fractions. With ``train``,
+    the ``train_accs`` column (training accuracy at the same epochs) is read too when the file has it."""
     if not path.is_file():
         raise CurveFileError(f"no curves file at {path}. Pass --curves with a CSV that has a val_accs column "
                              "(JSON lists of percentages); the default is ../shared/benchdata/curves/"
@@ -145,24 +161,29 @@ def load_curves(path: Path) -> Curves:
     if not rows or "val_accs" not in rows[0]:
         raise CurveFileError(f"{path}: no rows with a val_accs column (columns: {list(rows[0]) if rows else 'none'}); "
                              "each row needs val_accs, a JSON list of validation accuracies in percent")
-    curves, ids = [], []
+    columns = ["val_accs"] + (["train_accs"] if train and "train_accs" in rows[0] else [])
+    curves: dict[str, list[list[float]]] = {c: [] for c in columns}
+    ids = []
     for k, row in enumerate(rows):
-        try:
-            values = [float(v) for v in json.loads(row["val_accs"])]
-        except (TypeError, ValueError) as exc:
-            raise CurveFileError(f"{path}, row {k + 2}: val_accs is not a JSON list of numbers ({exc})") from None
-        if curves and len(values) != len(curves[0]):
-            raise CurveFileError(f"{path}, row {k + 2}: {len(values)} epochs, but the first row has {len(curves[0])}; "
-                                 "every curve must cover the same epochs")
-        if not values or not all(0 <= v <= 100 for v in values):
-            raise CurveFileError(f"{path}, row {k + 2}: val_accs must hold percentages in [0, 100]")
-        curves.append(values)
+        for column in columns:
+            try:
+                values = [float(v) for v in json.loads(row[column] or "null")]
+            except (TypeError, ValueError) as exc:
+                raise CurveFileError(f"{path}, row {k + 2}: {column} is not a JSON list of numbers ({exc})") from None
+            first = curves["val_accs"][0] if curves["val_accs"] else values
+            if len(values) != len(first):
+                raise CurveFileError(f"{path}, row {k + 2}: {len(values)} epochs of {column}, but the first row has "
+                                     f"{len(first)} of val_accs; every curve must cover the same epochs")
+            if not values or not all(0 <= v <= 100 for v in values):
+                raise CurveFileError(f"{path}, row {k + 2}: {column} must hold percentages in [0, 100]")
+            curves[column].append(values)
         ids.append(str(row.get("arch_i") or k))
-    if len(curves) < 2 or len(curves[0]) < 3:
-        raise CurveFileError(f"{path}: {len(curves)} curves of {len(curves[0])} epochs; "
-                             "a replay needs at least 2 curves of at least 3 epochs")
-    values = np.asarray(curves, dtype=float) / 100.0
-    return Curves(path=path, ids=ids, values=values, epochs=np.arange(1, values.shape[1] + 1, dtype=float))
+    n, t = len(curves["val_accs"]), len(curves["val_accs"][0])
+    if n < 2 or t < 3:
+        raise CurveFileError(f"{path}: {n} curves of {t} epochs; a replay needs at least 2 curves of at least 3 epochs")
+    values = np.asarray(curves["val_accs"], dtype=float) / 100.0
+    train_values = np.asarray(curves["train_accs"], dtype=float) / 100.0 if "train_accs" in curves else None
+    return Curves(path=path, ids=ids, values=values, epochs=np.arange(1, t + 1, dtype=float), train=train_values)
 
 
 #############################################
@@ -191,7 +212,7 @@ class ForecastPolicy(Policy):
     name = "forecast"
 
     def __init__(self, curves: Curves, threshold: float, min_epochs: float, audit: float, seed: int) -> None:
-        self.curves = curves
+        self.curves = curves  # its train curves, when it has them, go to the forecaster too
         self.setting = f"P(beat) < {threshold:g}"
         self.forecaster = CurveForecaster()
         self.rule = EarlyStopRule(self.forecaster, threshold=threshold, min_epochs=min_epochs,
@@ -201,7 +222,8 @@ class ForecastPolicy(Policy):
     def would_stop(self, i: int, incumbent: int | None) -> int | None:
         c = self.curves
         incumbent_value = None if incumbent is None else float(c.finals[incumbent])
-        acted = self.rule.first_stop(c.epochs, c.values[i], c.final_epoch, incumbent_value, candidate_id=c.ids[i])
+        acted = self.rule.first_stop(c.epochs, c.values[i], c.final_epoch, incumbent_value, candidate_id=c.ids[i],
+                                     train=None if c.train is None else c.train[i])
         if acted is None:
             return None
         index, decision = acted
@@ -210,7 +232,8 @@ class ForecastPolicy(Policy):
 
     def observe(self, i: int, reached: int, finished: bool) -> None:
         if finished:
-            self.forecaster.add_reference(self.curves.epochs, self.curves.values[i])
+            c = self.curves
+            self.forecaster.add_reference(c.epochs, c.values[i], train=None if c.train is None else c.train[i])
 
     def decision(self, i: int) -> Decision | None:
         return self.decisions.get(i)
@@ -355,52 +378,70 @@ class QualityRow:
     epoch: int
     spearman_last: float
     spearman_curve_fit: float
-    spearman_calibrated: float
+    spearman_calibrated: float  # run-calibrated, validation curve only
     coverage_curve_fit: float  # share of finals inside the 80 % interval
     coverage_calibrated: float
     mae_last: float  # points
     mae_curve_fit: float
     mae_calibrated: float
+    spearman_train: float = float("nan")  # run-calibrated with the training curve as a covariate (nan: no train_accs)
+    coverage_train: float = float("nan")
+    mae_train: float = float("nan")
 
 
-def forecast_quality(curves: Curves, epochs: list[int], orders: list[np.ndarray],
-                     advance: Callable[[], None]) -> tuple[list[QualityRow], float]:
-    """Replay every order without stopping; forecast each candidate at ``epochs`` from the earlier ones."""
+def forecast_quality(curves: Curves, epochs: list[int], orders: list[np.ndarray], advance: Callable[[], None],
+                     timed: str = "val") -> tuple[list[QualityRow], float]:
+    """Replay every order without stopping; forecast each candidate at ``epochs`` from the earlier ones, with the
+    validation curves only and, when the file has training curves, with them too. The forecast time is measured
+    for the ``timed`` setting ("val" or "val+train")."""
     n, final = len(curves.values), curves.final_epoch
     epochs = [e for e in epochs if e < len(curves.epochs)]
     bare = CurveForecaster()  # no references: the curve-fit forecast alone, the same in every order
     fit = {e: [bare.forecast(curves.epochs[:e], curves.values[i, :e], final) for i in range(n)] for e in epochs}
-    calibrated = {e: np.zeros((len(orders), n, 3)) for e in epochs}  # mean, lower, upper
+    settings = ["val"] + (["val+train"] if curves.train is not None else [])
+    calibrated = {(s, e): np.zeros((len(orders), n, 3)) for s in settings for e in epochs}  # mean, lower, upper
     timings: list[float] = []
     for k, order in enumerate(orders):
-        forecaster = CurveForecaster()
-        for i in order:
-            for e in epochs:
-                started = time.perf_counter()
-                f = forecaster.forecast(curves.epochs[:e], curves.values[i, :e], final)
-                timings.append(time.perf_counter() - started)
-                calibrated[e][k, i] = (f.mean, f.lower, f.upper)
-            forecaster.add_reference(curves.epochs, curves.values[i])
+        for setting in settings:
+            train = curves.train if setting == "val+train" else None
+            forecaster = CurveForecaster()
+            for i in order:
+                for e in epochs:
+                    started = time.perf_counter()
+                    f = forecaster.forecast(curves.epochs[:e], curves.values[i, :e], final,
+                                            train=None if train is None else train[i, :e])
+                    if setting == timed:
+                        timings.append(time.perf_counter() - started)
+                    calibrated[(setting, e)][k, i] = (f.mean, f.lower, f.upper)
+                forecaster.add_reference(curves.epochs, curves.values[i], train=None if train is None else train[i])
         advance()
     finals = curves.finals
+
+    def scores(cal: np.ndarray) -> tuple[float, float, float]:
+        return (statistics.fmean(spearman(cal[k, order, 0], finals[order]) for k, order in enumerate(orders)),
+                float(((cal[..., 1] <= finals) & (finals <= cal[..., 2])).mean()),
+                100 * float(np.abs(cal[..., 0] - finals).mean()))
+
     rows = []
     for e in epochs:
         last = curves.values[:, e - 1]
         fit_mean = np.array([f.mean for f in fit[e]])
         fit_in = np.array([f.lower <= finals[i] <= f.upper for i, f in enumerate(fit[e])])
-        cal = calibrated[e]
+        val = scores(calibrated[("val", e)])
+        both = scores(calibrated[("val+train", e)]) if "val+train" in settings else (float("nan"),) * 3
         rows.append(QualityRow(
             epoch=e,
             spearman_last=spearman(last, finals),
             spearman_curve_fit=spearman(fit_mean, finals),
-            spearman_calibrated=statistics.fmean(spearman(cal[k, order, 0], finals[order]) for k, order in enumerate(orders)),
+            spearman_calibrated=val[0],
             coverage_curve_fit=float(fit_in.mean()),
-            coverage_calibrated=float(((cal[..., 1] <= finals) & (finals <= cal[..., 2])).mean()),
+            coverage_calibrated=val[1],
             mae_last=100 * float(np.abs(last - finals).mean()),
             mae_curve_fit=100 * float(np.abs(fit_mean - finals).mean()),
-            mae_calibrated=100 * float(np.abs(cal[..., 0] - finals).mean()),
+            mae_calibrated=val[2],
+            spearman_train=both[0], coverage_train=both[1], mae_train=both[2],
         ))
-    return rows, 1000 * float(np.median(timings))
+    return rows, 1000 * float(np.median(timings)) if timings else float("nan")
 
 
 #############################################
@@ -415,22 +456,35 @@ def forecast_quality(curves: Curves, epochs: list[int], orders: list[np.ndarray]
 class Headline:
     recommended: PolicyRow | None
     baseline: PolicyRow | None
-    spearman10: float
+    spearman10: float  # of the forecasts the rule uses (val + train when the file has training curves)
     coverage80: float
     rule: str
+    uses_train: bool = False
+    spearman10_val: float = float("nan")  # the validation-only forecast, for comparison
+    coverage80_val: float = float("nan")
+
+    @property
+    def forecast_setting(self) -> str:
+        return "validation + training curves" if self.uses_train else "validation curves only"
 
 
-def choose(rows: list[PolicyRow], quality: list[QualityRow], max_regret: float) -> Headline:
+def choose(rows: list[PolicyRow], quality: list[QualityRow], max_regret: float, uses_train: bool = False) -> Headline:
     forecast_rows = [r for r in rows if r.policy == "forecast"]
     ok = [r for r in forecast_rows if r.regret_mean <= max_regret + 1e-12]
     recommended = max(ok, key=lambda r: r.saving) if ok else None
     baseline = best_baseline(rows, recommended.regret_mean if recommended else float("inf"))
     at10 = [q for q in quality if q.epoch == 10]
+    nan = float("nan")
+    spearman_val = at10[0].spearman_calibrated if at10 else nan
+    coverage_val = statistics.fmean(q.coverage_calibrated for q in quality) if quality else nan
+    spearman_train = at10[0].spearman_train if at10 else nan
+    coverage_train = statistics.fmean(q.coverage_train for q in quality) if quality else nan
     return Headline(recommended=recommended, baseline=baseline,
-                    spearman10=at10[0].spearman_calibrated if at10 else float("nan"),
-                    coverage80=statistics.fmean(q.coverage_calibrated for q in quality) if quality else float("nan"),
+                    spearman10=spearman_train if uses_train else spearman_val,
+                    coverage80=coverage_train if uses_train else coverage_val,
                     rule=f"the threshold with the largest saving whose mean regret is at most {max_regret:g} points; "
-                         "the baseline is the best saving of any baseline setting with no more mean regret")
+                         "the baseline is the best saving of any baseline setting with no more mean regret",
+                    uses_train=uses_train, spearman10_val=spearman_val, coverage80_val=coverage_val)
 
 
 def final_line(h: Headline) -> str:
@@ -463,12 +517,18 @@ def policy_lines(rows: list[PolicyRow], markdown: bool) -> list[str]:
 
 
 def quality_lines(quality: list[QualityRow], markdown: bool) -> list[str]:
-    head = ("epoch", "Spearman last value", "Spearman curve-fit", "Spearman run-calibrated", "80% cover curve-fit",
-            "80% cover run-calibrated", "MAE last value (pts)", "MAE curve-fit", "MAE run-calibrated")
+    """One row per forecast epoch; the val + train columns only when the file has training curves."""
+    both = any(math.isfinite(q.spearman_train) for q in quality)
+    extra = (lambda *cells: cells) if both else (lambda *cells: ())
+    head = ("epoch", "Spearman last value", "Spearman curve-fit", "Spearman run-calibrated val-only",
+            *extra("Spearman run-calibrated val+train"), "80% cover curve-fit", "80% cover val-only",
+            *extra("80% cover val+train"), "MAE last value (pts)", "MAE curve-fit", "MAE val-only",
+            *extra("MAE val+train"))
     cells = [(str(q.epoch), f"{q.spearman_last:.3f}", f"{q.spearman_curve_fit:.3f}", f"{q.spearman_calibrated:.3f}",
-              f"{100 * q.coverage_curve_fit:.1f}%", f"{100 * q.coverage_calibrated:.1f}%", f"{q.mae_last:.2f}",
-              f"{q.mae_curve_fit:.2f}", f"{q.mae_calibrated:.2f}") for q in quality]
-    return _table(head, cells, markdown, align="rrrrrrrrr")
+              *extra(f"{q.spearman_train:.3f}"), f"{100 * q.coverage_curve_fit:.1f}%",
+              f"{100 * q.coverage_calibrated:.1f}%", *extra(f"{100 * q.coverage_train:.1f}%"), f"{q.mae_last:.2f}",
+              f"{q.mae_curve_fit:.2f}", f"{q.mae_calibrated:.2f}", *extra(f"{q.mae_train:.2f}")) for q in quality]
+    return _table(head, cells, markdown, align="r" * len(head))
 
 
 def _table(head: tuple, cells: list[tuple], markdown: bool, align: str) -> list[str]:
@@ -522,10 +582,13 @@ def verdicts(h: Headline, rows: list[PolicyRow], max_regret: float) -> list[str]
                          f"{b.setting}, {b.saving:.2f}x at {b.regret_mean:.3f} points); over the whole sweep, "
                          f"thresholds at or above the best baseline with no more regret: {', '.join(ahead) or 'none'}; "
                          f"below it: {', '.join(behind) or 'none'}.")
+    versus = f"; validation curves only: {h.spearman10_val:.3f}" if h.uses_train else ""
     lines.append(f"- Spearman at epoch 10 >= 0.80: **{'met' if h.spearman10 >= 0.80 else 'missed'}** "
-                 f"({h.spearman10:.3f}).")
+                 f"({h.spearman10:.3f}, forecasts from the {h.forecast_setting}{versus}).")
+    versus = f"; validation curves only: {100 * h.coverage80_val:.1f}%" if h.uses_train else ""
     lines.append(f"- 80% intervals cover 70-90% of finals: **{'met' if 0.70 <= h.coverage80 <= 0.90 else 'missed'}** "
-                 f"({100 * h.coverage80:.1f}%, run-calibrated forecasts pooled over the forecast epochs).")
+                 f"({100 * h.coverage80:.1f}%, run-calibrated forecasts from the {h.forecast_setting} pooled over "
+                 f"the forecast epochs{versus}).")
     return lines
 
 
@@ -535,7 +598,8 @@ def doc_section(args: argparse.Namespace, curves: Curves, rows: list[PolicyRow],
     lines = [
         "## Early stopping by learning-curve forecasts",
         "",
-        f"Written by `bench/early_stopping.py`. {n} validation curves of {t} epochs from `{curves.path.name}` "
+        f"Written by `bench/early_stopping.py`. {n} validation{' and training' if h.uses_train else ''} curves of "
+        f"{t} epochs from `{curves.path.name}` "
         f"(accuracies in percent here), replayed in {args.orders} random arrival orders (order k: "
         f"`numpy.random.default_rng([{args.seed}, k])`). Sequential replay: each candidate trains epoch by epoch "
         "until a policy stops it or it finishes, then the next arrives; the incumbent is the best final validation "
@@ -543,7 +607,9 @@ def doc_section(args: argparse.Namespace, curves: Curves, rows: list[PolicyRow],
         f"audit draw: {100 * args.audit:g}% of the candidates a policy would stop train to the end anyway and count as "
         "finished. \"forecast\" is `evaluator.forecast.EarlyStopRule` (stop when P(final > incumbent) < threshold, "
         f"from epoch {args.min_epochs:g}, once the forecast rests on at least 3 finished curves) with a "
-        "`CurveForecaster` that learns only from the curves finished earlier in the same replay; \"median\" stops "
+        "`CurveForecaster` that learns only from the curves finished earlier in the same replay"
+        + (" (validation curves, and the training-accuracy curves at the same epochs as a second covariate)"
+           if h.uses_train else " (validation curves only)") + "; \"median\" stops "
         "a candidate below the median of the earlier candidates' values at the same epoch; \"behind\" stops a "
         "candidate more than d points below the incumbent's curve at the same epoch. Saving = epochs without "
         "stopping / epochs with stopping (totals over orders); regret = best final of all candidates minus the best "
@@ -555,8 +621,10 @@ def doc_section(args: argparse.Namespace, curves: Curves, rows: list[PolicyRow],
         "",
         "Forecast quality, from a replay without stopping (each candidate forecast from all earlier ones, which "
         "finished), at the epoch in the first column; Spearman per order, averaged; the curve-fit forecast uses no "
-        "finished curves (parametric families only), the run-calibrated one is what the rule uses; coverage is the "
-        "share of finals inside the 80% predictive interval.",
+        "finished curves (parametric families only); the run-calibrated ones regress the finals of the earlier "
+        "curves on their level at that epoch, from the validation curve only (val-only) or with the training "
+        "curve's level as a second covariate (val+train, when the file has `train_accs`); the rule uses "
+        f"the {h.forecast_setting}; coverage is the share of finals inside the 80% predictive interval.",
         "",
         *quality_lines(quality, markdown=True),
         "",
@@ -581,15 +649,20 @@ def reading(h: Headline, rows: list[PolicyRow], quality: list[QualityRow]) -> st
     q10 = [q for q in quality if q.epoch == 10]
     if q10:
         q = q10[0]
-        gap = q.spearman_calibrated - q.spearman_last
+        rank, mae = (q.spearman_train, q.mae_train) if h.uses_train else (q.spearman_calibrated, q.mae_calibrated)
+        gap = rank - q.spearman_last
         than = "about as well as" if abs(gap) < 0.01 else ("better than" if gap > 0 else "worse than")
-        target = "met" if q.spearman_calibrated >= 0.80 else "not met"
-        parts.append(f"at epoch 10 the run-calibrated forecast ranks the finals {than} the last observed "
-                     f"value ({q.spearman_calibrated:.3f} vs {q.spearman_last:.3f}), so the Spearman target is {target}; "
-                     f"it is far better than the curve-fit extrapolation alone ({q.spearman_curve_fit:.3f}, which "
-                     "cannot see the late rise of the cosine schedule), and what it adds over the last value is an "
-                     f"unbiased level (mean absolute error {q.mae_calibrated:.2f} points vs {q.mae_last:.2f}) and "
-                     "calibrated intervals")
+        target = "met" if rank >= 0.80 else "not met"
+        parts.append(f"at epoch 10 the run-calibrated forecast from the {h.forecast_setting} ranks the finals {than} "
+                     f"the last observed value ({rank:.3f} vs {q.spearman_last:.3f}), so the Spearman target is "
+                     f"{target}; it is far better than the curve-fit extrapolation alone ({q.spearman_curve_fit:.3f}, "
+                     "which cannot see the late rise of the cosine schedule), with an unbiased level (mean absolute "
+                     f"error {mae:.2f} points vs {q.mae_last:.2f} for the last value) and calibrated intervals")
+        if h.uses_train:
+            parts.append(f"from the validation curve alone it ranks them at {q.spearman_calibrated:.3f} (mean absolute "
+                         f"error {q.mae_calibrated:.2f} points): a 10-epoch prefix of a noisy validation curve carries "
+                         "little more than its smoothed level, while the training accuracy at the same epoch, fitted "
+                         "against the finals of the earlier curves of the same run, adds the rest")
     ahead, behind = frontier_comparison(rows)
     if h.recommended is not None and h.baseline is not None:
         r, b = h.recommended, h.baseline
@@ -617,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     path = args.curves.expanduser().resolve()
     try:
-        curves = load_curves(path)
+        curves = load_curves(path, train=not args.no_train_curve)
     except CurveFileError as exc:
         print(f"early_stopping: {exc}", file=sys.stderr)
         return 2
@@ -640,16 +713,18 @@ def main(argv: list[str] | None = None) -> int:
                 if isinstance(policy, ForecastPolicy):
                     thresholds[(policy.name, policy.setting)] = policy.rule.threshold
             advance(f"stopping replays: order {k + 1}/{args.orders}")
+        uses_train = curves.train is not None
         quality, forecast_ms = forecast_quality(curves, args.forecast_epochs, orders,
-                                                lambda: advance("forecast quality: one more order"))
+                                                lambda: advance("forecast quality: one more order"),
+                                                timed="val+train" if uses_train else "val")
     rows = [summarise(name, setting, res, thresholds.get((name, setting))) for (name, setting), res in results.items()]
-    headline = choose(rows, quality, args.max_regret)
+    headline = choose(rows, quality, args.max_regret, uses_train=uses_train)
     audits = ([a for r in results[(headline.recommended.policy, headline.recommended.setting)] for a in r.audits]
               if headline.recommended else [])
     info = run_info(path.parent, started)
 
     print(f"{len(curves.values)} curves of {len(curves.epochs)} epochs from {path}; {args.orders} orders, seed {args.seed}, "
-          f"audit {args.audit:g}\n")
+          f"audit {args.audit:g}; the forecast rule uses the {headline.forecast_setting}\n")
     print("\n".join(policy_lines(rows, markdown=False)) + "\n")
     print("forecast quality (replay without stopping)")
     print("\n".join(quality_lines(quality, markdown=False)) + "\n")

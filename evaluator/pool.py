@@ -13,7 +13,9 @@ Contract:
   ``finished`` event carrying its evaluation (whatever its status).
 - ``result(candidate_id)`` is the candidate's latest finished evaluation, or None while its
   first job runs.
-- ``cancel(candidate_id)`` stops a job; it then finishes with status ``pruned``.
+- ``cancel(candidate_id, status=..., reason=...)`` stops a job; it then finishes with that status
+  (``pruned`` by default; ``stopped_early`` when an early-stop rule stopped it) and the reason as
+  its error text.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from evaluator.records import Evaluation, Purpose
+from evaluator.records import Evaluation, Purpose, Status
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class PoolEvent:
 
 class EvaluationPool(ABC):
     capacity: int = 1
+    epochs: int | None = None  # a training pool's epochs per search job; None where results are looked up
 
     @abstractmethod
     def submit(self, job: Job) -> None: ...
@@ -55,7 +58,7 @@ class EvaluationPool(ABC):
     def result(self, candidate_id: str) -> Evaluation | None: ...
 
     @abstractmethod
-    def cancel(self, candidate_id: str) -> bool: ...
+    def cancel(self, candidate_id: str, *, status: Status = Status.PRUNED, reason: str | None = None) -> bool: ...
 
     @property
     @abstractmethod

@@ -8,7 +8,10 @@ the message is of a known type with exactly its fields, and it comes in protocol
     ready -> epoch 1 -> epoch 2 ... -> [test] -> done        (or failure at any point)
 
 Messages carry predictions, never metrics: the trusted side computes every metric against
-labels the worker never had. Anything else is rejected and counted, never used.
+labels the worker never had. Anything else is rejected and counted, never used. The one
+exception is the training side of an epoch (``train_loss``, ``train_accuracy``: the worker
+holds the training labels anyway); they are shown and feed the learning-curve forecast, and
+never choose a candidate.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Epoch(_Msg):
     type: Literal["epoch"]
     epoch: int = Field(ge=1)
     train_loss: float
+    train_accuracy: float | None = Field(default=None, ge=0, le=1)  # the epoch's running accuracy on its batches
     val_predictions: list[int]
     seconds: float = Field(ge=0)
     images_per_second: float = Field(ge=0)

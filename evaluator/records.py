@@ -62,6 +62,7 @@ class CurvePoint(BaseModel):
     val_accuracy: float | None = Field(default=None, ge=0, le=1)
     train_loss: float | None = None
     val_loss: float | None = None
+    train_accuracy: float | None = Field(default=None, ge=0, le=1)  # the worker's own report (training labels)
 
 
 class Candidate(BaseModel):
@@ -103,6 +104,29 @@ class Evaluation(BaseModel):
     wall_seconds: float = Field(default=0.0, ge=0)
     device_seconds: float = Field(default=0.0, ge=0)
     error: str | None = None
+    created: datetime = Field(default_factory=utc_now)
+
+
+class ForecastRecord(BaseModel):
+    """One learning-curve forecast the early-stop rule made for a candidate, and what it did."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    candidate_id: str
+    epoch: float = Field(ge=0)  # the last observed epoch
+    final_epoch: float = Field(gt=0)  # the epoch whose accuracy is forecast
+    method: str  # which model made it (evaluator.forecast.Forecast.method)
+    reference_curves: int = Field(ge=0)  # finished curves of the run it rests on
+    last_value: float = Field(ge=0, le=1)
+    mean: float = Field(ge=0, le=1)
+    lower: float = Field(ge=0, le=1)  # 10 % quantile: with upper, the 80 % interval
+    median: float = Field(ge=0, le=1)
+    upper: float = Field(ge=0, le=1)
+    incumbent: float | None = Field(default=None, ge=0, le=1)  # best finished val accuracy at the time
+    p_beat: float = Field(ge=0, le=1)  # P(final > incumbent)
+    action: Literal["continue", "stop", "audit"]  # audit: the rule would stop it; it trains on to be checked
+    reason: str
     created: datetime = Field(default_factory=utc_now)
 
 

@@ -120,7 +120,7 @@ class TabularPool(EvaluationPool):
     def result(self, candidate_id: str) -> Evaluation | None:
         return self._results.get(candidate_id)
 
-    def cancel(self, candidate_id: str) -> bool:
+    def cancel(self, candidate_id: str, *, status: Status = Status.PRUNED, reason: str | None = None) -> bool:
         return False  # lookups finish at submit time: there is never anything to cancel
 
     @property

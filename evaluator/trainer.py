@@ -4,6 +4,11 @@ other than the training labels, and nothing here computes a validation or test m
 Sections, top to bottom: config, data, schedule, augmentation, train loop, prediction.
 Runs on CPU or CUDA; on CUDA it uses channels_last and bf16 autocast. Seeded: the same
 config, data and thread count give the same predictions on CPU.
+
+Each epoch reports its mean training loss and its training accuracy: the fraction of the
+epoch's training examples (the batches trained on, augmented as trained) that the forward
+passes of that epoch classified right. Both are summed on the device and read once per epoch,
+so on CUDA no training step waits for the host.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class TrainConfig:
 class EpochReport:
     epoch: int
     train_loss: float
+    train_accuracy: float  # fraction of the epoch's training examples right in their forward pass
     val_predictions: np.ndarray  # (N_val,) int64 class indices
     seconds: float
     images_per_second: float
@@ -181,14 +187,17 @@ def train(
         start = time.perf_counter()
         order = torch.randperm(n, generator=gen).to(device)
         total_loss = torch.zeros((), device=device)  # summed on the device: no per-step host sync on CUDA
+        correct = torch.zeros((), dtype=torch.int64, device=device)  # likewise
         for step in range(steps_per_epoch):
             idx = order[step * batch:(step + 1) * batch]
             xb = xs[idx]
             if cfg.augmentation != "none":
                 xb = augment(xb, cfg.augmentation, gen)
             xb = xb.contiguous(memory_format=memory_format)
+            yb = ys[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss = F.cross_entropy(model(xb), ys[idx], label_smoothing=cfg.label_smoothing)
+                logits = model(xb)  # (B, num_classes)
+                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             if not cuda and not torch.isfinite(loss):  # on CUDA, checked once per epoch below
                 raise NonFiniteLoss(epoch, step)
             optimizer.zero_grad(set_to_none=True)
@@ -196,10 +205,13 @@ def train(
             optimizer.step()
             schedule.step()
             total_loss += loss.detach().float()
+            correct += (logits.detach().argmax(dim=1) == yb).sum()
         train_loss = float(total_loss) / steps_per_epoch  # waits for the device: the epoch's work is done
+        train_accuracy = int(correct) / (steps_per_epoch * batch)
         seconds = time.perf_counter() - start  # training only; prediction below is not counted
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(epoch, None)
-        on_epoch(EpochReport(epoch=epoch, train_loss=train_loss, val_predictions=predict(x_val),
+        on_epoch(EpochReport(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
+                             val_predictions=predict(x_val),
                              seconds=seconds, images_per_second=steps_per_epoch * batch / max(seconds, 1e-9)))
     return predict

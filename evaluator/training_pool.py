@@ -39,6 +39,8 @@ class _Running:
     scratch: Path
     started: float
     cancelled: bool = False
+    stop_status: Status = Status.PRUNED  # the status a cancelled job finishes with
+    stop_reason: str | None = None
     curve: list[CurvePoint] = field(default_factory=list)
     device_seconds: float = 0.0
     images_per_second: float = 0.0
@@ -154,11 +156,12 @@ class TrainingPool(EvaluationPool):
         with self._lock:
             return self._results.get(candidate_id)
 
-    def cancel(self, candidate_id: str) -> bool:
+    def cancel(self, candidate_id: str, *, status: Status = Status.PRUNED, reason: str | None = None) -> bool:
         with self._lock:
             run = self._running.get(candidate_id)
         if run is None:
             return False
+        run.stop_status, run.stop_reason = status, reason
         run.cancelled = True
         run.process.kill()
         return True
@@ -179,12 +182,14 @@ class TrainingPool(EvaluationPool):
         msg = run.checker.feed(line)
         if isinstance(msg, Epoch):
             val = float(np.mean(np.asarray(msg.val_predictions) == self.dataset.y_val))
-            run.curve.append(CurvePoint(epoch=msg.epoch, val_accuracy=val, train_loss=msg.train_loss))
+            run.curve.append(CurvePoint(epoch=msg.epoch, val_accuracy=val, train_loss=msg.train_loss,
+                                        train_accuracy=msg.train_accuracy))
             run.device_seconds += msg.seconds
             run.images_per_second = msg.images_per_second
             self._events.put(PoolEvent(kind="progress", candidate_id=run.job.candidate_id,
                                        data={"epoch": msg.epoch, "epochs": run.checker.epochs, "val_accuracy": val,
-                                             "train_loss": msg.train_loss, "purpose": run.job.purpose.value,
+                                             "train_loss": msg.train_loss, "train_accuracy": msg.train_accuracy,
+                                             "purpose": run.job.purpose.value,
                                              "seed": run.job.seed}))
 
     def _finish(self, run: _Running) -> None:
@@ -211,7 +216,7 @@ class TrainingPool(EvaluationPool):
         tail = result.tail_text[-3000:]
         status, error = Status.OK, None
         if run.cancelled:
-            status, error = Status.PRUNED, "cancelled by the coordinator"
+            status, error = run.stop_status, run.stop_reason or "cancelled by the coordinator"
         elif result.memory_exceeded:
             status, error = Status.FAILED, (f"memory limit ({self.limits.memory_mb} MB) exceeded: resident memory "
                                             f"reached {result.peak_rss_mb:g} MB and the process group was killed. "

@@ -53,7 +53,7 @@ def run(job_dir: Path, channel: Channel) -> None:
     model = build_model(job["space"], job["spec"], tuple(job["input_shape"]), job["num_classes"])
     channel.send("ready", params=sum(p.numel() for p in model.parameters()), device=cfg.device, threads=cfg.threads)
     predict = train(model, x_train, y_train, x_val, job["x_scale"], cfg, lambda r: channel.send(
-        "epoch", epoch=r.epoch, train_loss=r.train_loss, val_predictions=r.val_predictions.tolist(),
+        "epoch", epoch=r.epoch, train_loss=r.train_loss, train_accuracy=r.train_accuracy, val_predictions=r.val_predictions.tolist(),
         seconds=r.seconds, images_per_second=r.images_per_second))
     if job["want_test"]:
         channel.send("test", predictions=predict(load("x_test")).tolist())

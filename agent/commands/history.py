@@ -16,6 +16,16 @@ def _fmt(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+def early_stop_line(r: dict) -> str:
+    """The early-stop block of a run summary, in words: what the rule did and how its audits came out."""
+    text = (f"early stopping (P(beat incumbent) < {r['threshold']:g}): {r['forecasts']} forecasts, {r['stopped']} "
+            f"candidates stopped; audits ({r['audit_fraction']:.0%} of would-be stops train on): {r['audits_finished']} finished")
+    if r["audits_finished"]:
+        text += (f", forecast error {r['audit_mean_abs_error']:.4f} (mean abs), {r['audit_coverage80']:.0%} inside "
+                 f"their 80% interval, {r['audit_would_have_won']} would have beaten the incumbent")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -46,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(c["candidate_id"], c["status"], _fmt(c["val_accuracy"]), _fmt(c["test_accuracy"]), c["proposer"],
                       c["canonical_key"] or (c["error"] or "")[:80])
     console.print(table)
+    summary = out.get("summary") or {}
+    if summary.get("epochs_trained") is not None:
+        console.print(f"training epochs: {summary['epochs_trained']} spent, {summary['epochs_saved']} saved by early "
+                      "stopping", highlight=False)
+    if summary.get("early_stop"):
+        console.print(early_stop_line(summary["early_stop"]), highlight=False)
     if out["insights"]:
         last = out["insights"][-1]["reflection"]
         latest = [i for i in out["insights"] if i["reflection"] == last]

@@ -26,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a direction for the LLM, shown in every prompt (repeatable), e.g. 'avoid pooling'")
     parser.add_argument("--portfolio-cost", dest="portfolio_cost", choices=["evaluation", "second", "dollar"],
                         help="portfolio: measure each operator's improvement per evaluation (default), second or dollar")
+    parser.add_argument("--early-stop", dest="early_stop", choices=["off", "forecast"],
+                        help="training tasks: forecast each candidate's final accuracy after every epoch and stop it "
+                             "when it will almost surely not beat the best finished one (default off)")
+    parser.add_argument("--early-stop-threshold", dest="early_stop_threshold", type=positive_float, metavar="P",
+                        help="early stop: stop when P(beat the incumbent) < P (default 0.05)")
+    parser.add_argument("--audit-fraction", dest="audit_fraction", type=float, metavar="F",
+                        help="early stop: share of would-be-stopped candidates that train on to measure the "
+                             "forecast's error (default 0.1)")
     parser.add_argument("--llm-after", dest="llm_after", type=non_negative_int, metavar="N",
                         help="portfolio: let the LLM propose once N candidates have finished (default 8; 0: right "
                              "after the 3 random warm-up proposals, for a strong model)")
@@ -41,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(settings_flags(
         args, "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
         "population", "tournament", "llm", "model", "max_llm_cost", "reflect_every", "directions", "portfolio_cost", "llm_after",
+        "early_stop", "early_stop_threshold", "audit_fraction",
         *TRAINING_FLAGS,
     )).settings
     progress = SearchProgress.for_stderr()
@@ -73,6 +82,13 @@ def render_summary(summary) -> None:
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     console.print(f"{summary.evaluations} evaluations ({counts or 'none'}); {summary.duplicates_skipped} duplicate proposals "
                   f"skipped; stopped: {summary.stop_reason}; {summary.wall_seconds:.1f} s", highlight=False)
+    if summary.epochs_trained is not None:
+        console.print(f"training epochs: {summary.epochs_trained} spent, {summary.epochs_saved} saved by early stopping",
+                      highlight=False)
+    if summary.early_stop:
+        from agent.commands.history import early_stop_line
+
+        console.print(early_stop_line(summary.early_stop), highlight=False)
     if summary.llm:
         m = summary.llm
         rate = lambda r: "n/a" if r is None else f"{r:.0%}"  # noqa: E731

@@ -51,7 +51,30 @@ def run(args: argparse.Namespace) -> int:
     if c["curve"]:
         points = ", ".join(f"epoch {p['epoch']:g}: {p['val_accuracy']:.4f}" for p in c["curve"] if p["val_accuracy"] is not None)
         console.print(f"validation curve: {points}", highlight=False)
+    if c.get("forecasts"):
+        console.print(_forecast_table(c))
     return 0
+
+
+def _forecast_table(c: dict):
+    """The early-stop rule's forecasts, epoch by epoch; with the final value once it is known."""
+    from rich.table import Table
+
+    final = next((e["val_accuracy"] for e in c["evaluations"] if e["purpose"] == "search" and e["status"] == "ok"), None)
+    title = "learning-curve forecasts of the final validation accuracy"
+    if final is not None:
+        title += f" (final: {final:.4f})"
+    table = Table(title=title, title_justify="left")
+    for col in ("epoch", "val so far", "forecast", "80% interval", "incumbent", "P(beat)", "action", "method"):
+        table.add_column(col)
+    for f in c["forecasts"]:
+        style = {"stop": "red", "audit": "yellow"}.get(f["action"])
+        hit = final is not None and f["lower"] <= final <= f["upper"]
+        interval = f"{f['lower']:.4f}-{f['upper']:.4f}" + ("" if final is None else (" ok" if hit else " missed"))
+        table.add_row(f"{f['epoch']:g}/{f['final_epoch']:g}", f"{f['last_value']:.4f}", f"{f['median']:.4f}", interval,
+                      "" if f["incumbent"] is None else f"{f['incumbent']:.4f}", f"{f['p_beat']:.3g}",
+                      f"[{style}]{f['action']}[/]" if style else f["action"], f"{f['method']} ({f['reference_curves']})")
+    return table
 
 
 def _print_prompt(c: dict, as_json: bool) -> int:

@@ -17,7 +17,7 @@ from agent.proposers import ProposalContext
 from agent.engine.state import TOP_K, SearchContext, SearchState
 from evaluator.errors import SpecError
 from evaluator.pool import Job
-from evaluator.records import Candidate, Status
+from evaluator.records import Candidate, Purpose, Status
 
 
 def _candidate_id(run_id: str, seq: int) -> str:
@@ -103,6 +103,13 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         for event in ctx.pool.events(timeout=timeout):
             if ctx.on_event is not None:
                 ctx.on_event(event)
+            if event.kind == "progress" and ctx.early_stop is not None and event.candidate_id in running \
+                    and event.data.get("purpose") == Purpose.SEARCH.value and event.data.get("val_accuracy") is not None:
+                decision = ctx.early_stop.on_epoch(event.candidate_id, event.data["epoch"], event.data["val_accuracy"],
+                                                   event.data.get("train_accuracy"))
+                if decision is not None and decision.stop:
+                    ctx.pool.cancel(event.candidate_id, status=Status.STOPPED_EARLY,
+                                    reason=ctx.early_stop.stop_message(decision))
             if event.kind == "finished" and event.candidate_id in running and event.evaluation is not None:
                 results.append((running.pop(event.candidate_id), event.evaluation))
     return {"ready": waiting, "running": running, "results": results, "unrecorded": []}
@@ -115,7 +122,14 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         return {}
     ctx.recorder.add_evaluations(ctx.run.run_id, [ev for _, ev in results])
     counts, evaluations, top = dict(state["counts"]), state["evaluations"], list(state["top"])
+    trained, saved = state.get("epochs_trained", 0), state.get("epochs_saved", 0)
     for candidate, ev in results:
+        if ctx.epochs is not None:
+            trained += len(ev.curve)
+            if ev.status is Status.STOPPED_EARLY:
+                saved += max(0, ctx.epochs - len(ev.curve))
+        if ctx.early_stop is not None:
+            ctx.early_stop.on_finished(candidate, ev)
         candidate.status = ev.status
         counts[ev.status.value] = counts.get(ev.status.value, 0) + 1
         if ev.status.counts_against_budget:
@@ -124,8 +138,11 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
             top.append({"candidate_id": candidate.candidate_id, "seq": candidate.seq, "spec": candidate.spec,
                         "val_accuracy": ev.val_accuracy})
         ctx.proposer.observe(candidate, ev)
+    if ctx.early_stop is not None:
+        ctx.recorder.add_forecasts(ctx.early_stop.drain())
     top = sorted(top, key=lambda t: (-t["val_accuracy"], t["seq"]))[:TOP_K]
-    update = {"results": [], "counts": counts, "evaluations": evaluations, "top": top}
+    update = {"results": [], "counts": counts, "evaluations": evaluations, "top": top, "epochs_trained": trained,
+              "epochs_saved": saved}
     if ctx.on_result is not None:
         snapshot = {**state, **update}
         for candidate, ev in results:
@@ -192,4 +209,4 @@ SEARCH_GRAPH = build_graph()
 
 def initial_state() -> SearchState:
     return SearchState(proposals=[], ready=[], unrecorded=[], running={}, results=[], seen=[], seq=0, attempts=0,
-                       evaluations=0, counts={}, duplicates=0, top=[], stop_reason=None)
+                       evaluations=0, counts={}, duplicates=0, top=[], stop_reason=None, epochs_trained=0, epochs_saved=0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from agent.config import Settings
+from agent.engine.early_stop import EarlyStopMonitor
 from agent.engine.graph import SEARCH_GRAPH, initial_state
 from agent.engine.state import SearchContext, SearchState
 from agent.prompting import HistoryView, Prompts
@@ -212,6 +213,7 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     llm = None
     if proposer is None:
         proposer, llm = _proposer_from(settings, space, task, run_id, recorder)
+    early_stop = _early_stop(settings, setup, run_id)  # refuses a table task before anything is recorded
     run = Run(run_id=run_id, task=task.name, space=space.name, proposer=proposer.name, seed=settings.seed,
               budget=budget, config=settings.model_dump(mode="json") | setup.config)
     recorder.create_run(run)
@@ -223,6 +225,8 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         max_attempts=20 * budget + 100, on_result=on_result, on_event=on_event,
         reflector=llm.reflector if llm else None, llm_spend=llm.spend if llm else None,
         max_llm_cost=settings.max_llm_cost if llm else None,
+        epochs=setup.pool.epochs,
+        early_stop=early_stop,
     )
     try:
         final = SEARCH_GRAPH.invoke(initial_state(), {"recursion_limit": 10 * ctx.max_attempts + 100}, context=ctx)
@@ -237,6 +241,17 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     except BaseException:
         recorder.finish_run(run.run_id, RunStatus.FAILED, None)
         raise
+
+
+def _early_stop(settings: Settings, setup: Setup, run_id: str) -> EarlyStopMonitor | None:
+    if settings.early_stop == "off":
+        return None
+    if setup.pool.epochs is None:
+        raise UserInputError(f"--early-stop {settings.early_stop} needs a task that trains its candidates; "
+                             f"{setup.task.name} looks results up in a table (one number per candidate, no curve)",
+                             hint="drop --early-stop, or search a training task such as --task digits")
+    return EarlyStopMonitor(run_id, setup.pool.epochs, threshold=settings.early_stop_threshold,
+                            audit_fraction=settings.audit_fraction, seed=settings.seed)
 
 
 def final_evaluations(pool: EvaluationPool, candidate_id: str, spec: dict, seeds: tuple[int, ...],
@@ -299,6 +314,9 @@ def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None,
         home=home, warnings=warnings,
         llm=ctx.recorder.llm_totals(ctx.run.run_id) if ctx.llm_spend is not None else None,
         operators=ctx.proposer.stats(),
+        epochs_trained=state.get("epochs_trained") if ctx.epochs is not None else None,
+        epochs_saved=state.get("epochs_saved") if ctx.epochs is not None else None,
+        early_stop=ctx.early_stop.report() if ctx.early_stop is not None else None,
     )
 
 

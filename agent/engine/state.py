@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
+from agent.engine.early_stop import EarlyStopMonitor
 from agent.store.recorder import Recorder
 from agent.proposers import Proposal, Proposer
 from agent.reflection import LLMSpend, Reflector
@@ -30,6 +31,8 @@ class SearchContext:
     reflector: Reflector | None = None  # LLM reflection every k evaluations
     llm_spend: LLMSpend | None = None  # set when the proposer uses an LLM
     max_llm_cost: float | None = None  # dollars; the search stops once the spend reaches it
+    epochs: int | None = None  # epochs a search candidate trains for; None when the pool looks results up
+    early_stop: EarlyStopMonitor | None = None  # --early-stop forecast
 
 
 class SearchState(TypedDict, total=False):
@@ -46,6 +49,8 @@ class SearchState(TypedDict, total=False):
     duplicates: int  # proposals dropped because their key was already in the run
     top: list[dict[str, Any]]  # best ok candidates by validation accuracy, best first
     stop_reason: str | None  # set once the search should wind down
+    epochs_trained: int  # training epochs of search candidates (training tasks)
+    epochs_saved: int  # epochs early stopping did not spend: the stopped candidates' remaining epochs
 
 
 TOP_K = 5

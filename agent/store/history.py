@@ -24,7 +24,7 @@ import duckdb
 
 from agent.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, create_statements
 from evaluator.errors import ArchAgentError, NotFoundError
-from evaluator.records import Candidate, Evaluation, LLMCall, LLMOutcome, Run, RunStatus, Status
+from evaluator.records import Candidate, Evaluation, ForecastRecord, LLMCall, LLMOutcome, Run, RunStatus, Status
 
 DB_NAME = "history.duckdb"
 
@@ -277,6 +277,7 @@ class History:
                 curve_rows += [{
                     "evaluation_id": eid, "candidate_id": ev.candidate_id, "epoch": p.epoch,
                     "val_accuracy": p.val_accuracy, "train_loss": p.train_loss, "val_loss": p.val_loss,
+                    "train_accuracy": p.train_accuracy,
                 } for p in ev.curve]
             self._insert(con, "evaluations", rows)
             self._insert(con, "curves", curve_rows)
@@ -370,6 +371,23 @@ class History:
             return self._dicts(con.execute(
                 f"SELECT reflection, position, after_evaluations, text, call_id, created FROM insights WHERE {where} "
                 "ORDER BY created, reflection, position", [run_id, run_id] if latest else [run_id]))
+
+    def add_forecasts(self, forecasts: Sequence[ForecastRecord]) -> None:
+        """Store the early-stop rule's forecasts (one per candidate and epoch)."""
+        if not forecasts:
+            return
+        with self._transaction() as con:
+            self._insert(con, "forecasts", [f.model_dump(mode="python") | {"created": _naive_utc(f.created)}
+                                            for f in forecasts])
+
+    def forecasts(self, run_id: str | None = None, candidate_id: str | None = None) -> list[dict[str, Any]]:
+        """The forecasts of a run or of one candidate, in the order they were made."""
+        where, params = ("candidate_id = ?", [candidate_id]) if candidate_id is not None else ("run_id = ?", [run_id])
+        with self._reader() as con:
+            if con is None:
+                return []
+            return self._dicts(con.execute(f"SELECT * FROM forecasts WHERE {where} ORDER BY created, candidate_id, epoch",
+                                           params))
 
     def add_event(self, run_id: str, kind: str, payload: dict[str, Any] | None = None, candidate_id: str | None = None) -> None:
         with self._transaction() as con:
@@ -523,9 +541,12 @@ class History:
                 "SELECT * FROM evaluations WHERE candidate_id = ? ORDER BY created, evaluation_id", [candidate_id]
             ))
             curves = self._dicts(con.execute(
-                "SELECT evaluation_id, epoch, val_accuracy, train_loss, val_loss FROM curves "
+                "SELECT evaluation_id, epoch, val_accuracy, train_loss, val_loss, train_accuracy FROM curves "
                 "WHERE candidate_id = ? ORDER BY evaluation_id, epoch", [candidate_id]
             ))
+            forecasts = self._dicts(con.execute(
+                "SELECT epoch, final_epoch, method, reference_curves, last_value, mean, lower, median, upper, incumbent, "
+                "p_beat, action, reason FROM forecasts WHERE candidate_id = ? ORDER BY epoch", [candidate_id]))
         row["spec"], row["parents"] = _loads(row["spec"]), _loads(row["parents"])
         for ev in evals:
             ev["metrics"] = _loads(ev["metrics"])
@@ -533,6 +554,7 @@ class History:
                 {k: v for k, v in c.items() if k != "evaluation_id"} for c in curves if c["evaluation_id"] == ev["evaluation_id"]
             ]
         row["evaluations"] = evals
+        row["forecasts"] = forecasts
         return row
 
     def events(self, run_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from evaluator.records import Candidate, Evaluation, LLMCall, LLMOutcome, Run, RunStatus, Status
+from evaluator.records import Candidate, Evaluation, ForecastRecord, LLMCall, LLMOutcome, Run, RunStatus, Status
 
 
 class Recorder(Protocol):
@@ -32,6 +32,8 @@ class Recorder(Protocol):
 
     def insights(self, run_id: str, *, latest: bool = True) -> list[dict[str, Any]]: ...
 
+    def add_forecasts(self, forecasts: Sequence[ForecastRecord]) -> None: ...
+
     def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
                        seed: int = 0) -> dict[str, list[dict[str, Any]]]: ...
 
@@ -46,6 +48,7 @@ class MemoryRecorder:
         self.events: list[dict[str, Any]] = []
         self.llm: list[LLMCall] = []
         self.insight_rows: list[dict[str, Any]] = []
+        self.forecast_rows: list[ForecastRecord] = []
 
     def create_run(self, run: Run) -> None:
         self.runs[run.run_id] = run
@@ -102,6 +105,9 @@ class MemoryRecorder:
         if latest and rows:
             rows = [r for r in rows if r["reflection"] == rows[-1]["reflection"]]
         return [{k: v for k, v in r.items() if k != "run_id"} for r in rows]
+
+    def add_forecasts(self, forecasts: Sequence[ForecastRecord]) -> None:
+        self.forecast_rows.extend(forecasts)
 
     def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
                        seed: int = 0) -> dict[str, list[dict[str, Any]]]:

@@ -37,7 +37,7 @@ def _c(name: str, type_: str, not_null: bool = False) -> Column:
     return Column(name, type_, not_null)
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES: tuple[Table, ...] = (
     Table(
@@ -121,6 +121,7 @@ TABLES: tuple[Table, ...] = (
             _c("val_accuracy", "DOUBLE"),
             _c("train_loss", "DOUBLE"),
             _c("val_loss", "DOUBLE"),
+            _c("train_accuracy", "DOUBLE"),
         ),
         ("evaluation_id", "epoch"),
         doc="learning curves: one row per evaluation and epoch",
@@ -180,6 +181,31 @@ TABLES: tuple[Table, ...] = (
         ("insight_id",),
         indexes=(("run_id",),),
         doc="what reflection distilled from the history: one row per insight; a reflection's set replaces the last",
+    ),
+    Table(
+        "forecasts",
+        (
+            _c("run_id", "VARCHAR", True),
+            _c("candidate_id", "VARCHAR", True),
+            _c("epoch", "DOUBLE", True),
+            _c("final_epoch", "DOUBLE", True),
+            _c("method", "VARCHAR", True),
+            _c("reference_curves", "BIGINT", True),
+            _c("last_value", "DOUBLE", True),
+            _c("mean", "DOUBLE", True),
+            _c("lower", "DOUBLE", True),
+            _c("median", "DOUBLE", True),
+            _c("upper", "DOUBLE", True),
+            _c("incumbent", "DOUBLE"),
+            _c("p_beat", "DOUBLE", True),
+            _c("action", "VARCHAR", True),
+            _c("reason", "VARCHAR", True),
+            _c("created", "TIMESTAMP", True),
+        ),
+        ("candidate_id", "epoch"),
+        indexes=(("run_id",),),
+        doc="every learning-curve forecast of the early-stop rule: final accuracy (mean, 80% interval), "
+            "P(beat incumbent), and its action: continue, stop or audit (would stop; trains on to check)",
     ),
 )
 
@@ -249,5 +275,28 @@ MIGRATIONS: tuple[Migration, ...] = (
   PRIMARY KEY (insight_id)
 )""",
         "CREATE INDEX idx_insights_run_id ON insights (run_id)",
+    )),
+    Migration(4, "add forecasts (the early-stop rule's forecasts and actions) and curves.train_accuracy", (
+        """CREATE TABLE forecasts (
+  run_id VARCHAR NOT NULL,
+  candidate_id VARCHAR NOT NULL,
+  epoch DOUBLE NOT NULL,
+  final_epoch DOUBLE NOT NULL,
+  method VARCHAR NOT NULL,
+  reference_curves BIGINT NOT NULL,
+  last_value DOUBLE NOT NULL,
+  mean DOUBLE NOT NULL,
+  lower DOUBLE NOT NULL,
+  median DOUBLE NOT NULL,
+  upper DOUBLE NOT NULL,
+  incumbent DOUBLE,
+  p_beat DOUBLE NOT NULL,
+  action VARCHAR NOT NULL,
+  reason VARCHAR NOT NULL,
+  created TIMESTAMP NOT NULL,
+  PRIMARY KEY (candidate_id, epoch)
+)""",
+        "CREATE INDEX idx_forecasts_run_id ON forecasts (run_id)",
+        "ALTER TABLE curves ADD COLUMN train_accuracy DOUBLE",
     )),
 )

@@ -71,7 +71,8 @@ def test_version_1_database_upgrades_and_keeps_every_row(tmp_path):
     assert runs[0]["best_val_accuracy"] == pytest.approx(0.85)
     cand = h.get_candidate("20261122-120000-aaaaaa-c0000")
     assert [e["purpose"] for e in cand["evaluations"]] == ["search", "final"]
-    assert cand["evaluations"][0]["curve"] == [{"epoch": 12.0, "val_accuracy": 0.85, "train_loss": None, "val_loss": None}]
+    assert cand["evaluations"][0]["curve"] == [{"epoch": 12.0, "val_accuracy": 0.85, "train_loss": None, "val_loss": None,
+                                                  "train_accuracy": None}]
     assert h.schema_version() == SCHEMA_VERSION
     assert _columns(h.path) == _declared()
     h.add_event("20261122-120000-aaaaaa", "note", {"ok": True})  # still writable after the upgrade
@@ -91,6 +92,31 @@ def test_version_2_database_upgrades_with_its_llm_calls_and_takes_insights(tmp_p
     assert [(i["text"], i["after_evaluations"]) for i in h.insights(run)] == [("3x3 everywhere", 20)]
     assert [i["text"] for i in h.insights(run, latest=False)] == ["convs beat pooling", "skips help", "3x3 everywhere"]
     assert h.insights("another-run") == []
+
+
+def test_version_3_database_upgrades_with_its_insights_and_takes_forecasts(tmp_path):
+    from evaluator.records import ForecastRecord
+
+    _load_sql(ASSETS / "history_v3.sql", tmp_path / store.DB_NAME)
+    h = History(tmp_path)
+    run = "20261122-120000-aaaaaa"
+    assert [i["text"] for i in h.insights(run)] == ["convolutions beat pooling"]
+    assert h.schema_version() == SCHEMA_VERSION and _columns(h.path) == _declared()
+    cand = h.get_candidate(f"{run}-c0000")
+    assert cand["evaluations"][0]["curve"][0]["train_accuracy"] is None and cand["forecasts"] == []
+    rows = [ForecastRecord(run_id=run, candidate_id=f"{run}-c0000", epoch=e, final_epoch=12, method="run-calibrated",
+                           reference_curves=3, last_value=0.5, mean=0.6, lower=0.55, median=0.6, upper=0.65,
+                           incumbent=0.9 if e > 5 else None, p_beat=0.01, action="stop" if e > 5 else "continue",
+                           reason="r") for e in (5.0, 6.0)]
+    h.add_forecasts(rows)
+    got = h.get_candidate(f"{run}-c0000")["forecasts"]
+    assert [(f["epoch"], f["action"], f["incumbent"]) for f in got] == [(5.0, "continue", None), (6.0, "stop", 0.9)]
+    assert len(h.forecasts(run)) == 2 and h.forecasts("another") == []
+    h.add_evaluations(run, [Evaluation(candidate_id=f"{run}-c0000", status=Status.OK, val_accuracy=0.8,
+                                       curve=[CurvePoint(epoch=1, val_accuracy=0.8, train_accuracy=0.75)])],
+                      update_status=False)
+    curves = [e["curve"] for e in h.get_candidate(f"{run}-c0000")["evaluations"]]
+    assert {"epoch": 1.0, "val_accuracy": 0.8, "train_loss": None, "val_loss": None, "train_accuracy": 0.75} in sum(curves, [])
 
 
 def test_migrations_apply_in_order_and_keep_data(tmp_path, monkeypatch):

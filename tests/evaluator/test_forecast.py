@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +189,141 @@ def test_forecast_with_many_references_is_serialisable():
 
 
 #############################################
+#     The training curve as a covariate     #
+#############################################
+
+def train_val_population(rng: np.random.Generator, n: int,
+                         informative: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(validation, training) curves whose final is set by a hidden quality q: the validation prefix sees q
+    through a large per-candidate offset that fades by the end; the training curve carries q cleanly
+    (``informative``) or carries an unrelated draw."""
+    population = []
+    for _ in range(n):
+        q = rng.uniform()
+        val = (0.6 + 0.3 * q - 0.35 * np.exp(-EPOCHS / 8) + rng.normal(0, 0.1) * np.exp(-EPOCHS / 30)
+               + rng.normal(0, 0.01, EPOCHS.size))
+        skill = q if informative else rng.uniform()
+        train = 0.65 + 0.3 * skill - 0.4 * np.exp(-EPOCHS / 8) + rng.normal(0, 0.003, EPOCHS.size)
+        population.append((np.clip(val, 0, 1), np.clip(train, 0, 1)))
+    return population
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@pytest.mark.parametrize("informative", [True, False])
+def test_a_training_curve_that_carries_the_ranking_improves_it_and_one_that_does_not_is_ignored(informative):
+    rng = np.random.default_rng(40)
+    population = train_val_population(rng, 100, informative)
+    forecaster = CurveForecaster()
+    for val, train in population[:40]:
+        forecaster.add_reference(EPOCHS, val, train=train)
+    finals = [val[-1] for val, _ in population[40:]]
+    without = [forecaster.forecast(EPOCHS[:10], val[:10], FINAL) for val, _ in population[40:]]
+    with_train = [forecaster.forecast(EPOCHS[:10], val[:10], FINAL, train=train[:10]) for val, train in population[40:]]
+    assert all(f.method == "run-calibrated" and f.references == 40 for f in with_train)
+    rank_without = spearman([f.mean for f in without], finals)
+    rank_with = spearman([f.mean for f in with_train], finals)
+    inside = np.mean([f.lower <= y <= f.upper for f, y in zip(with_train, finals)])
+    assert 0.65 <= inside <= 0.97, inside
+    if informative:
+        assert rank_with > 0.95 and rank_with > rank_without + 0.1, (rank_with, rank_without)
+        assert np.mean([abs(f.mean - y) for f, y in zip(with_train, finals)]) < 0.5 * np.mean(
+            [abs(f.mean - y) for f, y in zip(without, finals)])
+    else:  # the leave-one-out weights give the val + train regression (almost) no share
+        assert abs(rank_with - rank_without) < 0.02, (rank_with, rank_without)
+
+
+def test_an_unrelated_training_curve_barely_moves_forecasts_from_few_references():
+    """With 12 references, the leave-one-out weights keep an uninformative covariate out (mean shift 0.008;
+    giving the val + train regression all the weight whenever it is defined shifts them by 0.032)."""
+    shifts = {}
+    for informative in (True, False):
+        population = train_val_population(np.random.default_rng(40), 100, informative)
+        forecaster = CurveForecaster()
+        for val, train in population[:12]:
+            forecaster.add_reference(EPOCHS, val, train=train)
+        shifts[informative] = np.mean([abs(forecaster.forecast(EPOCHS[:10], val[:10], FINAL, train=train[:10]).mean
+                                           - forecaster.forecast(EPOCHS[:10], val[:10], FINAL).mean)
+                                       for val, train in population[12:]])
+    assert shifts[False] < 0.015 and shifts[True] > 0.03, shifts
+
+
+def assert_same_paths(a, b) -> None:
+    assert a.methods == b.methods
+    for name in ("references", "is_logit", "locs", "scales", "weights"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_without_enough_training_curves_the_forecast_is_the_validation_only_one():
+    rng = np.random.default_rng(41)
+    population = train_val_population(rng, 30)
+    val, train = population[-1]
+    with_train, without, mixed, mostly = CurveForecaster(), CurveForecaster(), CurveForecaster(), CurveForecaster()
+    for k, (v, t) in enumerate(population[:20]):
+        with_train.add_reference(EPOCHS, v, train=t)
+        without.add_reference(EPOCHS, v)
+        mixed.add_reference(EPOCHS, v, train=t if k < 9 else None)  # 9 of 20 have one: too many lack it
+        mostly.add_reference(EPOCHS, v, train=t if k < 10 else None)  # half have one: enough
+    plain = without.forecast_path(EPOCHS[:30], val[:30], FINAL)
+    assert_same_paths(with_train.forecast_path(EPOCHS[:30], val[:30], FINAL), plain)  # candidate without one
+    assert_same_paths(without.forecast_path(EPOCHS[:30], val[:30], FINAL, train=train[:30]), plain)
+    assert_same_paths(mixed.forecast_path(EPOCHS[:30], val[:30], FINAL, train=train[:30]), plain)
+    used = mostly.forecast_path(EPOCHS[:30], val[:30], FINAL, train=train[:30])
+    assert used.locs.shape[0] > plain.locs.shape[0]  # the val + train components joined in
+    np.testing.assert_allclose(used.weights.sum(axis=0), 1.0)
+    few = CurveForecaster()  # 5 references with train curves: fewer than the regression needs
+    for v, t in population[:5]:
+        few.add_reference(EPOCHS, v, train=t)
+    bare = CurveForecaster()
+    for v, _ in population[:5]:
+        bare.add_reference(EPOCHS, v)
+    assert_same_paths(few.forecast_path(EPOCHS[:30], val[:30], FINAL, train=train[:30]),
+                      bare.forecast_path(EPOCHS[:30], val[:30], FINAL))
+
+
+PINNED_MEAN = 0.6999968792523296  # CurveForecaster before the training-curve covariate, numpy 2 (this machine)
+PINNED_QUANTILES = [0.6650749757124126, 0.6987456174928313, 0.7375240550858635]
+
+
+def test_validation_only_forecasts_keep_their_numbers():
+    """Pinned from the implementation before the training-curve covariate existed (same seed, same inputs)."""
+    rng = np.random.default_rng(11)
+    population = [np.clip(late_rise(rng)(EPOCHS) + rng.normal(0, 0.005, EPOCHS.size), 0, 1) for _ in range(40)]
+    forecaster = CurveForecaster()
+    for y in population[:30]:
+        forecaster.add_reference(EPOCHS, y)
+    f = forecaster.forecast(EPOCHS[:20], population[35][:20], FINAL)
+    assert f.mean == pytest.approx(PINNED_MEAN, rel=1e-9)
+    assert [f.lower, f.median, f.upper] == pytest.approx(PINNED_QUANTILES, rel=1e-9)
+
+
+def test_forecast_path_and_first_stop_with_a_training_curve_match_stepwise_calls():
+    rng = np.random.default_rng(42)
+    population = train_val_population(rng, 30)
+    forecaster = CurveForecaster()
+    for v, t in population[:25]:
+        forecaster.add_reference(EPOCHS, v, train=t)
+    val, train = min(population[25:], key=lambda c: c[0][-1])  # the poorest candidate
+    path = forecaster.forecast_path(EPOCHS[:40], val[:40], FINAL, train=train[:40])
+    for i in (4, 9, 39):
+        one = forecaster.forecast(EPOCHS[:i + 1], val[:i + 1], FINAL, train=train[:i + 1])
+        assert one.method == path.at(i).method == "run-calibrated"
+        assert one.mean == pytest.approx(path.at(i).mean, abs=1e-9)
+        assert one.quantiles == pytest.approx(path.at(i).quantiles, abs=1e-9)
+    rule = EarlyStopRule(forecaster, threshold=0.05, min_epochs=3, audit_fraction=0.0)
+    incumbent = max(v[-1] for v, _ in population[:25])
+    acted = rule.first_stop(EPOCHS, val, FINAL, incumbent, candidate_id="x", train=train)
+    stepwise = next(((t - 1, d) for t in range(1, 101)
+                     if (d := rule.decide(EPOCHS[:t], val[:t], FINAL, incumbent, candidate_id="x",
+                                          train=train[:t])).stop), None)
+    assert acted is not None and stepwise is not None and acted[0] == stepwise[0]
+    assert acted[1].p_beat == pytest.approx(stepwise[1].p_beat, rel=1e-9, abs=1e-12)
+
+
+#############################################
 #              Early-stop rule              #
 #############################################
 
@@ -274,6 +409,25 @@ def test_bad_curves_raise_value_errors_that_say_the_fix(epochs, values, final, m
         CurveForecaster().forecast(epochs, values, final)
 
 
+@pytest.mark.parametrize("train, message", [
+    ([0.1, 0.2], r"2 training accuracies for 3 epochs.*aligned with epochs"),
+    ([0.1, 0.2, 0.3, 0.4], r"4 training accuracies for 3 epochs"),
+    ([10.0, 20.0, 30.0], r"training accuracies must be fractions in \[0, 1\].*percentage: divide by 100"),
+    ([0.1, float("nan"), 0.3], r"training accuracies must be fractions in \[0, 1\], got nan at epoch 2"),
+    ([0.1, -0.2, 0.3], r"training accuracies must be fractions in \[0, 1\]"),
+    ("abc", r"train must be a sequence of numbers"),
+])
+def test_bad_training_curves_raise_value_errors_that_say_the_fix(train, message):
+    with pytest.raises(ValueError, match=r"^train curve: " + message):
+        CurveForecaster().forecast([1, 2, 3], [0.1, 0.2, 0.3], 10, train=train)
+    with pytest.raises(ValueError, match=r"^reference curve: " + message):
+        CurveForecaster().add_reference([1, 2, 3], [0.1, 0.2, 0.3], train=train)
+    with pytest.raises(ValueError, match=message):
+        EarlyStopRule().decide([1, 2, 3], [0.1, 0.2, 0.3], 10, incumbent=0.5, candidate_id="a", train=train)
+    with pytest.raises(ValueError, match=message):
+        EarlyStopRule().first_stop([1, 2, 3], [0.1, 0.2, 0.3], 10, incumbent=0.5, candidate_id="a", train=train)
+
+
 def test_bad_rule_inputs_raise_value_errors():
     with pytest.raises(ValueError, match=r"threshold=1.5 must be a probability"):
         EarlyStopRule(threshold=1.5)
@@ -305,13 +459,18 @@ def write_curves_csv(path: Path, n: int = 14, epochs: int = 30, seed: int = 30) 
     return path
 
 
-def test_bench_replays_a_small_curves_file(tmp_path):
+@pytest.mark.parametrize("train", [True, False])
+def test_bench_replays_a_small_curves_file(tmp_path, train):
     curves = write_curves_csv(tmp_path / "curves.csv")
     out = subprocess.run([sys.executable, "bench/early_stopping.py", "--curves", str(curves), "--orders", "2",
                           "--thresholds", "0.05", "0.2", "--forecast-epochs", "5", "10", "--median-min-epochs", "10",
-                          "--behind", "5", "--behind-min-epochs", "5", "--no-write", "--json", str(tmp_path / "raw.json")],
+                          "--behind", "5", "--behind-min-epochs", "5", "--no-write", "--json", str(tmp_path / "raw.json"),
+                          *([] if train else ["--no-train-curve"])],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+    setting = "validation + training curves" if train else "validation curves only"
+    assert f"the forecast rule uses the {setting}" in out.stdout
+    assert ("Spearman run-calibrated val+train" in out.stdout) == train
     last = out.stdout.strip().splitlines()[-1]
     number = r"(\d+\.\d+|nan)"
     assert re.fullmatch(rf"early-stopping: saving={number}x regret={number}pp spearman@10={number} "
@@ -320,6 +479,23 @@ def test_bench_replays_a_small_curves_file(tmp_path):
     assert {(p["policy"], p["setting"]) for p in raw["policies"]} >= {("forecast", "P(beat) < 0.05"),
                                                                       ("median", "from epoch 10")}
     assert [q["epoch"] for q in raw["quality"]] == [5, 10]
+    assert all(np.isfinite(q["spearman_calibrated"]) for q in raw["quality"])
+    assert all(np.isfinite(q["spearman_train"]) == train and np.isfinite(q["coverage_train"]) == train
+               for q in raw["quality"])
+    spearman10 = float(re.search(r"spearman@10=(\S+)", last).group(1))
+    expected = raw["quality"][1]["spearman_train" if train else "spearman_calibrated"]
+    assert spearman10 == pytest.approx(expected, abs=1e-3)
+
+
+def test_bench_reports_a_malformed_train_column(tmp_path):
+    curves = write_curves_csv(tmp_path / "curves.csv")
+    lines = curves.read_text().splitlines()
+    lines[3] = lines[3].replace('"[', '"[12.5, ', 1)  # one training accuracy too many in row 4
+    curves.write_text("\n".join(lines) + "\n")
+    out = subprocess.run([sys.executable, "bench/early_stopping.py", "--curves", str(curves), "--no-write"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "row 4" in out.stderr and "train_accs" in out.stderr and "same epochs" in out.stderr
 
 
 def test_bench_reports_a_missing_curves_file(tmp_path):
