@@ -4,7 +4,7 @@
 #               proposer portfolio (about 3.5 min on 2 cores; the first run also prepares the model, about 1 min)
 # make demo-nb201  the same on the NAS-Bench-201 tables (tabular, seconds)
 # make test     installs, then runs the whole test suite
-# make bench    reproduces docs/benchmarks.md
+# make bench    reproduces docs/benchmarks.md (hours on 2 cores)
 
 SYS_PYTHON ?= python3
 # torch first, pinned: a bare `torch` requirement with no torch installed pulls a multi-GB CUDA build.
@@ -46,6 +46,11 @@ bench: $(STAMP)
 	$(PYTHON) bench/search_nb201.py --task nb201-cifar100 --benchmark-dir "$(BENCHDATA)/nb201"
 	$(PYTHON) bench/search_speed.py --benchmark-dir "$(BENCHDATA)/nb201"
 	$(PYTHON) bench/search_digits.py
+	$(PYTHON) bench/early_stop_digits.py
+	$(PYTHON) bench/early_stopping.py
+	$(PYTHON) bench/proxies.py
+	$(PYTHON) bench/latency.py
+	$(PYTHON) bench/train_throughput.py
 
 clean:
 	rm -rf .make build *.egg-info .pytest_cache

@@ -66,9 +66,18 @@ class Settings(BaseModel):
     max_llm_cost: float | None = Field(default=None, gt=0, description="dollars of LLM calls after which a search stops (needs llm_price_in/out for openai)")
     reflect_every: int = Field(default=10, ge=0, description="LLM proposers: distil insights from the history every this many evaluations; 0: never")
     portfolio_cost: Literal["evaluation", "second", "dollar"] = Field(default="evaluation", description="portfolio: what an operator's improvement is measured per")
-    early_stop: Literal["off", "forecast"] = Field(default="off", description="training tasks: stop candidates whose learning-curve forecast says they will not beat the best finished one")
+    early_stop: Literal["off", "forecast", "asha", "both"] = Field(default="off", description="training tasks: forecast (stop candidates whose learning-curve forecast says they will not beat the best finished one), asha (asynchronous successive halving over --rungs), both, or off")
     early_stop_threshold: float = Field(default=0.05, gt=0, lt=1, description="early stop: stop when P(final > incumbent) falls below this")
     audit_fraction: float = Field(default=0.1, ge=0, le=1, description="early stop: share of would-be-stopped candidates that train on, to measure the forecast's live error")
+    rungs: list[int] | None = Field(default=None, description="successive halving: epochs at which candidates are compared (default: epochs / eta^k, e.g. 2, 5 for 15 epochs)")
+    reduction_factor: int = Field(default=3, ge=2, le=16, description="successive halving: the top 1/eta of a rung continues")
+    objectives: list[Literal["accuracy", "latency", "params", "flops"]] = Field(default_factory=lambda: ["accuracy"], description="what the search optimises: accuracy (maximised) and optionally latency, params, flops (minimised); several give a Pareto front")
+    max_latency_ms: float | None = Field(default=None, gt=0, description="hard limit on batch-1 inference latency (ms), measured before training")
+    max_params: int | None = Field(default=None, gt=0, description="hard limit on the parameter count, checked before training")
+    max_flops: int | None = Field(default=None, gt=0, description="hard limit on FLOPs (multiply-accumulates per image), checked before training")
+    proxies: list[Literal["synflow", "naswot", "jacob_cov", "grad_norm", "snip"]] = Field(default_factory=lambda: ["synflow", "naswot", "jacob_cov", "grad_norm", "snip"], description="zero-cost proxies each training worker scores on a training batch before training (recorded; [] for none)")
+    screen: Literal["synflow", "naswot", "jacob_cov", "grad_norm", "snip"] | None = Field(default=None, description="screen proposals by this zero-cost proxy before training: propose screen_factor times as many, train the best")
+    screen_factor: int = Field(default=4, ge=2, le=20, description="screening: proposals made for every candidate trained")
     llm_after: int = Field(default=8, ge=0, description="portfolio: finished candidates before its LLM operators propose (the LLM proposes from a history, which needs results)")
     directions: list[str] = Field(default_factory=list, description="the user's directions, shown to the LLM in every prompt (e.g. 'prefer 3x3 convolutions')")
 
@@ -81,6 +90,7 @@ class Settings(BaseModel):
 FIELDS = tuple(Settings.model_fields)
 # Environment names the wider ecosystem uses, read when AGENT_<NAME> is not set.
 ENV_ALIASES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
+LIST_FIELDS = {"directions", "rungs", "objectives", "proxies"}  # from the environment: JSON lists or comma-separated
 PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table", "data_dir", "model_cache"}
 
 
@@ -143,13 +153,17 @@ def load_settings(
         if not env.get(env_names[key]) and env.get(alias):
             env_names[key] = alias
     env_values: dict[str, Any] = {k: env[name] for k, name in env_names.items() if env.get(name)}
-    if "directions" in env_values:  # a JSON list, or one direction
-        text = env_values["directions"]
+    for key in LIST_FIELDS & env_values.keys():  # a JSON list; else one direction, or comma-separated items
+        text = env_values[key]
         try:
-            env_values["directions"] = json.loads(text) if text.lstrip().startswith("[") else [text]
+            if text.lstrip().startswith("["):
+                env_values[key] = json.loads(text)
+            else:
+                env_values[key] = [text] if key == "directions" else [t.strip() for t in text.split(",") if t.strip()]
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"env {env_names['directions']}: not a JSON list: {exc}",
-                              hint='set it to one direction, or a JSON list such as ["a", "b"]') from None
+            raise ConfigError(f"env {env_names[key]}: not a JSON list: {exc}",
+                              hint='set it to one direction, or a JSON list such as ["a", "b"]' if key == "directions"
+                              else 'set it to comma-separated values ("a,b") or a JSON list') from None
     cwd_file = cwd / CONFIG_FILE
     cwd_values = _read_toml(cwd_file) if cwd_file.is_file() else {}
 

@@ -45,6 +45,9 @@ class SearchProgress:
         done = state["evaluations"]
         top = state["top"]
         best = f"best val {top[0]['val_accuracy']:.4f} ({top[0]['candidate_id']})" if top else ""
+        invalid = state.get("counts", {}).get("invalid", 0)
+        if invalid:
+            best += f"; {invalid} rejected before training"
         if self._progress is not None:
             self._progress.update(self._task, completed=done, best=best)
         elif evaluation.wall_seconds >= 1.0:  # a training: one line each
@@ -65,8 +68,10 @@ class SearchProgress:
                                    highlight=False)
             return
         if event.kind == "started" and d.get("epochs"):
+            start = d.get("from_epoch") or 0
             self._jobs[event.candidate_id + str(d.get("seed"))] = self._progress.add_task(
-                "train", total=d["epochs"], best=f"  {label}: starting")
+                "train", total=d["epochs"], completed=start,
+                best=f"  {label}: " + (f"continuing from epoch {start}" if start else "starting"))
         elif event.kind == "progress":
             task = self._jobs.get(event.candidate_id + str(d.get("seed")))
             if task is not None:

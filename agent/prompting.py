@@ -35,10 +35,12 @@ class Row:
     status: str = "ok"
     val_accuracy: float | None = None
     error: str | None = None
+    measured: str | None = None  # the other objectives' values, e.g. "latency 0.41 ms, 12,300 params"
 
     @property
     def outcome(self) -> str:
-        return f"{self.val_accuracy:.4f}" if self.val_accuracy is not None else self.status
+        text = f"{self.val_accuracy:.4f}" if self.val_accuracy is not None else self.status
+        return f"{text} ({self.measured})" if self.measured else text
 
 
 @dataclass(frozen=True)
@@ -54,18 +56,37 @@ class HistoryView:
 
     @classmethod
     def from_rows(cls, rows: dict[str, list[dict[str, Any]]], describe: Callable[[dict], str], *,
-                  evaluations: int, budget: int, insights: list[str] | None = None) -> "HistoryView":
-        """From ``History.prompt_history`` rows; ``describe(spec)`` gives each row's description."""
+                  evaluations: int, budget: int, insights: list[str] | None = None,
+                  show: tuple[str, ...] = ()) -> "HistoryView":
+        """From ``History.prompt_history`` rows; ``describe(spec)`` gives each row's description;
+        ``show`` names the measurements (``latency_ms``, ``params``, ``flops``) each row states."""
         def make(r: dict[str, Any]) -> Row:
             error = r.get("error")
             if error and len(error) > ERROR_CHARS:
                 error = error[:ERROR_CHARS] + " ..."
             return Row(candidate_id=r["candidate_id"], description=describe(r["spec"]), status=r["status"],
-                       val_accuracy=r.get("val_accuracy"), error=error.replace("\n", " ") if error else None)
+                       val_accuracy=r.get("val_accuracy"), error=error.replace("\n", " ") if error else None,
+                       measured=measured_text(r.get("measurements") or {}, show))
 
         return cls(evaluations=evaluations, budget=budget, insights=list(insights or []),
                    **{k: [make(r) for r in rows.get(k, [])]
                                                               for k in ("best", "recent", "diverse", "failures")})
+
+
+def measured_text(measurements: dict[str, Any], show: tuple[str, ...]) -> str | None:
+    """``latency 0.41 ms, 12,300 params, 1.2M FLOPs`` for the measurements named in ``show``."""
+    parts = []
+    for key in show:
+        value = measurements.get(key)
+        if value is None:
+            continue
+        if key == "latency_ms":
+            parts.append(f"latency {value:.3g} ms")
+        elif key == "params":
+            parts.append(f"{value:,} params")
+        elif key == "flops":
+            parts.append(f"{value / 1e6:.3g}M FLOPs")
+    return ", ".join(parts) or None
 
 
 class Prompts:

@@ -50,8 +50,17 @@ class SearchSummary(_Out):
                                                                   "(training tasks; None for table lookups)")
     epochs_saved: int | None = Field(default=None, description="epochs early stopping did not spend: each stopped "
                                                                 "candidate's remaining epochs")
-    early_stop: dict[str, Any] | None = Field(default=None, description="--early-stop forecast: forecasts, stopped, "
+    early_stop: dict[str, Any] | None = Field(default=None, description="--early-stop forecast|both: forecasts, stopped, "
                                                                           "and the audits' live error")
+    asha: dict[str, Any] | None = Field(default=None, description="--early-stop asha|both: eta, per rung how many "
+                                                                    "reached it and were promoted, pruned")
+    objectives: list[str] = Field(default_factory=lambda: ["accuracy"], description="what the search optimised")
+    pareto: list[dict[str, Any]] | None = Field(default=None, description="multi-objective: the Pareto front of the ok "
+                                                                           "candidates, each with its objective values")
+    pretraining: dict[str, Any] | None = Field(default=None, description="measurements before training: how many were "
+                                                                           "measured, rejected by a constraint, screened out")
+    proxies: dict[str, Any] | None = Field(default=None, description="per zero-cost proxy the workers scored: its Spearman "
+                                                                      "correlation with the ok candidates' validation accuracy")
 
 
 class RunRow(_Out):

@@ -16,6 +16,11 @@ Contract:
 - ``cancel(candidate_id, status=..., reason=...)`` stops a job; it then finishes with that status
   (``pruned`` by default; ``stopped_early`` when an early-stop rule stopped it) and the reason as
   its error text.
+- Multi-fidelity (training pools): a search job with ``fidelity`` below the pool's ``epochs``
+  trains only that far, on the full schedule's learning rates; with ``checkpoint`` it leaves a
+  checkpoint, and a later job of the same candidate with ``resume`` continues from it (its
+  evaluation then holds the whole curve). ``discard(candidate_id)`` drops a checkpoint that will
+  not be continued.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ class Job:
     candidate_id: str
     spec: dict[str, Any]
     purpose: Purpose = Purpose.SEARCH
-    fidelity: float | None = None  # None: the task's default
+    fidelity: float | None = None  # epochs to train to; None: the task's (the end of the schedule)
     seed: int = 0  # training seed (final evaluations retrain with several)
+    checkpoint: bool = False  # keep a checkpoint at ``fidelity`` so a later job can continue
+    resume: bool = False  # continue the candidate's checkpoint instead of starting afresh
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ class EvaluationPool(ABC):
 
     def free_slots(self) -> int:
         return max(0, self.capacity - self.in_flight)
+
+    def discard(self, candidate_id: str) -> None:
+        """Forget the candidate's checkpoint; pools that keep none have nothing to do."""
 
     def close(self) -> None:
         """Release workers; the default pool holds none."""

@@ -5,13 +5,16 @@ over a key it received before any candidate code ran; the trusted side accepts a
 when the signature is right, the job id is this job's, the sequence number is the next one,
 the message is of a known type with exactly its fields, and it comes in protocol order:
 
-    ready -> epoch 1 -> epoch 2 ... -> [test] -> done        (or failure at any point)
+    ready -> [proxies] -> epoch s+1 -> epoch s+2 ... -> epoch e -> [test] -> done   (or failure at any point)
 
-Messages carry predictions, never metrics: the trusted side computes every metric against
-labels the worker never had. Anything else is rejected and counted, never used. The one
-exception is the training side of an epoch (``train_loss``, ``train_accuracy``: the worker
-holds the training labels anyway); they are shown and feed the learning-curve forecast, and
-never choose a candidate.
+where a fresh job starts at s = 0 and a job that continues a checkpoint at the checkpoint's
+epoch, and e is the epoch the job was asked to stop after. Messages carry predictions, never
+metrics: the trusted side computes every metric against labels the worker never had.
+Anything else is rejected and counted, never used. The exceptions are what the worker can
+know from the training side alone (it holds the training labels anyway): an epoch's
+``train_loss`` and ``train_accuracy``, and the zero-cost proxies of the untrained network on
+a training batch. They are recorded, shown and feed the learning-curve forecast; they never
+choose a candidate.
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ class Epoch(_Msg):
     images_per_second: float = Field(ge=0)
 
 
+class Proxies(_Msg):
+    type: Literal["proxies"]
+    scores: dict[str, Annotated[float, Field(allow_inf_nan=False)]]  # proxy name -> score of the untrained network (evaluator.proxies)
+    errors: dict[str, str]  # proxy name -> why it is undefined for this network
+    seconds: float = Field(ge=0)
+
+
 class Test(_Msg):
     type: Literal["test"]
     predictions: list[int]
@@ -67,7 +77,7 @@ class Done(_Msg):
     type: Literal["done"]
 
 
-Message = Annotated[Union[Ready, Epoch, Test, Failure, Done], Field(discriminator="type")]
+Message = Annotated[Union[Ready, Proxies, Epoch, Test, Failure, Done], Field(discriminator="type")]
 _MESSAGE = TypeAdapter(Message)
 
 
@@ -107,7 +117,9 @@ class Checker:
     n_val: int
     n_test: int  # 0 when this job must not send test predictions
     num_classes: int
-    epochs: int
+    epochs: int  # the epoch the job stops after
+    start_epoch: int = 0  # the epoch of the checkpoint it continues (0: a fresh start)
+    proxies: frozenset[str] = frozenset()  # the proxies it was asked for (none: no proxies message)
     accepted: list[Any] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # reasons, in arrival order
 
@@ -150,9 +162,20 @@ class Checker:
             return None if previous is None else "ready sent twice"
         if previous is None:
             return f"{msg.type} before ready"
+        if isinstance(msg, Proxies):
+            if not self.proxies:
+                return "proxies from a job that was not asked for them"
+            if not isinstance(previous, Ready):
+                return f"proxies after {previous.type}, not right after ready"
+            unknown = (set(msg.scores) | set(msg.errors)) - self.proxies
+            if unknown:
+                return f"proxies not asked for: {sorted(unknown)}"
+            if any(len(text) > 500 for text in msg.errors.values()):
+                return "a proxy error text longer than 500 characters"
+            return None
         if isinstance(msg, Epoch):
-            expected = previous.epoch + 1 if isinstance(previous, Epoch) else 1
-            if not isinstance(previous, (Ready, Epoch)) or msg.epoch != expected:
+            expected = previous.epoch + 1 if isinstance(previous, Epoch) else self.start_epoch + 1
+            if not isinstance(previous, (Ready, Proxies, Epoch)) or msg.epoch != expected:
                 return f"epoch {msg.epoch} out of order (expected {expected} after {previous.type})"
             if msg.epoch > self.epochs:
                 return f"epoch {msg.epoch} beyond the {self.epochs} asked for"

@@ -83,6 +83,7 @@ class Candidate(BaseModel):
     prompt_ref: str | None = None
     status: Status = Status.QUEUED
     error: str | None = None
+    measurements: dict[str, Any] = Field(default_factory=dict)  # before training: params, flops, latency_ms, proxy_*
     created: datetime = Field(default_factory=utc_now)
 
 

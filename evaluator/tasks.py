@@ -7,6 +7,10 @@ Tabular tasks (``nb201-*``) look cells up in NAS-Bench-201 tables found by path:
 
 Training tasks (``digits``, ``cifar10``, ``file:PATH.npz``, ``folder:DIR``) train every
 candidate on real data; their shape and classes come from the data (``training_task``).
+
+Curve tasks (``curves:FILE.csv``) replay recorded per-epoch learning curves of NAS-Bench-201
+cells (evaluator.curves): a search over the file's cells in which early stopping and
+successive halving act as on real training, in milliseconds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ class Task(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    kind: Literal["tabular", "train"]
+    kind: Literal["tabular", "train", "curves"]
     description: str
     dataset: str
     input_shape: tuple[int, ...]
@@ -75,6 +79,21 @@ def is_training_task(name: str) -> bool:
     return name in _TRAINING or name.startswith(tuple(_TRAINING_PREFIXES))
 
 
+CURVES_PREFIX = "curves:"
+
+
+def is_curves_task(name: str) -> bool:
+    return name.startswith(CURVES_PREFIX)
+
+
+def curves_task(name: str, path: Path, cells: int, epochs: int) -> Task:
+    """The Task of ``curves:FILE``: the NAS-Bench-201 skeleton on CIFAR-shaped input, the file's epochs."""
+    return Task(name=name, kind="curves", description=f"{cells} NAS-Bench-201 cells with recorded {epochs}-epoch "
+                f"learning curves from {path.name}, replayed epoch by epoch (validation accuracy is the signal; no test split)",
+                dataset=path.stem, input_shape=(3, 32, 32), num_classes=10, default_budget=min(50, cells),
+                default_space="nb201", fidelity=epochs)
+
+
 def training_task(name: str, input_shape: tuple[int, ...], num_classes: int, source: str = "") -> Task:
     """The Task of a training task whose data are loaded (shape and classes come from them)."""
     d = _TRAINING.get(name) or next(v for k, v in _TRAINING_PREFIXES.items() if name.startswith(k))
@@ -95,7 +114,7 @@ def resolve_task(
         known = TASK_NAMES + TRAINING_TASKS
         raise TaskError(
             f"unknown task {name!r}{did_you_mean(name, known)}",
-            hint="known tasks: " + ", ".join(known) + ", file:PATH.npz, folder:DIR (`agent tasks` lists them)",
+            hint="known tasks: " + ", ".join(known) + ", file:PATH.npz, folder:DIR, curves:FILE.csv (`agent tasks` lists them)",
         )
     d = _NB201[name]
     bdir = Path(benchmark_dir) if benchmark_dir is not None else None
@@ -139,6 +158,8 @@ def resolve_task(
 def describe_tasks() -> list[dict[str, str]]:
     rows = [{"task": name, "space": d.default_space, "kind": "train", "data": d.about}
             for name, d in (_TRAINING | {f"{k}...": v for k, v in _TRAINING_PREFIXES.items()}).items()]
+    rows.append({"task": f"{CURVES_PREFIX}...", "space": "nb201", "kind": "curves",
+                 "data": "recorded NAS-Bench-201 learning curves: curves:FILE.csv (replayed epoch by epoch)"})
     return rows + [
         {"task": name, "space": "nb201", "kind": "tabular", "data": f"NAS-Bench-201 tables, {d.about}"}
         for name, d in _NB201.items()

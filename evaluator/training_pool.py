@@ -5,6 +5,13 @@ images without labels), gives each job a scratch folder with links to them, star
 ``python -I -m evaluator.worker`` under the limits of ``sandbox.process``, checks every
 message it sends (evaluator.protocol), and computes every metric itself from the
 predictions and the labels it alone holds. Up to ``capacity`` jobs run at once.
+
+A search job may stop before the end of the schedule and leave a checkpoint, which the pool
+keeps under ``workdir/checkpoints`` (outside every job's scratch folder) with the curve so
+far; a later job of the same candidate continues from it and its evaluation holds the whole
+curve. Search jobs that start afresh can also score the zero-cost proxies the pool was given
+(``proxies``) before training; they are recorded in the evaluation's metrics as
+``proxy_<name>``.
 """
 
 from __future__ import annotations
@@ -25,10 +32,26 @@ import numpy as np
 
 from evaluator.data.base import Dataset
 from evaluator.pool import EvaluationPool, Job, PoolEvent
-from evaluator.protocol import Checker, Done, Epoch, Failure, Ready, Test
+from evaluator.protocol import Checker, Done, Epoch, Failure, Proxies, Ready, Test
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
-from evaluator.worker import TEST_HOOKS_ENV
+from evaluator.worker import CHECKPOINT_IN, CHECKPOINT_OUT, TEST_HOOKS_ENV
 from sandbox.process import ChildProcess, Limits, clean_env
+
+
+PROXY_EXTRAS = ("proxy_seconds", "proxy_undefined")  # the metrics written beside the proxy_<name> scores
+
+
+@dataclass
+class _Saved:
+    """A candidate's checkpoint, and what its earlier jobs measured."""
+
+    path: Path
+    epoch: int
+    curve: list[CurvePoint]
+    device_seconds: float
+    wall_seconds: float
+    metrics: dict[str, Any]
+    jobs: int
 
 
 @dataclass
@@ -44,6 +67,10 @@ class _Running:
     curve: list[CurvePoint] = field(default_factory=list)
     device_seconds: float = 0.0
     images_per_second: float = 0.0
+    start_epoch: int = 0
+    stop_epoch: int = 0
+    saved: _Saved | None = None  # the checkpoint this job continues
+    proxies: Proxies | None = None
 
 
 class TrainingPool(EvaluationPool):
@@ -59,6 +86,7 @@ class TrainingPool(EvaluationPool):
         device: str = "cpu",
         threads: int | None = None,
         test_inject: dict[str, str] | None = None,  # candidate-id suffix -> code; tests only
+        proxies: tuple[str, ...] = (),  # zero-cost proxies search jobs score before training
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
@@ -70,6 +98,8 @@ class TrainingPool(EvaluationPool):
         self.threads = threads or max(1, (os.cpu_count() or 1) // capacity)
         self.workdir = Path(workdir)
         self.test_inject = test_inject or {}
+        self.proxies = tuple(proxies)
+        self._checkpoints: dict[str, _Saved] = {}
         self._events: queue.Queue[PoolEvent] = queue.Queue()
         self._running: dict[str, _Running] = {}
         self._results: dict[str, Evaluation] = {}
@@ -93,11 +123,7 @@ class TrainingPool(EvaluationPool):
         scratch.mkdir(parents=True)
         names = ["x_train", "y_train", "x_val"] + (["x_test"] if job.purpose is Purpose.FINAL else [])
         for name in names:
-            src, dst = self._staged / f"{name}.npy", scratch / f"{name}.npy"
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copyfile(src, dst)
+            _link_or_copy(self._staged / f"{name}.npy", scratch / f"{name}.npy")
         return scratch
 
     # -- the pool interface ----------------------------------------------------------
@@ -105,14 +131,28 @@ class TrainingPool(EvaluationPool):
     def submit(self, job: Job) -> None:
         if self.in_flight >= self.capacity:
             raise RuntimeError(f"pool is full ({self.capacity} jobs); submit when free_slots() > 0")
+        stop = int(job.fidelity or self.epochs)
+        if not 1 <= stop <= self.epochs:
+            raise ValueError(f"fidelity={job.fidelity} must be between 1 and the pool's {self.epochs} epochs")
+        if job.purpose is Purpose.FINAL and (stop != self.epochs or job.resume or job.checkpoint):
+            raise ValueError("a final evaluation trains the whole schedule from scratch: no fidelity, checkpoint or resume")
+        saved = self._checkpoints.get(job.candidate_id) if job.resume else None
+        if job.resume and (saved is None or saved.epoch >= stop):
+            have = f"one at epoch {saved.epoch}" if saved else "none"
+            raise ValueError(f"cannot resume {job.candidate_id} to epoch {stop}: the pool holds {have}")
+        start = saved.epoch if saved else 0
         job_id = f"{job.candidate_id}-{job.purpose.value}-s{job.seed}-{secrets.token_hex(3)}"
         key = secrets.token_bytes(32)
-        epochs = int(job.fidelity or self.epochs)
         want_test = job.purpose is Purpose.FINAL
+        proxies = self.proxies if job.purpose is Purpose.SEARCH and not saved else ()
         scratch = self._scratch(job, job_id)
+        if saved is not None:
+            _link_or_copy(saved.path, scratch / CHECKPOINT_IN)
         spec = {"job": job_id, "space": self.space, "spec": job.spec, "input_shape": list(self.dataset.input_shape),
-                "num_classes": self.dataset.num_classes, "x_scale": self.dataset.x_scale, "epochs": epochs,
-                "seed": job.seed, "device": self.device, "threads": self.threads, "want_test": want_test}
+                "num_classes": self.dataset.num_classes, "x_scale": self.dataset.x_scale, "epochs": self.epochs,
+                "stop_epoch": stop, "start_epoch": start, "save_checkpoint": job.checkpoint and stop < self.epochs,
+                "proxies": list(proxies), "seed": job.seed, "device": self.device, "threads": self.threads,
+                "want_test": want_test}
         extra_env = {}
         inject = next((code for suffix, code in self.test_inject.items() if job.candidate_id.endswith(suffix)), None)
         if inject is not None:
@@ -121,7 +161,8 @@ class TrainingPool(EvaluationPool):
         (scratch / "job.json").write_text(json.dumps(spec))
         checker = Checker(key=key, job=job_id, n_val=len(self.dataset.y_val),
                           n_test=len(self.dataset.y_test) if want_test else 0,
-                          num_classes=self.dataset.num_classes, epochs=epochs)
+                          num_classes=self.dataset.num_classes, epochs=stop, start_epoch=start,
+                          proxies=frozenset(proxies))
         threads_env = {k: str(self.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         if not self.device.startswith("cuda"):
             threads_env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job never touches (or holds memory on) a GPU
@@ -131,12 +172,16 @@ class TrainingPool(EvaluationPool):
             env=clean_env(threads_env | extra_env, home=scratch), limits=self.limits, key=key,
             on_message=lambda line: self._on_message(holder["run"], line), threads=self.threads,
         )
-        run = holder["run"] = _Running(job=job, checker=checker, process=process, scratch=scratch, started=time.monotonic())
+        run = holder["run"] = _Running(job=job, checker=checker, process=process, scratch=scratch, started=time.monotonic(),
+                                       curve=list(saved.curve) if saved else [],
+                                       device_seconds=saved.device_seconds if saved else 0.0,
+                                       start_epoch=start, stop_epoch=stop, saved=saved)
         with self._lock:
             self._running[job.candidate_id] = run
         process.start()
         self._events.put(PoolEvent(kind="started", candidate_id=job.candidate_id,
-                                   data={"job": job_id, "purpose": job.purpose.value, "seed": job.seed, "epochs": epochs}))
+                                   data={"job": job_id, "purpose": job.purpose.value, "seed": job.seed, "epochs": stop,
+                                         "from_epoch": start}))
         threading.Thread(target=self._finish, args=(run,), daemon=True).start()
 
     def events(self, timeout: float | None = None) -> list[PoolEvent]:
@@ -171,16 +216,26 @@ class TrainingPool(EvaluationPool):
         with self._lock:
             return len(self._running)
 
+    def discard(self, candidate_id: str) -> None:
+        with self._lock:
+            saved = self._checkpoints.pop(candidate_id, None)
+        if saved is not None:
+            saved.path.unlink(missing_ok=True)
+
     def close(self) -> None:
         for cid in list(self._running):
             self.cancel(cid)
         shutil.rmtree(self.workdir / "data", ignore_errors=True)
+        shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
+        self._checkpoints.clear()
 
     # -- one job ---------------------------------------------------------------------
 
     def _on_message(self, run: _Running, line: bytes) -> None:
         msg = run.checker.feed(line)
-        if isinstance(msg, Epoch):
+        if isinstance(msg, Proxies):
+            run.proxies = msg
+        elif isinstance(msg, Epoch):
             val = float(np.mean(np.asarray(msg.val_predictions) == self.dataset.y_val))
             run.curve.append(CurvePoint(epoch=msg.epoch, val_accuracy=val, train_loss=msg.train_loss,
                                         train_accuracy=msg.train_accuracy))
@@ -195,6 +250,7 @@ class TrainingPool(EvaluationPool):
     def _finish(self, run: _Running) -> None:
         result = run.process.wait()
         evaluation = self._evaluation(run, result)
+        evaluation = self._keep_checkpoint(run, evaluation)
         shutil.rmtree(run.scratch, ignore_errors=True)
         with self._lock:  # the event is queued before the slot frees, so no reader can miss it
             self._results[run.job.candidate_id] = evaluation
@@ -207,10 +263,20 @@ class TrainingPool(EvaluationPool):
         test = next((m for m in accepted if isinstance(m, Test)), None)
         failure = next((m for m in accepted if isinstance(m, Failure)), None)
         done = any(isinstance(m, Done) for m in accepted)
-        metrics: dict[str, Any] = {"seed": run.job.seed, "params": ready.params if ready else None, "epochs": len(run.curve),
-                                   "images_per_second": round(run.images_per_second, 1),
-                                   "peak_memory_mb": result.peak_rss_mb,
-                                   "rejected_messages": len(run.checker.rejected)}
+        metrics: dict[str, Any] = dict(run.saved.metrics) if run.saved else {}
+        peak = max(result.peak_rss_mb, float(metrics.get("peak_memory_mb") or 0.0))
+        metrics |= {"seed": run.job.seed, "params": ready.params if ready else metrics.get("params"),
+                    "epochs": len(run.curve), "images_per_second": round(run.images_per_second, 1),
+                    "peak_memory_mb": peak,
+                    "rejected_messages": len(run.checker.rejected) + int(metrics.get("rejected_messages") or 0)}
+        if run.saved:
+            metrics |= {"jobs": run.saved.jobs + 1, "resumed_from_epoch": run.start_epoch}
+        if run.proxies is not None:
+            metrics |= {f"proxy_{name}": round(value, 6) for name, value in run.proxies.scores.items()}
+            metrics |= {f"proxy_{name}": None for name in run.proxies.errors}
+            metrics[PROXY_EXTRAS[0]] = round(run.proxies.seconds, 4)
+            if run.proxies.errors:
+                metrics[PROXY_EXTRAS[1]] = "; ".join(f"{k}: {v}" for k, v in sorted(run.proxies.errors.items()))[:1000]
         if run.checker.rejected:
             metrics["first_rejection"] = run.checker.rejected[0][:300]
         tail = result.tail_text[-3000:]
@@ -240,5 +306,37 @@ class TrainingPool(EvaluationPool):
             candidate_id=run.job.candidate_id, purpose=run.job.purpose, status=status,
             fidelity=float(len(run.curve)), val_accuracy=val if status is Status.OK else None,
             test_accuracy=test_acc, curve=run.curve, metrics=metrics, source=f"trained on {self.device}",
-            wall_seconds=result.wall_seconds, device_seconds=run.device_seconds, error=error,
+            wall_seconds=result.wall_seconds + (run.saved.wall_seconds if run.saved else 0.0),
+            device_seconds=run.device_seconds, error=error,
         )
+
+    def _keep_checkpoint(self, run: _Running, evaluation: Evaluation) -> Evaluation:
+        """After a job that stopped early to be continued, move its checkpoint out of the scratch
+        folder; after any other job, the candidate's old checkpoint is no longer needed."""
+        cid = run.job.candidate_id
+        wanted = run.job.checkpoint and run.stop_epoch < self.epochs and evaluation.status is Status.OK
+        if not wanted:
+            if run.job.purpose is Purpose.SEARCH:
+                self.discard(cid)
+            return evaluation
+        produced = run.scratch / CHECKPOINT_OUT
+        if produced.is_symlink() or not produced.is_file():
+            self.discard(cid)
+            return evaluation.model_copy(update={
+                "status": Status.FAILED, "val_accuracy": None,
+                "error": f"the worker finished epoch {run.stop_epoch} but left no checkpoint to continue from"})
+        keep = self.workdir / "checkpoints" / f"{cid}.pt"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(produced, keep)
+        with self._lock:
+            self._checkpoints[cid] = _Saved(path=keep, epoch=run.stop_epoch, curve=list(run.curve),
+                                            device_seconds=run.device_seconds, wall_seconds=evaluation.wall_seconds,
+                                            metrics=dict(evaluation.metrics), jobs=int(evaluation.metrics.get("jobs", 1)))
+        return evaluation
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

@@ -4,6 +4,12 @@ It reads its message key and opens its channel first, then reads ``job.json`` an
 the trusted side put in JOB_DIR (training images with labels; validation and test images
 without), builds the candidate, trains it and sends predictions (see evaluator.protocol).
 It never holds a validation or test label and never computes a metric.
+
+Before the first step of a fresh start it scores the untrained network with the zero-cost
+proxies the job asks for (``proxies``), on a seeded batch of training images. A job may stop
+before the end of the schedule (``stop_epoch``) and leave a checkpoint in JOB_DIR
+(``save_checkpoint``), and a later job may continue from it (``start_epoch`` > 0, the
+checkpoint copied in by the trusted side).
 """
 
 from __future__ import annotations
@@ -11,12 +17,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from evaluator.protocol import Channel
 
 TEST_HOOKS_ENV = "ARCHAGENT_TEST_HOOKS"  # set by the pool only when a test asks for fault injection
+CHECKPOINT_IN = "checkpoint_in.pt"  # the checkpoint a continuing job starts from (put there by the pool)
+CHECKPOINT_OUT = "checkpoint_out.pt"  # the checkpoint a job that stops early leaves behind
+PROXY_BATCH = 64  # training images the zero-cost proxies see
 
 
 def _read_key(fd: int) -> bytes:
@@ -52,9 +62,27 @@ def run(job_dir: Path, channel: Channel) -> None:
     torch.manual_seed(cfg.seed)
     model = build_model(job["space"], job["spec"], tuple(job["input_shape"]), job["num_classes"])
     channel.send("ready", params=sum(p.numel() for p in model.parameters()), device=cfg.device, threads=cfg.threads)
+
+    def score_proxies(model, xs, ys) -> None:
+        from evaluator.proxies import compute_proxies, ProxyError
+
+        started = time.perf_counter()
+        pick = torch.randperm(len(xs), generator=torch.Generator().manual_seed(cfg.seed))[:PROXY_BATCH].to(xs.device)
+        scores, errors = {}, {}
+        for name in job["proxies"]:  # one at a time: an undefined proxy says why, the others still count
+            try:
+                scores |= compute_proxies(model, xs[pick], ys[pick], [name], seed=cfg.seed)
+            except ProxyError as exc:
+                errors[name] = str(exc)[:500]
+        channel.send("proxies", scores=scores, errors=errors, seconds=time.perf_counter() - started)
+
+    start = job.get("start_epoch", 0)
     predict = train(model, x_train, y_train, x_val, job["x_scale"], cfg, lambda r: channel.send(
         "epoch", epoch=r.epoch, train_loss=r.train_loss, train_accuracy=r.train_accuracy, val_predictions=r.val_predictions.tolist(),
-        seconds=r.seconds, images_per_second=r.images_per_second))
+        seconds=r.seconds, images_per_second=r.images_per_second),
+        stop_epoch=job.get("stop_epoch"), resume_from=job_dir / CHECKPOINT_IN if start else None,
+        save_to=job_dir / CHECKPOINT_OUT if job.get("save_checkpoint") else None,
+        on_start=score_proxies if job.get("proxies") else None)
     if job["want_test"]:
         channel.send("test", predictions=predict(load("x_test")).tolist())
     channel.send("done")

@@ -166,7 +166,7 @@ def test_doctor_reports_versions_device_home_and_availability(tmp_path):
 def test_tasks_and_spaces_catalog():
     tasks = json.loads(run_cli("tasks", "--json").stdout)["tasks"]
     assert {t["task"] for t in tasks} == {"nb201-cifar10", "nb201-cifar100", "nb201-imagenet16", "digits", "cifar10",
-                                         "file:...", "folder:..."}
+                                         "file:...", "folder:...", "curves:..."}
     spaces = json.loads(run_cli("spaces", "nb201", "--json").stdout)["spaces"]
     assert set(spaces["nb201"]["schema"]["properties"]) == {f"edge_{i}_{j}" for i in range(1, 4) for j in range(i)}
 

@@ -83,7 +83,14 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             "ray": {"available": importlib.util.find_spec("ray") is not None},
             "data": _data(s),
         },
+        "latency_calibrations": _calibrations(),
     }
+
+
+def _calibrations() -> list[dict[str, Any]]:
+    from evaluator.latency import calibrations
+
+    return calibrations()
 
 
 def _data(s: Any) -> dict[str, Any]:
@@ -130,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
     c.print(f"data: digits {yes if data['digits'] else no + ' (pip install scikit-learn)'}; cifar10 "
             + (f"{yes} ({data['cifar10']['path']})" if data["cifar10"]["available"]
                else f"{no} (downloaded on first use into {data['cifar10']['path']}, or pass --data-dir)"), highlight=False)
+    cals = info["latency_calibrations"]
+    c.print("latency calibration: " + ("; ".join(f"{x['device']}, {x['threads']} thread(s): reference "
+                                                  f"{x['reference_ms']:.3f} ms over {x['sessions']} sessions"
+                                                  for x in cals) or "none yet (the first latency probe makes one)"),
+            highlight=False)
     overridden = {k: v for k, v in info["settings"].items() if v["source"] != "default"}
     if overridden:
         c.print("settings not at their defaults: " + ", ".join(f"{k}={v['value']} ({v['source']})" for k, v in overridden.items()),

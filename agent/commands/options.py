@@ -38,6 +38,29 @@ def positive_float(text: str) -> float:
     return value
 
 
+def comma_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list, got {text!r}")
+    return items
+
+
+def comma_ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers such as 2,5, got {text!r}") from None
+
+
+def proxy_list(text: str) -> list[str]:
+    """``all``, ``none``, or comma-separated proxy names (checked by the settings)."""
+    if text.strip() == "none":
+        return []
+    if text.strip() == "all":
+        return ["synflow", "naswot", "jacob_cov", "grad_norm", "snip"]
+    return comma_list(text)
+
+
 def add_task_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help="task name (`agent tasks` lists them)")
     parser.add_argument("--space", help="search space (default: the task's)")

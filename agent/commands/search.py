@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent.commands.options import TRAINING_FLAGS, console as make_console, add_task_data, non_negative_int, positive_float, positive_int, print_json, settings_flags
+from agent.commands.options import TRAINING_FLAGS, add_task_data, comma_ints, comma_list, console as make_console, non_negative_int, positive_float, positive_int, print_json, proxy_list, settings_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,14 +26,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a direction for the LLM, shown in every prompt (repeatable), e.g. 'avoid pooling'")
     parser.add_argument("--portfolio-cost", dest="portfolio_cost", choices=["evaluation", "second", "dollar"],
                         help="portfolio: measure each operator's improvement per evaluation (default), second or dollar")
-    parser.add_argument("--early-stop", dest="early_stop", choices=["off", "forecast"],
-                        help="training tasks: forecast each candidate's final accuracy after every epoch and stop it "
-                             "when it will almost surely not beat the best finished one (default off)")
-    parser.add_argument("--early-stop-threshold", dest="early_stop_threshold", type=positive_float, metavar="P",
-                        help="early stop: stop when P(beat the incumbent) < P (default 0.05)")
-    parser.add_argument("--audit-fraction", dest="audit_fraction", type=float, metavar="F",
-                        help="early stop: share of would-be-stopped candidates that train on to measure the "
-                             "forecast's error (default 0.1)")
+    stop = parser.add_argument_group("early stopping (training tasks)")
+    stop.add_argument("--early-stop", dest="early_stop", choices=["off", "forecast", "asha", "both"],
+                      help="forecast: forecast each candidate's final accuracy after every epoch and stop it when it "
+                           "will almost surely not beat the best finished one; asha: asynchronous successive halving "
+                           "(candidates stop at --rungs, the best continue from their checkpoint); both; off (default)")
+    stop.add_argument("--early-stop-threshold", dest="early_stop_threshold", type=positive_float, metavar="P",
+                      help="forecast: stop when P(beat the incumbent) < P (default 0.05)")
+    stop.add_argument("--audit-fraction", dest="audit_fraction", type=float, metavar="F",
+                      help="forecast: share of would-be-stopped candidates that train on to measure the forecast's "
+                           "error (default 0.1)")
+    stop.add_argument("--rungs", type=comma_ints, metavar="E1,E2",
+                      help="asha: epochs at which candidates are compared (default: epochs / eta^k, e.g. 2,5 for 15 epochs)")
+    stop.add_argument("--reduction-factor", dest="reduction_factor", type=positive_int, metavar="ETA",
+                      help="asha: the top 1/ETA of each rung continue (default 3)")
+    goal = parser.add_argument_group("objectives and constraints")
+    goal.add_argument("--objectives", type=comma_list, metavar="LIST",
+                      help="accuracy (maximised) and optionally latency, params, flops (minimised), e.g. "
+                           "accuracy,latency: the answer is then the Pareto front (default accuracy)")
+    goal.add_argument("--max-latency-ms", dest="max_latency_ms", type=positive_float, metavar="MS",
+                      help="reject candidates whose batch-1 latency, measured before training, exceeds MS")
+    goal.add_argument("--max-params", dest="max_params", type=positive_int, metavar="N",
+                      help="reject candidates with more than N parameters before training")
+    goal.add_argument("--max-flops", dest="max_flops", type=positive_int, metavar="N",
+                      help="reject candidates with more than N FLOPs (multiply-accumulates per image) before training")
+    goal.add_argument("--proxies", type=proxy_list, metavar="LIST",
+                      help="zero-cost proxies each worker scores before training: all (default), none, or some of "
+                           "synflow,naswot,jacob_cov,grad_norm,snip")
+    goal.add_argument("--screen", choices=["synflow", "naswot", "jacob_cov", "grad_norm", "snip"],
+                      help="propose --screen-factor times as many candidates and train only the best by this proxy")
+    goal.add_argument("--screen-factor", dest="screen_factor", type=positive_int, metavar="K",
+                      help="screening: proposals per candidate trained (default 4)")
     parser.add_argument("--llm-after", dest="llm_after", type=non_negative_int, metavar="N",
                         help="portfolio: let the LLM propose once N candidates have finished (default 8; 0: right "
                              "after the 3 random warm-up proposals, for a strong model)")
@@ -49,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(settings_flags(
         args, "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
         "population", "tournament", "llm", "model", "max_llm_cost", "reflect_every", "directions", "portfolio_cost", "llm_after",
-        "early_stop", "early_stop_threshold", "audit_fraction",
+        "early_stop", "early_stop_threshold", "audit_fraction", "rungs", "reduction_factor", "objectives",
+        "max_latency_ms", "max_params", "max_flops", "proxies", "screen", "screen_factor",
         *TRAINING_FLAGS,
     )).settings
     progress = SearchProgress.for_stderr()
@@ -85,10 +109,25 @@ def render_summary(summary) -> None:
     if summary.epochs_trained is not None:
         console.print(f"training epochs: {summary.epochs_trained} spent, {summary.epochs_saved} saved by early stopping",
                       highlight=False)
-    if summary.early_stop:
-        from agent.commands.history import early_stop_line
+    from agent.commands.history import asha_line, early_stop_line, pareto_line
 
+    if summary.early_stop:
         console.print(early_stop_line(summary.early_stop), highlight=False)
+    if summary.asha:
+        console.print(asha_line(summary.asha), highlight=False)
+    if summary.pretraining:
+        p = summary.pretraining
+        console.print(f"before training: {p['measured']} candidates measured ({p['seconds']:.1f} s), "
+                      f"{p['rejected_by_constraints']} rejected by a constraint"
+                      + (f", {p['screened_out']} screened out by {p['proxy']}" if p["proxy"] else ""), highlight=False)
+    if summary.proxies:
+        rhos = [f"{name} {r['spearman_val_accuracy']:+.2f}" for name, r in summary.proxies.items()
+                if r["spearman_val_accuracy"] is not None]
+        if rhos:
+            console.print("zero-cost proxies vs validation accuracy (Spearman, this run): " + ", ".join(rhos),
+                          highlight=False)
+    if summary.pareto:
+        console.print(pareto_line(summary.to_json()), highlight=False)
     if summary.llm:
         m = summary.llm
         rate = lambda r: "n/a" if r is None else f"{r:.0%}"  # noqa: E731

@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"rationale: {c['rationale']}", highlight=False)
     if c["error"]:
         console.print(f"[red]error:[/] {c['error']}", highlight=False)
+    if c.get("measurements"):
+        console.print("measured before training: " + measurement_text(c["measurements"]), highlight=False)
     table = Table(title="evaluations", title_justify="left")
     for col in ("purpose", "status", "fidelity", "val acc", "test acc", "source", "wall s"):
         table.add_column(col)
@@ -54,6 +56,24 @@ def run(args: argparse.Namespace) -> int:
     if c.get("forecasts"):
         console.print(_forecast_table(c))
     return 0
+
+
+def measurement_text(m: dict) -> str:
+    """The probe's measurements in words: params, FLOPs, latency (and how it was measured), proxies."""
+    parts = []
+    if m.get("params") is not None:
+        parts.append(f"{m['params']:,} params")
+    if m.get("flops") is not None:
+        parts.append(f"{m['flops']:,} FLOPs")
+    if m.get("latency_ms") is not None:
+        text = f"latency {m['latency_ms']:.4g} ms (IQR {m.get('latency_iqr_ms', 0):.3g}, raw {m.get('latency_raw_ms', 0):.4g} ms"
+        if m.get("throughput_images_per_s") is not None:
+            text += f"; {m['throughput_images_per_s']:,.0f} images/s at batch {m['throughput_batch']}"
+        parts.append(text + f"; {m.get('latency_device', '')})")
+    proxies = {k[6:]: v for k, v in m.items() if k.startswith("proxy_")}
+    if proxies:
+        parts.append("proxies " + ", ".join(f"{k} {'undefined' if v is None else f'{v:.4g}'}" for k, v in proxies.items()))
+    return "; ".join(parts)
 
 
 def _forecast_table(c: dict):

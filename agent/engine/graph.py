@@ -1,8 +1,10 @@
-"""The search loop as a langgraph graph: propose -> validate -> evaluate -> record -> reflect -> decide.
+"""The search loop as a langgraph graph:
+propose -> validate -> screen -> evaluate -> record -> reflect -> decide.
 
 Nodes are plain functions of the state and the run's context; each returns only the keys
 it changed. The pool is asynchronous: ``evaluate`` submits what fits and collects what has
-finished, so a pool with many slots keeps them busy while the proposer works.
+finished, so a pool with many slots keeps them busy while the proposer works. With
+successive halving, a free slot goes to a waiting candidate's promotion before a new one.
 """
 
 from __future__ import annotations
@@ -16,25 +18,43 @@ from langgraph.runtime import Runtime
 from agent.proposers import ProposalContext
 from agent.engine.state import TOP_K, SearchContext, SearchState
 from evaluator.errors import SpecError
+from evaluator.objectives import dominates, objective_values
 from evaluator.pool import Job
-from evaluator.records import Candidate, Purpose, Status
+from evaluator.records import Candidate, Evaluation, Purpose, Status
+from evaluator.training_pool import PROXY_EXTRAS
 
 
 def _candidate_id(run_id: str, seq: int) -> str:
     return f"{run_id}-c{seq:04d}"
 
 
+def _waiting(ctx: SearchContext) -> int:
+    return len(ctx.halving.waiting) if ctx.halving is not None else 0
+
+
+def _closing(state: SearchState, ctx: SearchContext) -> bool:
+    """No new candidate will be proposed: every remaining evaluation is already under way."""
+    pending = len(state["ready"]) + len(state["running"]) + _waiting(ctx)
+    return bool(state.get("stop_reason")) or state["evaluations"] + pending >= ctx.budget \
+        or state["attempts"] >= ctx.max_attempts
+
+
 def propose(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     ctx = runtime.context
     if state.get("stop_reason"):
         return {"proposals": []}
-    pending = len(state["ready"]) + len(state["running"])
-    n = min(ctx.pool.capacity - pending, ctx.budget - state["evaluations"] - pending, ctx.max_attempts - state["attempts"])
-    if n <= 0:
+    queued = len(state["ready"]) + len(state["running"])  # hold or wait for a pool slot
+    slots = ctx.pool.capacity - queued
+    if ctx.halving is not None and slots > 0:
+        slots -= ctx.halving.promotable(_closing(state, ctx))  # promotions take free slots first
+    n = min(slots, ctx.budget - state["evaluations"] - queued - _waiting(ctx))
+    factor = ctx.screen.factor if ctx.screen is not None and ctx.screen.proxy else 1
+    asked = min(n * factor, ctx.max_attempts - state["attempts"])
+    if n <= 0 or asked <= 0:
         return {"proposals": []}
     context = ProposalContext(seen=frozenset(state["seen"]), evaluations=state["evaluations"], budget=ctx.budget)
-    proposals = ctx.proposer.propose(n, context)[:n]
-    return {"proposals": proposals, "attempts": state["attempts"] + len(proposals)}
+    proposals = ctx.proposer.propose(asked, context)[:asked]
+    return {"proposals": proposals, "wanted": n, "attempts": state["attempts"] + len(proposals)}
 
 
 def validate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
@@ -74,30 +94,57 @@ def validate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
             "duplicates": state["duplicates"] + len(events)}
 
 
+def screen(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    """Measure the new candidates before they train; reject the ones that break a constraint
+    or, when screening, rank below the best ``wanted`` by the proxy."""
+    ctx = runtime.context
+    fresh = set(state["unrecorded"])
+    if ctx.screen is None or not fresh:
+        return {}
+    new = [c for c in state["ready"] if c.candidate_id in fresh]
+    passed, rejected = ctx.screen.check(new, keep=max(1, state.get("wanted", len(new))))
+    if not rejected:
+        return {}
+    ctx.recorder.add_candidates(rejected)
+    gone = {c.candidate_id for c in rejected}
+    counts = dict(state["counts"])
+    counts[Status.INVALID.value] = counts.get(Status.INVALID.value, 0) + len(rejected)
+    return {"ready": [c for c in state["ready"] if c.candidate_id not in gone],
+            "unrecorded": [cid for cid in state["unrecorded"] if cid not in gone], "counts": counts}
+
+
 def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
-    """Submit what fits in the pool, then collect what has finished."""
+    """Submit what fits in the pool (promotions first), then collect what has finished."""
     ctx = runtime.context
     ready, running = list(state["ready"]), dict(state["running"])
-    submit = ready[: ctx.pool.free_slots()] if not state.get("stop_reason") else []
+    stopping = bool(state.get("stop_reason"))
+    free = ctx.pool.free_slots() if not stopping else 0
+    jobs: list[tuple[Candidate, Job]] = []
+    if ctx.halving is not None and free:
+        jobs = ctx.halving.promote(free, _closing(state, ctx))
+        free -= len(jobs)
+    submit = ready[:free]
+    jobs += [(c, ctx.halving.first_job(c) if ctx.halving is not None else Job(candidate_id=c.candidate_id, spec=c.spec))
+             for c in submit]
     # One write for the candidates this step: new ones go in as running (or queued when the
-    # pool is full); ones already recorded as queued are marked running.
+    # pool is full); ones already recorded (queued, or waiting at a rung) are marked running.
     unrecorded = set(state["unrecorded"])
-    for c in submit:
+    for c, _ in jobs:
         c.status = Status.RUNNING
     if unrecorded:
         ctx.recorder.add_candidates([c for c in ready if c.candidate_id in unrecorded])
-    started = [c.candidate_id for c in submit if c.candidate_id not in unrecorded]
+    started = [c.candidate_id for c, _ in jobs if c.candidate_id not in unrecorded]
     if started:
         ctx.recorder.set_status(started, Status.RUNNING)
-    for c in submit:
-        ctx.pool.submit(Job(candidate_id=c.candidate_id, spec=c.spec))
+    for c, job in jobs:
+        ctx.pool.submit(job)
         running[c.candidate_id] = c
     waiting = ready[len(submit):]
-    results = []
+    results, paused = [], []
     # Wait for at least one finished job, or the deadline. Once stopping, wait without a
     # deadline: every cancelled job still reports its final result.
-    while running and not results:
-        timeout = None if ctx.deadline is None or state.get("stop_reason") else ctx.deadline - time.monotonic()
+    while running and not results and not paused:
+        timeout = None if ctx.deadline is None or stopping else ctx.deadline - time.monotonic()
         if timeout is not None and timeout <= 0:
             break
         for event in ctx.pool.events(timeout=timeout):
@@ -111,8 +158,25 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
                     ctx.pool.cancel(event.candidate_id, status=Status.STOPPED_EARLY,
                                     reason=ctx.early_stop.stop_message(decision))
             if event.kind == "finished" and event.candidate_id in running and event.evaluation is not None:
-                results.append((running.pop(event.candidate_id), event.evaluation))
-    return {"ready": waiting, "running": running, "results": results, "unrecorded": []}
+                candidate = running.pop(event.candidate_id)
+                if ctx.halving is not None and ctx.halving.arrived(candidate, event.evaluation):
+                    paused.append(candidate.candidate_id)
+                else:
+                    results.append((candidate, event.evaluation))
+    if paused:
+        ctx.recorder.set_status(paused, Status.QUEUED)  # waiting at a rung for a promotion
+    if ctx.halving is not None and ctx.halving.waiting and not running:
+        if stopping:
+            results += ctx.halving.prune_waiting(f"the search stopped ({state['stop_reason']})")
+        elif not waiting and _closing({**state, "ready": waiting, "running": running}, ctx) \
+                and not ctx.halving.promotable(closing=True):
+            results += ctx.halving.prune_waiting("the search closed with no promotion left (at the end the top "
+                                                 "ceil(n/eta) of each rung continue)")
+    if ctx.halving is not None:
+        events = ctx.halving.drain_events()
+        if events:
+            ctx.recorder.add_candidates([], events)
+    return {"ready": waiting, "running": running, "results": results, "unrecorded": [], "waiting": _waiting(ctx)}
 
 
 def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
@@ -122,11 +186,13 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         return {}
     ctx.recorder.add_evaluations(ctx.run.run_id, [ev for _, ev in results])
     counts, evaluations, top = dict(state["counts"]), state["evaluations"], list(state["top"])
+    front = list(state.get("front", []))
+    proxy_scores = list(state.get("proxy_scores", []))
     trained, saved = state.get("epochs_trained", 0), state.get("epochs_saved", 0)
     for candidate, ev in results:
         if ctx.epochs is not None:
             trained += len(ev.curve)
-            if ev.status is Status.STOPPED_EARLY:
+            if ev.status is Status.STOPPED_EARLY or ev.metrics.get("stopped_by") == "asha":
                 saved += max(0, ctx.epochs - len(ev.curve))
         if ctx.early_stop is not None:
             ctx.early_stop.on_finished(candidate, ev)
@@ -137,17 +203,35 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         if ev.status is Status.OK and ev.val_accuracy is not None:
             top.append({"candidate_id": candidate.candidate_id, "seq": candidate.seq, "spec": candidate.spec,
                         "val_accuracy": ev.val_accuracy})
+            if ctx.objectives.multi:
+                front = _front_with(front, ctx, candidate, ev)
+            proxies = {k: v for k, v in ev.metrics.items() if k.startswith("proxy_") and k not in PROXY_EXTRAS}
+            if proxies:
+                proxy_scores.append({"val_accuracy": ev.val_accuracy, **proxies})
         ctx.proposer.observe(candidate, ev)
     if ctx.early_stop is not None:
         ctx.recorder.add_forecasts(ctx.early_stop.drain())
     top = sorted(top, key=lambda t: (-t["val_accuracy"], t["seq"]))[:TOP_K]
-    update = {"results": [], "counts": counts, "evaluations": evaluations, "top": top, "epochs_trained": trained,
-              "epochs_saved": saved}
+    update = {"results": [], "counts": counts, "evaluations": evaluations, "top": top, "front": front,
+              "proxy_scores": proxy_scores, "epochs_trained": trained, "epochs_saved": saved}
     if ctx.on_result is not None:
         snapshot = {**state, **update}
         for candidate, ev in results:
             ctx.on_result(candidate, ev, snapshot)
     return update
+
+
+def _front_with(front: list[dict], ctx: SearchContext, candidate: Candidate, ev: Evaluation) -> list[dict]:
+    """The Pareto front after an ok candidate arrives (it joins unless dominated; it removes
+    the members it dominates). A candidate missing an objective's value cannot be placed."""
+    values = objective_values(candidate, ev)
+    vector = ctx.objectives.vector(values)
+    if vector is None or any(dominates(m["vector"], vector) for m in front):
+        return front
+    member = {"candidate_id": candidate.candidate_id, "seq": candidate.seq, "spec": candidate.spec,
+              "vector": vector, **ctx.objectives.values(values)}
+    return sorted([m for m in front if not dominates(vector, m["vector"])] + [member],
+                  key=lambda m: (m["vector"], m["seq"]))
 
 
 def reflect(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
@@ -171,7 +255,7 @@ def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         reason = "time limit reached"
     elif ctx.max_llm_cost is not None and ctx.llm_spend is not None and ctx.llm_spend.dollars >= ctx.max_llm_cost:
         reason = f"LLM cost limit reached (${ctx.llm_spend.dollars:.4f} of ${ctx.max_llm_cost:g})"
-    elif state["attempts"] >= ctx.max_attempts and not state["ready"] and not state["running"]:
+    elif state["attempts"] >= ctx.max_attempts and not state["ready"] and not state["running"] and not _waiting(ctx):
         reason = f"proposal limit reached ({ctx.max_attempts} proposals; the space may be exhausted)"
     if reason is None:
         return {}
@@ -181,7 +265,8 @@ def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
 
 
 def route(state: SearchState) -> Literal["continue", "stop"]:
-    if state.get("stop_reason") and not state["running"]:
+    # A stopping search with candidates still waiting at a rung makes one more round to prune them.
+    if state.get("stop_reason") and not state["running"] and not state.get("waiting"):
         return "stop"
     return "continue"
 
@@ -190,13 +275,15 @@ def build_graph():
     graph = StateGraph(SearchState, context_schema=SearchContext)
     graph.add_node("propose", propose)
     graph.add_node("validate", validate)
+    graph.add_node("screen", screen)
     graph.add_node("evaluate", evaluate)
     graph.add_node("record", record)
     graph.add_node("reflect", reflect)
     graph.add_node("decide", decide)
     graph.add_edge(START, "propose")
     graph.add_edge("propose", "validate")
-    graph.add_edge("validate", "evaluate")
+    graph.add_edge("validate", "screen")
+    graph.add_edge("screen", "evaluate")
     graph.add_edge("evaluate", "record")
     graph.add_edge("record", "reflect")
     graph.add_edge("reflect", "decide")
@@ -209,4 +296,5 @@ SEARCH_GRAPH = build_graph()
 
 def initial_state() -> SearchState:
     return SearchState(proposals=[], ready=[], unrecorded=[], running={}, results=[], seen=[], seq=0, attempts=0,
-                       evaluations=0, counts={}, duplicates=0, top=[], stop_reason=None, epochs_trained=0, epochs_saved=0)
+                       evaluations=0, counts={}, duplicates=0, top=[], front=[], stop_reason=None, epochs_trained=0,
+                       epochs_saved=0, wanted=0, waiting=0, proxy_scores=[])

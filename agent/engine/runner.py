@@ -13,9 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 from agent.config import Settings
 from agent.engine.early_stop import EarlyStopMonitor
+from agent.engine.halving import HalvingMonitor
+from agent.engine.screen import Screen
 from agent.engine.graph import SEARCH_GRAPH, initial_state
 from agent.engine.state import SearchContext, SearchState
 from agent.prompting import HistoryView, Prompts
@@ -26,12 +30,22 @@ from agent.store import History
 from agent.store.recorder import Recorder
 from agent.summaries import BestCandidate, SearchSummary
 from evaluator.errors import UserInputError
+from evaluator.latency import LatencyProbe
+from evaluator.objectives import Constraints, Objectives
+from evaluator.probe import ModelProbe, training_batch
+from evaluator.scheduling import SuccessiveHalving
 from evaluator.pool import EvaluationPool, Job, PoolEvent
 from evaluator.records import FINAL_STATUSES, Candidate, Evaluation, LLMCall, Purpose, Run, RunStatus, Status
 from evaluator.spaces import SearchSpace, get_space
-from evaluator.tasks import Task, is_training_task, resolve_task, training_task
+from evaluator.tasks import CURVES_PREFIX, Task, curves_task, is_curves_task, is_training_task, resolve_task, training_task
 
 ResultCallback = Callable[[Candidate, Evaluation, SearchState], None]
+
+# How a search measures each candidate's latency before training: shorter than a one-off probe
+# (the probe process stays warm between candidates, and the reference network normalises the
+# machine's drift), the same settling rule.
+SEARCH_LATENCY = dict(throughput_batch=32, warmup_runs=10, warmup_seconds=0.3, round_size=10, min_repeats=30,
+                      max_repeats=1000, rel_tol=0.01, min_seconds=1.0, max_seconds=5.0)
 
 
 def new_run_id() -> str:
@@ -48,6 +62,8 @@ class Setup:
     final_seeds: tuple[int, ...]  # one final evaluation per seed
     warnings: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)  # resolved data paths etc., stored with the run
+    device: str = "cpu"  # where candidates run: the latency probe measures there too
+    proxy_batch: tuple[Any, Any] | None = None  # training images and labels the probe scores proxies on
 
 
 def prepare(settings: Settings, run_id: str, test_inject: dict[str, str] | None = None) -> Setup:
@@ -55,11 +71,13 @@ def prepare(settings: Settings, run_id: str, test_inject: dict[str, str] | None 
         raise UserInputError("no task given", hint="pass --task (for example --task digits); `agent tasks` lists them")
     if is_training_task(settings.task):
         return _prepare_training(settings, run_id, test_inject)
+    if is_curves_task(settings.task):
+        return _prepare_curves(settings)
     from evaluator.tabular import TabularBenchmark, TabularPool
 
     task = resolve_task(settings.task, benchmark_dir=settings.benchmark_dir,
                         signal_table=settings.signal_table, final_table=settings.final_table)
-    space = get_space(settings.space or task.default_space)
+    space = get_space(settings.space or task.default_space, max_params=settings.max_params, max_flops=settings.max_flops)
     if space.name != task.default_space:
         raise UserInputError(
             f"task {task.name} evaluates {task.default_space} cells from a table; space {space.name!r} cannot be used with it",
@@ -85,15 +103,35 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
     if name not in TRAINABLE_SPACES:
         raise UserInputError(f"space {name!r} cannot be trained on {task.name}",
                              hint="use --space " + " or --space ".join(TRAINABLE_SPACES))
-    space = get_space(name, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    space = get_space(name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                      max_params=settings.max_params, max_flops=settings.max_flops)
     pool = TrainingPool(
         dataset, space.name, workdir=settings.home / "work" / run_id, epochs=settings.epochs or int(task.fidelity),
         capacity=settings.workers, limits=Limits(wall_seconds=settings.timeout, memory_mb=settings.memory_mb),
-        device=_device(settings.device), test_inject=test_inject,
+        device=_device(settings.device), test_inject=test_inject, proxies=tuple(settings.proxies),
     )
     return Setup(task=task, space=space, pool=pool, final_seeds=tuple(range(settings.final_seeds)),
                  config={"data": dataset.source, "epochs": pool.epochs, "device": pool.device,
-                         "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes})
+                         "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes},
+                 device=pool.device.split(":")[0],
+                 proxy_batch=training_batch(dataset.x_train, dataset.y_train, dataset.x_scale, seed=settings.seed)
+                 if settings.screen else None)
+
+
+def _prepare_curves(settings: Settings) -> Setup:
+    from evaluator.curves import CurvePool, load_curve_table
+    from evaluator.spaces.nb201 import Nb201Space
+
+    path = Path(settings.task[len(CURVES_PREFIX):]).expanduser()
+    table = load_curve_table(path)
+    task = curves_task(settings.task, path, len(table.archs), table.epochs)
+    if (settings.space or "nb201") != "nb201":
+        raise UserInputError(f"task {task.name} replays NAS-Bench-201 cells; space {settings.space!r} cannot be used with it",
+                             hint="drop --space or pass --space nb201")
+    space = Nb201Space(cells=frozenset(table.archs), cells_source=path.name, max_params=settings.max_params,
+                       max_flops=settings.max_flops)
+    return Setup(task=task, space=space, pool=CurvePool(table, capacity=settings.workers), final_seeds=(0,),
+                 config={"curves": str(path.resolve()), "epochs": table.epochs})
 
 
 def _device(choice: str) -> str:
@@ -116,12 +154,13 @@ class LLMParts:
     spend: LLMSpend
 
 
-def _proposer_from(settings: Settings, space: SearchSpace, task: Task, run_id: str,
-                   recorder: Recorder) -> tuple[Proposer, LLMParts | None]:
+def _proposer_from(settings: Settings, space: SearchSpace, task: Task, run_id: str, recorder: Recorder,
+                   objectives: Objectives, constraints: Constraints) -> tuple[Proposer, LLMParts | None]:
     name = settings.proposer_name()
     if name in LLM_PROPOSERS:
         # In the portfolio a repeat gets one repair, then a mutation: other operators are cheaper than LLM retries.
-        parts = _llm_parts(settings, space, task, run_id, recorder, max_repairs=1 if name == "portfolio" else 2)
+        parts = _llm_parts(settings, space, task, run_id, recorder, objectives, constraints,
+                           max_repairs=1 if name == "portfolio" else 2)
         if name == "llm":
             return parts.proposer, parts
         return Portfolio(space, settings.seed, llm=parts.proposer, cost=settings.portfolio_cost,
@@ -137,8 +176,8 @@ def _proposer_from(settings: Settings, space: SearchSpace, task: Task, run_id: s
                          tournament=settings.tournament), None
 
 
-def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, recorder: Recorder, *,
-               max_repairs: int) -> LLMParts:
+def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, recorder: Recorder,
+               objectives: Objectives, limits: Constraints, *, max_repairs: int) -> LLMParts:
     from agent.llm import make_backend
 
     llm_settings = settings if settings.llm else settings.model_copy(update={"llm": "local"})
@@ -159,14 +198,23 @@ def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, 
     def view(evaluations: int, budget: int, seed: int) -> HistoryView:
         rows = recorder.prompt_history(run_id, seed=seed)
         insights = [r["text"] for r in recorder.insights(run_id)]
-        return HistoryView.from_rows(rows, space.summary, evaluations=evaluations, budget=budget, insights=insights)
+        return HistoryView.from_rows(rows, space.summary, evaluations=evaluations, budget=budget, insights=insights,
+                                     show=shown)
 
-    constraints = []
+    # Rows state the other objectives' values and whatever a limit is on.
+    shown = tuple(dict.fromkeys([m for m in objectives.metrics if m != "val_accuracy"]
+                                + ["latency_ms"] * (limits.max_latency_ms is not None)
+                                + ["params"] * (limits.max_params is not None) + ["flops"] * (limits.max_flops is not None)))
+    constraints = [f"{c} (measured before training; a candidate over the limit is rejected untrained)"
+                   for c in limits.describe()]
     if is_training_task(task.name):
         constraints.append(f"each candidate trains in a worker limited to {settings.timeout:g} s and "
                            f"{settings.memory_mb} MB; one that exceeds either fails")
+    goals = objectives.describe()
+    if objectives.multi:
+        goals[-1] += " (several objectives: propose trade-offs that no evaluated candidate beats in every one)"
     context = {"task": task.name, "task_description": task.description, "constraints": constraints,
-               "objectives": [f"maximise validation {task.metric}"], "directions": list(settings.directions)}
+               "objectives": goals, "directions": list(settings.directions)}
     proposer = LLMProposer(space, settings.seed, backend=backend, run_id=run_id, prompts=prompts, record=record,
                            history=lambda c: view(c.evaluations, c.budget, settings.seed + c.evaluations),
                            task=context, max_repairs=max_repairs)
@@ -210,10 +258,15 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     budget = settings.budget or task.default_budget
     if recorder is None:
         recorder = History(settings.home, lock_timeout=settings.lock_timeout)
+    objectives = Objectives.parse(settings.objectives)
+    constraints = Constraints(max_latency_ms=settings.max_latency_ms, max_params=settings.max_params,
+                              max_flops=settings.max_flops)
     llm = None
     if proposer is None:
-        proposer, llm = _proposer_from(settings, space, task, run_id, recorder)
-    early_stop = _early_stop(settings, setup, run_id)  # refuses a table task before anything is recorded
+        proposer, llm = _proposer_from(settings, space, task, run_id, recorder, objectives, constraints)
+    proposer.objectives = objectives
+    early_stop, halving = _early_stop(settings, setup, run_id)  # refuses a table task before anything is recorded
+    screen = _screen(settings, setup, objectives, constraints)
     run = Run(run_id=run_id, task=task.name, space=space.name, proposer=proposer.name, seed=settings.seed,
               budget=budget, config=settings.model_dump(mode="json") | setup.config)
     recorder.create_run(run)
@@ -226,10 +279,12 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         reflector=llm.reflector if llm else None, llm_spend=llm.spend if llm else None,
         max_llm_cost=settings.max_llm_cost if llm else None,
         epochs=setup.pool.epochs,
-        early_stop=early_stop,
+        early_stop=early_stop, halving=halving, screen=screen, objectives=objectives,
     )
+    if screen is not None and screen.proxy:
+        ctx.max_attempts *= screen.factor
     try:
-        final = SEARCH_GRAPH.invoke(initial_state(), {"recursion_limit": 10 * ctx.max_attempts + 100}, context=ctx)
+        final = SEARCH_GRAPH.invoke(initial_state(), {"recursion_limit": 20 * ctx.max_attempts + 100}, context=ctx)
         best = _final_report(ctx, final, setup.final_seeds)
         summary = _summary(ctx, final, best, started, warnings=setup.warnings,
                            home=str(settings.home) if isinstance(recorder, History) else None)
@@ -241,17 +296,46 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     except BaseException:
         recorder.finish_run(run.run_id, RunStatus.FAILED, None)
         raise
+    finally:
+        if screen is not None:
+            screen.probe.close()
 
 
-def _early_stop(settings: Settings, setup: Setup, run_id: str) -> EarlyStopMonitor | None:
-    if settings.early_stop == "off":
-        return None
-    if setup.pool.epochs is None:
-        raise UserInputError(f"--early-stop {settings.early_stop} needs a task that trains its candidates; "
+def _early_stop(settings: Settings, setup: Setup, run_id: str) -> tuple[EarlyStopMonitor | None, HalvingMonitor | None]:
+    """The forecast rule and / or successive halving, as ``--early-stop`` asks."""
+    mode = settings.early_stop
+    if mode == "off":
+        if settings.rungs is not None:
+            raise UserInputError(f"--rungs {','.join(map(str, settings.rungs))} is given but early stopping is off",
+                                 hint="add --early-stop asha (or both), or drop --rungs")
+        return None, None
+    epochs = setup.pool.epochs
+    if epochs is None:
+        raise UserInputError(f"--early-stop {mode} needs a task that trains its candidates; "
                              f"{setup.task.name} looks results up in a table (one number per candidate, no curve)",
                              hint="drop --early-stop, or search a training task such as --task digits")
-    return EarlyStopMonitor(run_id, setup.pool.epochs, threshold=settings.early_stop_threshold,
-                            audit_fraction=settings.audit_fraction, seed=settings.seed)
+    forecast = halving = None
+    if mode in ("forecast", "both"):
+        forecast = EarlyStopMonitor(run_id, epochs, threshold=settings.early_stop_threshold,
+                                    audit_fraction=settings.audit_fraction, seed=settings.seed)
+    if mode in ("asha", "both"):
+        rungs = tuple(settings.rungs) if settings.rungs is not None else None
+        halving = HalvingMonitor(run_id, setup.pool, SuccessiveHalving(epochs, rungs, settings.reduction_factor))
+    return forecast, halving
+
+
+def _screen(settings: Settings, setup: Setup, objectives: Objectives, constraints: Constraints) -> Screen | None:
+    """The pre-training measurements a run needs, or None when it needs none."""
+    latency = "latency" in objectives.names or constraints.max_latency_ms is not None
+    if not (objectives.multi or constraints.any or settings.screen):
+        return None
+    device = setup.device
+    probe = ModelProbe(device=device, threads=1, proxies=(settings.screen,) if settings.screen else (),
+                       batch=setup.proxy_batch, timeout=settings.timeout,
+                       latency=LatencyProbe(device=device, threads=1, **SEARCH_LATENCY) if latency else None)
+    return Screen(probe=probe, space=setup.space.name, input_shape=tuple(setup.task.input_shape),
+                  num_classes=setup.task.num_classes, constraints=constraints, latency=latency,
+                  proxy=settings.screen, factor=settings.screen_factor)
 
 
 def final_evaluations(pool: EvaluationPool, candidate_id: str, spec: dict, seeds: tuple[int, ...],
@@ -298,7 +382,8 @@ def _final_report(ctx: SearchContext, state: SearchState, seeds: tuple[int, ...]
 
 
 def _first_error(evaluations: list[Evaluation]) -> str:
-    return next((e.error for e in evaluations if e.error), "no test accuracy")
+    return next((e.error for e in evaluations if e.error),
+                evaluations[0].source if evaluations and evaluations[0].source else "no test accuracy")
 
 
 def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None, started: float, *,
@@ -317,7 +402,42 @@ def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None,
         epochs_trained=state.get("epochs_trained") if ctx.epochs is not None else None,
         epochs_saved=state.get("epochs_saved") if ctx.epochs is not None else None,
         early_stop=ctx.early_stop.report() if ctx.early_stop is not None else None,
+        asha=ctx.halving.report() if ctx.halving is not None else None,
+        objectives=list(ctx.objectives.names),
+        pareto=[{"candidate_id": m["candidate_id"], **{k: v for k, v in m.items() if k in _OBJECTIVE_KEYS},
+                 **ctx.space.extra_fields(m["spec"])}
+                for m in sorted(state.get("front", []), key=lambda m: (-m["val_accuracy"], m["seq"]))]
+        if ctx.objectives.multi else None,
+        pretraining=ctx.screen.report() if ctx.screen is not None else None,
+        proxies=_proxy_quality(state.get("proxy_scores", [])),
     )
+
+
+_OBJECTIVE_KEYS = ("val_accuracy", "latency_ms", "params", "flops")
+PROXY_MIN_CANDIDATES = 5  # fewer ok candidates give no rank correlation worth printing
+
+
+def _proxy_quality(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How well each zero-cost proxy the workers scored ranked this run's ok candidates: the
+    Spearman correlation with their validation accuracy (undefined scores rank last)."""
+    if not rows:
+        return None
+    from evaluator.proxies import PROXY_NAMES, spearman
+
+    out = {}
+    for name in PROXY_NAMES:
+        key = f"proxy_{name}"
+        if not any(key in r for r in rows):
+            continue
+        scored = [r for r in rows if key in r]
+        floor = min((r[key] for r in scored if r[key] is not None), default=0.0) - 1.0
+        values = [r[key] if r[key] is not None else floor for r in scored]
+        vals = [r["val_accuracy"] for r in scored]
+        enough = len(scored) >= PROXY_MIN_CANDIDATES and len(set(vals)) > 1 and len(set(values)) > 1
+        rho = spearman(values, vals) if enough else None
+        out[name] = {"spearman_val_accuracy": None if rho is None else round(rho, 3), "candidates": len(scored),
+                     "undefined": sum(r[key] is None for r in scored)}
+    return out or None
 
 
 def evaluate_one(settings: Settings, spec: object, *, final: bool = False) -> dict:

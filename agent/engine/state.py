@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
 from agent.engine.early_stop import EarlyStopMonitor
+from agent.engine.halving import HalvingMonitor
+from agent.engine.screen import Screen
 from agent.store.recorder import Recorder
 from agent.proposers import Proposal, Proposer
 from agent.reflection import LLMSpend, Reflector
+from evaluator.objectives import Objectives
 from evaluator.pool import EvaluationPool, PoolEvent
 from evaluator.records import Candidate, Evaluation, Run
 from evaluator.spaces import SearchSpace
@@ -32,14 +35,19 @@ class SearchContext:
     llm_spend: LLMSpend | None = None  # set when the proposer uses an LLM
     max_llm_cost: float | None = None  # dollars; the search stops once the spend reaches it
     epochs: int | None = None  # epochs a search candidate trains for; None when the pool looks results up
-    early_stop: EarlyStopMonitor | None = None  # --early-stop forecast
+    early_stop: EarlyStopMonitor | None = None  # --early-stop forecast|both
+    halving: HalvingMonitor | None = None  # --early-stop asha|both
+    screen: Screen | None = None  # measurements before training: constraints, latency, proxy screening
+    objectives: Objectives = Objectives()
 
 
 class SearchState(TypedDict, total=False):
     proposals: list[Proposal]  # from the proposer, not yet validated
+    wanted: int  # candidates the last proposals are for (fewer than the proposals when screening)
     ready: list[Candidate]  # validated and unique, waiting for a pool slot
     unrecorded: list[str]  # ids in ``ready`` not yet written to the history
     running: dict[str, Candidate]  # submitted to the pool
+    waiting: int  # successive halving: candidates waiting at a rung for a promotion (held by ctx.halving)
     results: list[tuple[Candidate, Evaluation]]  # finished since the last record step
     seen: Annotated[list[str], operator.add]  # canonical keys in the run, in order
     seq: int  # next candidate sequence number
@@ -48,6 +56,8 @@ class SearchState(TypedDict, total=False):
     counts: dict[str, int]  # candidates by final status
     duplicates: int  # proposals dropped because their key was already in the run
     top: list[dict[str, Any]]  # best ok candidates by validation accuracy, best first
+    front: list[dict[str, Any]]  # multi-objective: the Pareto front of the ok candidates so far
+    proxy_scores: list[dict[str, Any]]  # ok candidates' validation accuracy and the proxies their workers scored
     stop_reason: str | None  # set once the search should wind down
     epochs_trained: int  # training epochs of search candidates (training tasks)
     epochs_saved: int  # epochs early stopping did not spend: the stopped candidates' remaining epochs

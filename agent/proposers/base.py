@@ -5,6 +5,10 @@ proposals (untrusted until the graph validates them). ``observe(candidate, evalu
 is called once per finished search evaluation, in the order results arrive. A proposer
 seeded with the same seed and told the same outcomes proposes the same candidates.
 
+``objectives`` says what "better" means (validation accuracy alone by default; with several
+objectives, Pareto dominance): the search sets it before the first proposal, and proposers
+that rank candidates (evolution's tournaments, the portfolio's parents and rewards) use it.
+
 Duplicates never reach the pool: the graph drops a proposal whose canonical key is already
 in the run and asks again, so a proposer does not need to track what was evaluated, but
 may use ``context.seen`` to avoid wasting attempts.
@@ -17,6 +21,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from evaluator.objectives import Objectives
 from evaluator.records import Candidate, Evaluation
 from evaluator.spaces import SearchSpace
 
@@ -42,6 +47,7 @@ class ProposalContext:
 
 class Proposer(ABC):
     name: ClassVar[str]
+    objectives: Objectives = Objectives()  # set by the search (run_search) before the first proposal
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         self.space = space

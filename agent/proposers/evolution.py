@@ -4,7 +4,9 @@ The first ``population`` evaluations are uniform random samples. After that each
 a single-edit mutation of the best of ``tournament`` members drawn at random from the
 population; every new evaluated candidate joins the population and the oldest member
 leaves. Candidates that did not finish ``ok`` do not join; while the population is empty
-(every initial sample failed) children are random samples.
+(every initial sample failed) children are random samples. With several objectives the
+tournament's winner is chosen by ``Objectives.pick`` (random-weight Chebyshev over the
+contenders), so parents come from the whole Pareto front.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections import deque
 from typing import Any, ClassVar
 
 from agent.proposers.base import Proposal, ProposalContext, Proposer
+from evaluator.objectives import objective_values
 from evaluator.records import Candidate, Evaluation, Status
 from evaluator.spaces import SearchSpace
 
@@ -28,8 +31,8 @@ class RegularizedEvolution(Proposer):
             raise ValueError(f"{tournament=} must be between 1 and population ({population})")
         self.population_size = population
         self.tournament = tournament
-        # (candidate_id, spec, fitness), oldest first
-        self.population: deque[tuple[str, dict[str, Any], float]] = deque()
+        # (candidate_id, spec, validation accuracy, objective vector), oldest first
+        self.population: deque[tuple[str, dict[str, Any], float, tuple[float, ...]]] = deque()
         self._seeded = 0  # random samples proposed so far for the initial population
 
     def propose(self, n: int, context: ProposalContext) -> list[Proposal]:
@@ -43,10 +46,8 @@ class RegularizedEvolution(Proposer):
                 out.append(Proposal(spec=self.space.sample(self.rng), rationale="random sample (empty population)"))
                 continue
             k = min(self.tournament, len(self.population))
-            contenders = self.rng.sample(range(len(self.population)), k)
-            parent_id, parent_spec, fitness = max(
-                (self.population[i] for i in contenders), key=lambda member: member[2]
-            )
+            contenders = [self.population[i] for i in self.rng.sample(range(len(self.population)), k)]
+            parent_id, parent_spec, fitness, _ = self.objectives.pick(contenders, [m[3] for m in contenders], self.rng)
             out.append(Proposal(
                 spec=self.space.mutate(parent_spec, self.rng),
                 parents=[parent_id],
@@ -57,6 +58,9 @@ class RegularizedEvolution(Proposer):
     def observe(self, candidate: Candidate, evaluation: Evaluation) -> None:
         if evaluation.status is not Status.OK or evaluation.val_accuracy is None:
             return
-        self.population.append((candidate.candidate_id, candidate.spec, evaluation.val_accuracy))
+        vector = self.objectives.vector(objective_values(candidate, evaluation))
+        if vector is None:  # an objective was not measured: it cannot be ranked
+            return
+        self.population.append((candidate.candidate_id, candidate.spec, evaluation.val_accuracy, vector))
         while len(self.population) > self.population_size:
             self.population.popleft()

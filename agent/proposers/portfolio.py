@@ -15,7 +15,9 @@ and takes the best draw, divided by the operator's measured cost when the cost i
 one evaluation (``cost="second"``: LLM and evaluation seconds; ``cost="dollar"``: LLM dollars).
 An operator's reward for a finished candidate is the share of the run's earlier ``ok``
 candidates it beats on validation accuracy (ties count half; 0.5 for the first): the measured
-improvement it brought, on a scale that does not depend on the task. A candidate that fails,
+improvement it brought, on a scale that does not depend on the task. With several objectives,
+"beats" is Pareto dominance (neither dominating counts half), and parents are picked by
+``Objectives.pick``. A candidate that fails,
 times out or is rejected as invalid earns 0; a pruned one (cancelled at the end) earns nothing.
 So a weak model's share shrinks as its proposals lose, and a strong model's grows.
 
@@ -63,6 +65,7 @@ from typing import Any, ClassVar, Literal
 from agent.proposers.base import Proposal, ProposalContext, Proposer
 from agent.proposers.llm import LLMProposer, unseen_mutation
 from evaluator.errors import SpecError
+from evaluator.objectives import objective_values
 from evaluator.records import Candidate, Evaluation, Status
 from evaluator.spaces import SearchSpace
 
@@ -119,8 +122,9 @@ class Portfolio(Proposer):
         self.priors = {op: (llm_prior if op in LLM_OPERATORS else (1.0, 1.0)) for op in OPERATORS}
         self.operators = OPERATORS if llm is not None else tuple(o for o in OPERATORS if o not in LLM_OPERATORS)
         self.arms = {op: Arm() for op in self.operators}
-        self.population: deque[tuple[str, dict[str, Any], float]] = deque(maxlen=population)
-        self.scores: list[float] = []  # validation accuracies of ok candidates, in arrival order
+        # (candidate_id, spec, validation accuracy, objective vector) of the most recent ok candidates
+        self.population: deque[tuple[str, dict[str, Any], float, tuple[float, ...]]] = deque(maxlen=population)
+        self.scores: list[tuple[float, ...]] = []  # objective vectors of ok candidates, in arrival order
         self._pending: dict[str, _Pending] = {}  # canonical key -> who proposed it
 
     # -- proposing -------------------------------------------------------------------------
@@ -189,7 +193,7 @@ class Portfolio(Proposer):
     def _tournament(self) -> tuple[str, dict[str, Any], float]:
         members = list(self.population)
         contenders = self.rng.sample(members, min(self.tournament, len(members)))
-        return max(contenders, key=lambda m: m[2])
+        return self.objectives.pick(contenders, [m[3] for m in contenders], self.rng)[:3]
 
     def _unseen_random(self, seen: set[str] | frozenset[str]) -> dict[str, Any]:
         spec = self.space.sample(self.rng)
@@ -203,22 +207,22 @@ class Portfolio(Proposer):
 
     def observe(self, candidate: Candidate, evaluation: Evaluation) -> None:
         pending = self._pending.pop(candidate.canonical_key or "", None)
-        ok = evaluation.status is Status.OK and evaluation.val_accuracy is not None
-        if ok:
-            self.population.append((candidate.candidate_id, candidate.spec, evaluation.val_accuracy))
+        vector = None
+        if evaluation.status is Status.OK and evaluation.val_accuracy is not None:
+            vector = self.objectives.vector(objective_values(candidate, evaluation))
+        if vector is not None:
+            self.population.append((candidate.candidate_id, candidate.spec, evaluation.val_accuracy, vector))
         if pending is None or evaluation.status is Status.PRUNED:
-            if ok:
-                self.scores.append(evaluation.val_accuracy)
+            if vector is not None:
+                self.scores.append(vector)
             return
         reward = 0.0
-        if ok:
-            value = evaluation.val_accuracy
-            if self.scores:
-                reward = (sum(s < value for s in self.scores) + 0.5 * sum(s == value for s in self.scores)) / len(self.scores)
-            else:
-                reward = 0.5
-            self.scores.append(value)
+        if vector is not None:
+            # the share of earlier ok candidates it beats (ties half): on accuracy, or by dominance
+            reward = sum(self.objectives.compare(vector, s) for s in self.scores) / len(self.scores) if self.scores else 0.5
+            self.scores.append(vector)
             arm = self.arms[pending.operator]
+            value = evaluation.val_accuracy
             arm.best = value if arm.best is None else max(arm.best, value)
         self._reward(pending.operator, reward, seconds=pending.llm_seconds + evaluation.wall_seconds,
                      dollars=pending.llm_cost)

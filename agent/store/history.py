@@ -246,6 +246,7 @@ class History:
                 "proposer": c.proposer, "model": c.model, "rationale": c.rationale,
                 "prompt_ref": c.prompt_ref, "status": c.status.value, "error": c.error,
                 "created": _naive_utc(c.created), "updated": _naive_utc(c.created),
+                "measurements": _json(c.measurements) if c.measurements else None,
             } for c in candidates])
 
     def set_status(self, candidate_ids: Sequence[str], status: Status) -> None:
@@ -473,7 +474,7 @@ class History:
             rows = self._dicts(con.execute(
                 """
                 SELECT c.candidate_id, c.seq, c.status, v.val_accuracy, f.test_accuracy, f.final_runs,
-                       c.canonical_key, c.proposer, c.parents, c.spec, c.error, c.created
+                       c.canonical_key, c.proposer, c.parents, c.spec, c.error, c.created, c.measurements
                 FROM candidates c
                 LEFT JOIN (  -- the latest search evaluation
                     SELECT candidate_id, arg_max(val_accuracy, created) AS val_accuracy FROM evaluations
@@ -489,6 +490,7 @@ class History:
             ))
         for row in rows:
             row["parents"], row["spec"] = _loads(row["parents"]), _loads(row["spec"])
+            row["measurements"] = _loads(row["measurements"]) or {}
         return rows
 
     def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
@@ -499,7 +501,7 @@ class History:
         base = """
             WITH v AS (SELECT candidate_id, arg_max(val_accuracy, created) AS val_accuracy FROM evaluations
                        WHERE purpose = 'search' GROUP BY candidate_id)
-            SELECT c.candidate_id, c.seq, c.status, v.val_accuracy, c.spec, c.error
+            SELECT c.candidate_id, c.seq, c.status, v.val_accuracy, c.spec, c.error, c.measurements
             FROM candidates c LEFT JOIN v ON v.candidate_id = c.candidate_id WHERE c.run_id = ?
         """
         queries = {
@@ -523,7 +525,7 @@ class History:
         out["diverse"] = [r for r in out["diverse"] if r["candidate_id"] not in recent_ids][:diverse]
         for rows in out.values():
             for r in rows:
-                r["spec"] = _loads(r["spec"])
+                r["spec"], r["measurements"] = _loads(r["spec"]), _loads(r["measurements"]) or {}
         return out
 
     def get_candidate(self, candidate_id: str) -> dict[str, Any]:
@@ -548,6 +550,7 @@ class History:
                 "SELECT epoch, final_epoch, method, reference_curves, last_value, mean, lower, median, upper, incumbent, "
                 "p_beat, action, reason FROM forecasts WHERE candidate_id = ? ORDER BY epoch", [candidate_id]))
         row["spec"], row["parents"] = _loads(row["spec"]), _loads(row["parents"])
+        row["measurements"] = _loads(row["measurements"]) or {}
         for ev in evals:
             ev["metrics"] = _loads(ev["metrics"])
             ev["curve"] = [

@@ -119,7 +119,8 @@ class MemoryRecorder:
             if ev.purpose.value == "search":
                 vals[ev.candidate_id] = ev.val_accuracy
         rows = [{"candidate_id": c.candidate_id, "seq": c.seq, "status": c.status.value, "spec": c.spec, "error": c.error,
-                 "val_accuracy": vals.get(c.candidate_id)} for c in self.candidates.values() if c.run_id == run_id]
+                 "val_accuracy": vals.get(c.candidate_id), "measurements": dict(c.measurements)}
+                for c in self.candidates.values() if c.run_id == run_id]
         ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-(r["val_accuracy"] or 0), r["seq"]))
         done = sorted((r for r in rows if r["status"] not in ("queued", "running")), key=lambda r: -r["seq"])
         best_ids = {r["candidate_id"] for r in ok[:best]}

@@ -37,7 +37,7 @@ def _c(name: str, type_: str, not_null: bool = False) -> Column:
     return Column(name, type_, not_null)
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 TABLES: tuple[Table, ...] = (
     Table(
@@ -84,10 +84,12 @@ TABLES: tuple[Table, ...] = (
             _c("error", "VARCHAR"),
             _c("created", "TIMESTAMP", True),
             _c("updated", "TIMESTAMP", True),
+            _c("measurements", "JSON"),
         ),
         ("candidate_id",),
         indexes=(("run_id",),),
-        doc="one row per proposed candidate, with lineage (parents) and its current status",
+        doc="one row per proposed candidate, with lineage (parents), its current status and what was measured "
+            "before training (params, flops, latency_ms, proxy_<name>: the model probe's)",
     ),
     Table(
         "evaluations",
@@ -298,5 +300,8 @@ MIGRATIONS: tuple[Migration, ...] = (
 )""",
         "CREATE INDEX idx_forecasts_run_id ON forecasts (run_id)",
         "ALTER TABLE curves ADD COLUMN train_accuracy DOUBLE",
+    )),
+    Migration(5, "add candidates.measurements: params, FLOPs, latency and proxies measured before training", (
+        "ALTER TABLE candidates ADD COLUMN measurements JSON",
     )),
 )

@@ -92,33 +92,63 @@ def parse_arch(arch: str) -> dict[str, Any]:
 
 
 class Nb201Space(SearchSpace):
+    """The cell space; ``cells`` (arch strings) restricts it to a subset, such as the cells a
+    curves file holds: other cells are then rejected, sampled and mutated children stay inside."""
+
     name: ClassVar[str] = "nb201"
     proposal_schema: ClassVar[type[BaseModel]] = Nb201Cell
 
+    def __init__(self, *args: Any, cells: frozenset[str] | None = None, cells_source: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cells = frozenset(cells) if cells is not None else None
+        self._sorted = sorted(self.cells) if self.cells is not None else None
+        self.cells_source = cells_source
+
     def describe(self) -> str:
-        return (
+        text = (
             "NAS-Bench-201 cell: a DAG of 4 nodes; node 0 is the cell input, node 3 the output. "
             "Each of the 6 edges edge_i_j (node j -> node i, j < i) carries one op: "
             + ", ".join(OPS)
             + ". A node sums its incoming edges; 'none' removes an edge. "
             f"{NUM_CELLS} cells in all."
         )
+        if self.cells is not None:
+            text += (f" This search is restricted to the {len(self.cells)} cells of {self.cells_source or 'a given list'};"
+                     " any other cell is rejected.")
+        return text
 
     def validate(self, spec: Any) -> dict[str, Any]:
         if isinstance(spec, str):
-            return parse_arch(spec)
-        if isinstance(spec, dict) and set(spec) == {"arch"}:
-            return parse_arch(spec["arch"])
-        return super().validate(spec)
+            spec = parse_arch(spec)
+        elif isinstance(spec, dict) and set(spec) == {"arch"}:
+            spec = parse_arch(spec["arch"])
+        else:
+            spec = super().validate(spec)
+        if self.cells is not None and arch_string(spec) not in self.cells:
+            raise SpecError(f"cell {arch_string(spec)} is not among the {len(self.cells)} cells of "
+                            f"{self.cells_source or 'this search'}",
+                            hint="propose one of those cells: the search is restricted to them")
+        return spec
 
     def sample(self, rng: random.Random) -> dict[str, Any]:
+        if self._sorted is not None:
+            return parse_arch(rng.choice(self._sorted))
         return {field: rng.choice(OPS) for field in EDGE_FIELDS}
 
     def mutate(self, spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-        child = dict(spec)
-        field = rng.choice(EDGE_FIELDS)
-        child[field] = rng.choice([op for op in OPS if op != spec[field]])
-        return child
+        if self.cells is None:
+            child = dict(spec)
+            field = rng.choice(EDGE_FIELDS)
+            child[field] = rng.choice([op for op in OPS if op != spec[field]])
+            return child
+        # Inside a subset: the nearest cells that differ (fewest edges changed), one at random.
+        here = arch_string(spec)
+        distance = {a: sum(x != y for x, y in zip(a.split("|"), here.split("|"))) for a in self._sorted if a != here}
+        if not distance:
+            raise SpecError(f"the search is restricted to one cell ({here}); there is nothing to mutate it into",
+                            hint="give a curves file with at least 2 cells")
+        nearest = min(distance.values())
+        return parse_arch(rng.choice([a for a, d in distance.items() if d == nearest]))
 
     def canonical_key(self, spec: dict[str, Any]) -> str:
         return arch_string(spec)

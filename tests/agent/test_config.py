@@ -323,3 +323,21 @@ def test_directions_come_from_a_list_in_the_file_or_the_environment(cwd):
     with pytest.raises(ConfigError, match="AGENT_DIRECTIONS") as info:
         load_settings({}, env={"AGENT_DIRECTIONS": '["a", '}, cwd=cwd)
     assert "JSON list" in info.value.hint
+
+
+def test_list_settings_come_comma_separated_or_as_json_and_bad_items_are_named(cwd):
+    env = {"AGENT_OBJECTIVES": "accuracy, latency", "AGENT_RUNGS": "[2, 5]", "AGENT_PROXIES": "synflow,snip",
+           "AGENT_EARLY_STOP": "asha", "AGENT_MAX_LATENCY_MS": "1.5"}
+    s = load_settings({}, env=env, cwd=cwd).settings
+    assert s.objectives == ["accuracy", "latency"] and s.rungs == [2, 5] and s.proxies == ["synflow", "snip"]
+    assert s.early_stop == "asha" and s.max_latency_ms == 1.5 and s.reduction_factor == 3
+    defaults = load_settings({}, env={}, cwd=cwd).settings
+    assert defaults.objectives == ["accuracy"] and defaults.rungs is None and len(defaults.proxies) == 5
+    assert defaults.screen is None and defaults.max_params is None
+    with pytest.raises(ConfigError, match="AGENT_OBJECTIVES.*'speed'"):
+        load_settings({}, env={"AGENT_OBJECTIVES": "accuracy,speed"}, cwd=cwd)
+    with pytest.raises(ConfigError, match="AGENT_RUNGS: not a JSON list"):
+        load_settings({}, env={"AGENT_RUNGS": "[2,"}, cwd=cwd)
+    (cwd / "agent.toml").write_text('objectives = ["accuracy", "params"]\nproxies = []\nscreen = "synflow"\n')
+    s = load_settings({}, env={}, cwd=cwd).settings
+    assert s.objectives == ["accuracy", "params"] and s.proxies == [] and s.screen == "synflow"

@@ -119,6 +119,25 @@ def test_version_3_database_upgrades_with_its_insights_and_takes_forecasts(tmp_p
     assert {"epoch": 1.0, "val_accuracy": 0.8, "train_loss": None, "val_loss": None, "train_accuracy": 0.75} in sum(curves, [])
 
 
+def test_version_4_database_upgrades_with_its_forecasts_and_takes_measurements(tmp_path):
+    _load_sql(ASSETS / "history_v4.sql", tmp_path / store.DB_NAME)
+    h = History(tmp_path)
+    run = "20261122-120000-aaaaaa"
+    stopped = h.get_candidate(f"{run}-c0002")
+    assert stopped["status"] == "stopped_early" and stopped["measurements"] == {}
+    assert [(f["epoch"], f["action"]) for f in stopped["forecasts"]] == [(1.0, "stop")]
+    assert stopped["evaluations"][0]["curve"][0]["train_accuracy"] == 0.45
+    assert h.schema_version() == SCHEMA_VERSION and _columns(h.path) == _declared()
+    measured = Candidate(candidate_id=f"{run}-c0003", run_id=run, seq=3, space="nb201", spec={"a": 1}, canonical_key="k3",
+                         proposer="evolution", status=Status.INVALID, error="batch-1 latency 2.1 ms exceeds --max-latency-ms 1",
+                         measurements={"params": 1200, "flops": 34000, "latency_ms": 2.1, "proxy_synflow": 3.5})
+    h.add_candidates([measured])
+    rows = {r["candidate_id"]: r for r in h.run_candidates(run)}
+    assert rows[f"{run}-c0003"]["measurements"] == measured.measurements
+    assert rows[f"{run}-c0000"]["measurements"] == {}
+    assert h.get_candidate(f"{run}-c0003")["measurements"]["latency_ms"] == 2.1
+
+
 def test_migrations_apply_in_order_and_keep_data(tmp_path, monkeypatch):
     """The upgrade machinery itself: a pretend version 2 adds a column to an existing file."""
     h = History(tmp_path)

@@ -139,3 +139,23 @@ def test_a_parent_turns_the_prompt_into_an_edit(tmp_path):
     (_, user) = Prompts().propose_messages(history=view(h, run, 5), token_budget=2000, parent=parent, **CONTEXT)
     assert "## Start from this candidate\n- r1-c0004: 0.5800 |" in user["content"]
     assert "Propose an edit of it" in user["content"] and "Propose the next candidate" not in user["content"]
+
+
+def test_rows_state_the_other_objectives_measured_before_training(tmp_path):
+    h = History(tmp_path / "home")
+    h.create_run(Run(run_id="r1", task="digits", space="nb201", proposer="llm", seed=0, budget=10))
+    rng = random.Random(1)
+    specs = [NB201.sample(rng) for _ in range(2)]
+    h.add_candidates([Candidate(candidate_id=f"r1-c000{i}", run_id="r1", seq=i, space="nb201", spec=s,
+                                canonical_key=NB201.canonical_key(s), proposer="llm", status=Status.RUNNING,
+                                measurements={"latency_ms": 0.4123 * (i + 1), "params": 12300 + i, "flops": 2_500_000})
+                      for i, s in enumerate(specs)])
+    h.add_evaluations("r1", [Evaluation(candidate_id=f"r1-c000{i}", status=Status.OK, val_accuracy=0.9 - i / 10)
+                             for i in range(2)])
+    view = HistoryView.from_rows(h.prompt_history("r1"), NB201.canonical_key, evaluations=2, budget=10,
+                                 show=("latency_ms", "params"))
+    text = Prompts().propose_messages(history=view, token_budget=4000, **CONTEXT)[1]["content"]
+    assert "r1-c0000: 0.9000 (latency 0.412 ms, 12,300 params) |" in text
+    assert "r1-c0001: 0.8000 (latency 0.825 ms, 12,301 params) |" in text and "FLOPs" not in text
+    plain = HistoryView.from_rows(h.prompt_history("r1"), NB201.canonical_key, evaluations=2, budget=10)
+    assert "r1-c0000: 0.9000 |" in Prompts().propose_messages(history=plain, token_budget=4000, **CONTEXT)[1]["content"]

@@ -181,7 +181,7 @@ def test_later_proposals_mutate_one_member_by_one_edge():
     drive(evo, 5)
     seen_ids = {f"c{i}" for i in range(5)}
     for step in range(5, 40):
-        members = {cid: spec for cid, spec, _ in evo.population}
+        members = {cid: spec for cid, spec, *_ in evo.population}
         (p,) = evo.propose(1, ctx())
         assert len(p.parents) == 1 and p.parents[0] in members
         assert p.parents[0] in seen_ids
@@ -208,8 +208,8 @@ def test_aging_removes_the_oldest_not_the_worst():
     vals = [0.99, 0.98, 0.1, 0.2, 0.3]  # the oldest are the best
     for i, (spec, val) in enumerate(zip(specs, vals)):
         evo.observe(candidate(f"c{i}", spec), evaluation(f"c{i}", val=val))
-    assert [cid for cid, _, _ in evo.population] == ["c2", "c3", "c4"]
-    assert [fit for _, _, fit in evo.population] == [0.1, 0.2, 0.3]
+    assert [cid for cid, *_ in evo.population] == ["c2", "c3", "c4"]
+    assert [fit for _, _, fit, _ in evo.population] == [0.1, 0.2, 0.3]
     assert all(p.parents[0] in {"c2", "c3", "c4"} for p in evo.propose(20, ctx()))
 
 
@@ -234,7 +234,7 @@ def test_failures_never_become_parents():
     failed = {f"c{i}" for i in range(60) if (i + 1) % 2 == 0}
     parents = [p for _, ps in history for p in ps]
     assert parents and not (set(parents) & failed)
-    assert not ({cid for cid, _, _ in evo.population} & failed)
+    assert not ({cid for cid, *_ in evo.population} & failed)
 
 
 def test_all_initial_failures_keep_sampling_randomly():
@@ -249,7 +249,7 @@ def test_all_initial_failures_keep_sampling_randomly():
 def test_population_member_spec_is_not_aliased_to_the_child():
     evo = RegularizedEvolution(SPACE, seed=6, population=2, tournament=2)
     drive(evo, 2)
-    before = [dict(spec) for _, spec, _ in evo.population]
+    before = [dict(spec) for _, spec, *_ in evo.population]
     for p in evo.propose(10, ctx()):
         p.spec["edge_1_0"] = "bogus"
-    assert [dict(spec) for _, spec, _ in evo.population] == before
+    assert [dict(spec) for _, spec, *_ in evo.population] == before

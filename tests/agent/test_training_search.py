@@ -54,11 +54,12 @@ def test_faults_are_recorded_and_the_search_goes_on(tmp_path):
 @pytest.mark.slow
 def test_cli_digits_search_records_curves_and_the_three_seed_final_report(tmp_path):
     home = tmp_path / "home"
-    out = run_cli("search", "--task", "digits", "--proposer", "evolution", "--budget", "3", "--epochs", "3", "--json",
-                  home=home, timeout=600)
+    # --max-flops keeps the random samples small (seed 0 draws a 100M-MAC network otherwise): a minute less
+    out = run_cli("search", "--task", "digits", "--proposer", "evolution", "--budget", "3", "--epochs", "3",
+                  "--max-flops", "20000000", "--json", home=home, timeout=600)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
-    assert summary["evaluations"] == 3 and summary["counts"]["ok"] == 3
+    assert summary["evaluations"] == 3 and summary["counts"]["ok"] == 3 and summary["best"]["flops"] <= 20_000_000
     assert out.stderr.count(" epochs, ") == 3 and out.stderr.count("final report: retraining") == 3
     best = summary["best"]
     assert 0.5 < best["val_accuracy"] <= 1 and 0.5 < best["test_accuracy"] <= 1

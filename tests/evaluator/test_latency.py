@@ -9,7 +9,14 @@ from evaluator.latency import LatencyError, LatencyProbe
 from evaluator.spaces.nb201 import EDGE_FIELDS
 
 CELL = dict.fromkeys(EDGE_FIELDS, "nor_conv_3x3")
-QUICK = dict(throughput_batch=4, warmup_runs=2, warmup_seconds=0.05, round_size=5, min_repeats=10, max_seconds=2.0)
+QUICK = dict(throughput_batch=4, warmup_runs=2, warmup_seconds=0.05, round_size=5, min_repeats=10, min_seconds=0.1,
+             max_seconds=2.0, calibration_seconds=0.3)
+
+
+@pytest.fixture(autouse=True)
+def _own_calibration(tmp_path, monkeypatch):
+    """Every probe here keeps its reference calibration in the test's folder, not the user's cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 def test_a_probe_reports_batch_1_and_throughput_with_a_fingerprint():
@@ -25,6 +32,24 @@ def test_a_probe_reports_batch_1_and_throughput_with_a_fingerprint():
         report.at(2)
 
 
+def test_latency_is_normalised_by_the_reference_network_and_the_calibration_accumulates(tmp_path):
+    probe = LatencyProbe(**QUICK, calibration_dir=str(tmp_path / "cal"))
+    first = probe.measure("nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
+    (stored,) = (tmp_path / "cal").glob("reference-*.json")
+    assert first.calibration_sessions >= 2  # the first calibration's windows, and this session's median
+    assert first.reference_ms > 0 and first.reference_session_ms > 0
+    one = first.at(1)
+    assert one.relative > 0 and one.raw_median_ms > 0
+    assert one.median_ms == pytest.approx(one.relative * first.reference_ms, rel=1e-3)
+    second = probe.measure("nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
+    assert second.calibration_sessions == first.calibration_sessions + 1  # no second first-calibration
+    assert stored.is_file() and len(__import__("json").loads(stored.read_text())["samples"]) == second.calibration_sessions
+    raw = LatencyProbe(**QUICK, calibrate=False, calibration_dir=str(tmp_path / "none")).measure(
+        "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
+    assert raw.reference_ms is None and raw.at(1).relative is None and raw.at(1).median_ms == raw.at(1).raw_median_ms
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_probe_that_cannot_settle_says_so():
     report = LatencyProbe(**{**QUICK, "min_repeats": 10, "max_repeats": 10, "rel_tol": 1e-9}).measure(
         "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
@@ -38,6 +63,8 @@ def test_bad_requests_are_named():
         LatencyProbe(min_repeats=50, max_repeats=10)
     with pytest.raises(LatencyError, match="threads=0"):
         LatencyProbe(threads=0)
+    with pytest.raises(LatencyError, match="min_seconds"):
+        LatencyProbe(min_seconds=30, max_seconds=20)
     with pytest.raises(LatencyError, match="conv9x9"):
         LatencyProbe(**QUICK).measure("nb201", {**CELL, "edge_1_0": "conv9x9"}, (3, 8, 8), 10)
 

@@ -148,3 +148,35 @@ def test_worker_names_memory_failures(exc, memory):
     from evaluator.worker import _is_memory_error
 
     assert _is_memory_error(exc) is memory
+
+
+def test_a_continued_job_starts_after_its_checkpoint_and_proxies_come_only_when_asked():
+    def resumed(ch, w):
+        ch.send("ready", params=10, device="cpu", threads=1)
+        epoch(ch, 3)
+        epoch(ch, 4)
+        ch.send("done")
+
+    c = run(resumed, start_epoch=2, epochs=4)
+    assert c.rejected == [] and [getattr(m, "epoch", None) for m in c.accepted] == [None, 3, 4, None]
+    c = run(resumed, epochs=4)  # a fresh job must start at epoch 1
+    assert c.rejected[0].startswith("epoch 3 out of order (expected 1")
+
+    def with_proxies(ch, w):
+        ch.send("ready", params=10, device="cpu", threads=1)
+        ch.send("proxies", scores={"synflow": 12.5}, errors={"naswot": "singular kernel"}, seconds=0.1)
+        epoch(ch, 1)
+        epoch(ch, 2)
+        ch.send("done")
+
+    c = run(with_proxies, proxies=frozenset({"synflow", "naswot"}))
+    assert c.rejected == [] and c.accepted[1].scores == {"synflow": 12.5}
+    assert run(with_proxies).rejected[0] == "proxies from a job that was not asked for them"
+    assert run(with_proxies, proxies=frozenset({"synflow"})).rejected[0] == "proxies not asked for: ['naswot']"
+
+    def late_proxies(ch, w):
+        ch.send("ready", params=10, device="cpu", threads=1)
+        epoch(ch, 1)
+        ch.send("proxies", scores={"synflow": 1.0}, errors={}, seconds=0.1)
+
+    assert run(late_proxies, proxies=frozenset({"synflow"})).rejected[0] == "proxies after epoch, not right after ready"

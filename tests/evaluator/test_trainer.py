@@ -77,3 +77,46 @@ def test_same_config_same_reports_on_cpu():
     assert [r.train_accuracy for r in first] == [r.train_accuracy for r in second]
     assert [r.train_loss for r in first] == [r.train_loss for r in second]
     assert all(np.array_equal(a.val_predictions, b.val_predictions) for a, b in zip(first, second))
+
+
+def test_stopping_at_a_rung_and_continuing_from_the_checkpoint_is_the_same_run(tmp_path):
+    """Successive halving's contract: 2 + 2 + 2 epochs from checkpoints equal 6 in one go, bit for bit on CPU
+    (weights, optimizer, learning-rate schedule, data order, augmentation and dropout all continue)."""
+    x, y = easy_problem(256, seed=3)
+    cfg = TrainConfig(epochs=6, seed=5, batch_size=32, augmentation="crop_flip", schedule="cosine")
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.3), nn.AdaptiveAvgPool2d(2),
+                             nn.Flatten(), nn.Linear(32, 4))
+
+    straight: list[EpochReport] = []
+    train(net(), x, y, x[:16], 255.0, cfg, straight.append)
+    pieces: list[EpochReport] = []
+    ckpt = tmp_path / "c.pt"
+    train(net(), x, y, x[:16], 255.0, cfg, pieces.append, stop_epoch=2, save_to=ckpt)
+    train(net(), x, y, x[:16], 255.0, cfg, pieces.append, stop_epoch=4, resume_from=ckpt, save_to=ckpt)
+    predict = train(net(), x, y, x[:16], 255.0, cfg, pieces.append, resume_from=ckpt)
+    assert [r.epoch for r in pieces] == [1, 2, 3, 4, 5, 6]
+    assert [r.train_loss for r in pieces] == [r.train_loss for r in straight]
+    assert all(np.array_equal(a.val_predictions, b.val_predictions) for a, b in zip(pieces, straight))
+    assert predict(x[:16]).shape == (16,)
+
+
+def test_a_checkpoint_of_another_schedule_or_at_the_stop_is_refused(tmp_path):
+    from evaluator.trainer import CheckpointError
+
+    x, y = easy_problem(64)
+    ckpt = tmp_path / "c.pt"
+    train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=4, batch_size=32), lambda r: None, stop_epoch=2, save_to=ckpt)
+    with pytest.raises(CheckpointError, match="4-epoch schedule with seed 0, not 6 epochs"):
+        train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=6, batch_size=32), lambda r: None, resume_from=ckpt)
+    with pytest.raises(CheckpointError, match="at epoch 2, not before stop_epoch 2"):
+        train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=4, batch_size=32), lambda r: None, stop_epoch=2,
+              resume_from=ckpt)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read as a checkpoint"):
+        train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=4, batch_size=32), lambda r: None,
+              resume_from=tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="stop_epoch=9 must be between 1 and the schedule's 4 epochs"):
+        train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=4, batch_size=32), lambda r: None, stop_epoch=9)

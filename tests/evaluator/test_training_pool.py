@@ -153,3 +153,56 @@ def test_the_pool_trains_up_to_its_capacity_at_once(digits, spec, tmp_path):
         assert pool.free_slots() == 2 and all(ev.metrics["peak_memory_mb"] > 50 for ev in finished.values())
     finally:
         pool.close()
+
+
+def _finish(pool: TrainingPool, job: Job):
+    pool.submit(job)
+    events = []
+    while not any(e.kind == "finished" for e in events):
+        events += pool.events(timeout=None)
+    return events[-1].evaluation, events
+
+
+def test_a_job_stopped_at_a_rung_continues_from_its_checkpoint_as_one_run(digits, spec, tmp_path):
+    """What successive halving relies on: 2 epochs + 2 more from the checkpoint give the curve of 4 in one go."""
+    straight_pool = TrainingPool(digits, "layers", workdir=tmp_path / "a", epochs=4, threads=1)
+    pool = TrainingPool(digits, "layers", workdir=tmp_path / "b", epochs=4, threads=1, proxies=("synflow", "snip"))
+    try:
+        straight, _ = _finish(straight_pool, Job(candidate_id="run-c0001", spec=spec))
+        rung, _ = _finish(pool, Job(candidate_id="run-c0001", spec=spec, fidelity=2, checkpoint=True))
+        assert rung.status is Status.OK and rung.fidelity == 2 and [p.epoch for p in rung.curve] == [1, 2]
+        assert rung.metrics["proxy_synflow"] > 0 and "proxy_snip" in rung.metrics and rung.metrics["proxy_seconds"] >= 0
+        assert (tmp_path / "b" / "checkpoints" / "run-c0001.pt").is_file()
+        with pytest.raises(ValueError, match="cannot resume run-c0002 to epoch 4: the pool holds none"):
+            pool.submit(Job(candidate_id="run-c0002", spec=spec, resume=True))
+        with pytest.raises(ValueError, match="holds one at epoch 2"):
+            pool.submit(Job(candidate_id="run-c0001", spec=spec, fidelity=2, resume=True))
+        done, events = _finish(pool, Job(candidate_id="run-c0001", spec=spec, resume=True))
+        assert events[0].data["from_epoch"] == 2 and [e.data["epoch"] for e in events if e.kind == "progress"] == [3, 4]
+        assert done.status is Status.OK and done.fidelity == 4 and done.metrics["jobs"] == 2
+        assert done.metrics["resumed_from_epoch"] == 2 and done.metrics["proxy_synflow"] == rung.metrics["proxy_synflow"]
+        assert [p.val_accuracy for p in done.curve] == [p.val_accuracy for p in straight.curve]
+        assert [p.train_loss for p in done.curve] == [p.train_loss for p in straight.curve]
+        assert done.wall_seconds > rung.wall_seconds
+        assert not (tmp_path / "b" / "checkpoints" / "run-c0001.pt").exists()  # finished: the checkpoint is gone
+        with pytest.raises(ValueError, match="from scratch"):
+            pool.submit(Job(candidate_id="run-c0001", spec=spec, purpose=Purpose.FINAL, fidelity=2))
+    finally:
+        straight_pool.close()
+        pool.close()
+
+
+def test_a_worker_that_leaves_no_checkpoint_fails_and_discard_drops_one(digits, spec, tmp_path):
+    pool = TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=3, threads=1,
+                        test_inject={"c0001": "import evaluator.trainer as t\nt._save_checkpoint = lambda *a, **k: None"})
+    try:
+        ev, _ = _finish(pool, Job(candidate_id="run-c0001", spec=spec, fidelity=1, checkpoint=True))
+        assert ev.status is Status.FAILED and "left no checkpoint" in ev.error and ev.val_accuracy is None
+        ok, _ = _finish(pool, Job(candidate_id="run-c0002", spec=spec, fidelity=1, checkpoint=True))
+        assert ok.status is Status.OK and (tmp_path / "w" / "checkpoints" / "run-c0002.pt").is_file()
+        pool.discard("run-c0002")
+        assert not (tmp_path / "w" / "checkpoints" / "run-c0002.pt").exists()
+        with pytest.raises(ValueError, match="holds none"):
+            pool.submit(Job(candidate_id="run-c0002", spec=spec, resume=True))
+    finally:
+        pool.close()

@@ -1,0 +1,225 @@
+"""Learning-curve tables: recorded per-epoch curves of NAS-Bench-201 cells, replayed as training.
+
+A curves file (CSV) has one row per cell: ``arch_str`` (the NAS-Bench-201 arch string),
+``val_accs`` (a JSON list of validation accuracies in percent, one per epoch) and optionally
+``train_accs`` (training accuracy at the same epochs) and ``arch_i``. The team's copy,
+``../shared/benchdata/curves/nb201_cifar10valid_200archs_curves.csv``, holds 200 cells of 200
+epochs on cifar10-valid.
+
+``CurvePool`` evaluates a cell by replaying its recorded curve epoch by epoch, exactly as a
+training worker reports one: a ``started`` event, a ``progress`` event per epoch (validation
+and training accuracy), a ``finished`` event with the whole curve. It honours everything a
+training pool does for the search: ``fidelity`` (stop at an epoch), ``checkpoint`` / ``resume``
+(continue where the candidate stopped), ``cancel`` (stop now, with the epochs so far) and its
+capacity. Time is virtual: every epoch of every job takes ``seconds_per_epoch`` (recorded as the
+evaluation's seconds), and the events of concurrent jobs come out in the order they would
+happen, so early stopping, successive halving and several workers behave as they would on real
+training, in milliseconds. A final evaluation has nothing to replay (no test split): it reports
+the cell's last validation accuracy and no test accuracy. The task
+``curves:FILE`` searches the file's cells this way (agent.engine.runner); bench/ uses it to
+compare stopping policies inside the real search loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evaluator.errors import SpecError, TableError
+from evaluator.pool import EvaluationPool, Job, PoolEvent
+from evaluator.records import CurvePoint, Evaluation, Purpose, Status
+
+
+@dataclass(frozen=True)
+class CurveTable:
+    path: Path
+    val: dict[str, list[float]]  # arch string -> validation accuracy per epoch, fractions
+    train: dict[str, list[float]] | None  # arch string -> training accuracy per epoch, fractions (when the file has them)
+    epochs: int
+
+    @property
+    def archs(self) -> list[str]:
+        return list(self.val)
+
+
+def load_curve_table(path: Path) -> CurveTable:
+    """Read and check a curves file; errors name the file, the line and the fix."""
+    from evaluator.spaces.nb201 import arch_string, parse_arch
+
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"no curves file at {path}",
+                         hint="pass a CSV with arch_str and val_accs columns (JSON lists of percentages); the team's "
+                              "copy is ../shared/benchdata/curves/nb201_cifar10valid_200archs_curves.csv")
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise TableError(f"{path} is not a readable CSV file: {exc}", hint="pass a UTF-8 CSV file") from None
+    missing = [c for c in ("arch_str", "val_accs") if c not in columns]
+    if missing:
+        raise TableError(f"{path}: missing column(s) {', '.join(missing)}; the file has {', '.join(columns) or 'none'}",
+                         hint="a curves file needs arch_str (NAS-Bench-201 arch string) and val_accs (a JSON list of "
+                              "validation accuracies in percent per epoch)")
+    has_train = "train_accs" in columns
+    val: dict[str, list[float]] = {}
+    train: dict[str, list[float]] = {}
+    epochs = None
+    for line, row in enumerate(rows, start=2):
+        where = f"{path}, line {line}"
+        try:
+            arch = arch_string(parse_arch(row["arch_str"]))
+        except SpecError as exc:
+            raise TableError(f"{where}: {exc.message}", hint=exc.hint) from None
+        if arch in val:
+            raise TableError(f"{where}: cell {arch} appears twice", hint="keep one row per cell")
+        curves = {"val_accs": row["val_accs"]} | ({"train_accs": row["train_accs"]} if has_train else {})
+        for column, text in curves.items():
+            try:
+                values = [float(v) for v in json.loads(text or "null")]
+            except (TypeError, ValueError) as exc:
+                raise TableError(f"{where}: {column} is not a JSON list of numbers ({exc})",
+                                 hint="write the per-epoch accuracies as [12.5, 20.1, ...]") from None
+            if not values or not all(math.isfinite(v) and 0 <= v <= 100 for v in values):
+                raise TableError(f"{where}: {column} must hold percentages in [0, 100], one per epoch",
+                                 hint="accuracies in percent, e.g. [12.5, 20.1, ...]")
+            if epochs is None:
+                epochs = len(values)
+            if len(values) != epochs:
+                raise TableError(f"{where}: {len(values)} epochs of {column}, but the first curve has {epochs}",
+                                 hint="every curve in a file must cover the same epochs")
+            (val if column == "val_accs" else train)[arch] = [v / 100.0 for v in values]
+    if not val:
+        raise TableError(f"{path} has no rows", hint="a curves file needs at least 2 cells")
+    if len(val) < 2 or epochs < 2:
+        raise TableError(f"{path}: {len(val)} cell(s) of {epochs} epoch(s)",
+                         hint="a curves search needs at least 2 cells of at least 2 epochs")
+    return CurveTable(path=path, val=val, train=train if has_train else None, epochs=epochs)
+
+
+@dataclass
+class _Job:
+    job: Job
+    arch: str
+    next_epoch: int
+    stop_epoch: int
+    curve: list[CurvePoint] = field(default_factory=list)
+    cancelled: tuple[Status, str] | None = None
+
+
+class CurvePool(EvaluationPool):
+    """Replays recorded curves as a training pool would report them (see the module docstring)."""
+
+    def __init__(self, table: CurveTable, capacity: int = 1, seconds_per_epoch: float = 1.0) -> None:
+        from evaluator.spaces.nb201 import Nb201Space
+
+        if capacity < 1:
+            raise ValueError(f"capacity={capacity} must be at least 1")
+        self.table, self.capacity, self.seconds_per_epoch = table, capacity, seconds_per_epoch
+        self.epochs = table.epochs
+        self._space = Nb201Space()
+        self._clock = 0.0
+        self._queue: list[tuple[float, int, str]] = []  # (virtual time of its next event, order, candidate)
+        self._jobs: dict[str, _Job] = {}
+        self._saved: dict[str, list[CurvePoint]] = {}  # checkpoints: the curve a candidate stopped at
+        self._results: dict[str, Evaluation] = {}
+        self._order = 0
+        self._started: list[PoolEvent] = []
+
+    def submit(self, job: Job) -> None:
+        if self.in_flight >= self.capacity:
+            raise RuntimeError(f"pool is full ({self.capacity} jobs); submit when free_slots() > 0")
+        stop = int(job.fidelity or self.epochs)
+        if not 1 <= stop <= self.epochs:
+            raise ValueError(f"fidelity={job.fidelity} must be between 1 and the table's {self.epochs} epochs")
+        arch = self._space.canonical_key(job.spec)
+        if job.purpose is Purpose.FINAL:  # nothing to replay: a curves file has no test split
+            val = self.table.val.get(arch)
+            self._results[job.candidate_id] = evaluation = Evaluation(
+                candidate_id=job.candidate_id, purpose=job.purpose, status=Status.OK if val else Status.FAILED,
+                fidelity=float(self.epochs), val_accuracy=val[-1] if val else None,
+                source=f"{self.table.path.name} has no test split: there is no test accuracy to report",
+                error=None if val else f"cell {arch} is not in the curves file {self.table.path}")
+            self._started.append(PoolEvent(kind="finished", candidate_id=job.candidate_id, evaluation=evaluation))
+            return
+        prefix = self._saved.pop(job.candidate_id, []) if job.resume else []
+        if job.resume and (not prefix or len(prefix) >= stop):
+            raise ValueError(f"cannot resume {job.candidate_id} to epoch {stop}: the pool holds "
+                             f"{f'one at epoch {len(prefix)}' if prefix else 'none'}")
+        run = _Job(job=job, arch=arch, next_epoch=len(prefix) + 1, stop_epoch=stop, curve=list(prefix))
+        self._jobs[job.candidate_id] = run
+        self._started.append(PoolEvent(kind="started", candidate_id=job.candidate_id,
+                                       data={"purpose": job.purpose.value, "seed": job.seed, "epochs": stop,
+                                             "from_epoch": len(prefix)}))
+        self._push(job.candidate_id)
+
+    def _push(self, candidate_id: str) -> None:
+        self._order += 1
+        heapq.heappush(self._queue, (self._clock + self.seconds_per_epoch, self._order, candidate_id))
+
+    def events(self, timeout: float | None = None) -> list[PoolEvent]:
+        out, self._started = self._started, []
+        while self._queue and not any(e.kind in ("progress", "finished") for e in out):
+            when, _, cid = heapq.heappop(self._queue)
+            run = self._jobs.get(cid)
+            if run is None:
+                continue
+            self._clock = max(self._clock, when)
+            out += self._step(run)
+        return out
+
+    def _step(self, run: _Job) -> list[PoolEvent]:
+        cid = run.job.candidate_id
+        val = self.table.val.get(run.arch)
+        if val is None:
+            return [self._finish(run, Status.FAILED, f"cell {run.arch} is not in the curves file {self.table.path}")]
+        if run.cancelled is not None:
+            return [self._finish(run, *run.cancelled)]
+        e = run.next_epoch
+        train = self.table.train[run.arch][e - 1] if self.table.train is not None else None
+        run.curve.append(CurvePoint(epoch=e, val_accuracy=val[e - 1], train_accuracy=train))
+        progress = PoolEvent(kind="progress", candidate_id=cid,
+                             data={"epoch": e, "epochs": run.stop_epoch, "val_accuracy": val[e - 1],
+                                   "train_accuracy": train, "purpose": run.job.purpose.value, "seed": run.job.seed})
+        if e >= run.stop_epoch:
+            if run.job.checkpoint and e < self.epochs:
+                self._saved[cid] = list(run.curve)
+            return [progress, self._finish(run, Status.OK, None)]
+        run.next_epoch += 1
+        self._push(cid)
+        return [progress]
+
+    def _finish(self, run: _Job, status: Status, error: str | None) -> PoolEvent:
+        cid = run.job.candidate_id
+        del self._jobs[cid]
+        last = run.curve[-1].val_accuracy if run.curve else None
+        evaluation = Evaluation(
+            candidate_id=cid, purpose=run.job.purpose, status=status, fidelity=float(len(run.curve)),
+            val_accuracy=last if status is Status.OK else None, curve=run.curve,
+            source=f"replayed from {self.table.path.name}", wall_seconds=self.seconds_per_epoch * len(run.curve),
+            device_seconds=self.seconds_per_epoch * len(run.curve), error=error, metrics={"epochs": len(run.curve)})
+        self._results[cid] = evaluation
+        return PoolEvent(kind="finished", candidate_id=cid, evaluation=evaluation)
+
+    def result(self, candidate_id: str) -> Evaluation | None:
+        return self._results.get(candidate_id)
+
+    def cancel(self, candidate_id: str, *, status: Status = Status.PRUNED, reason: str | None = None) -> bool:
+        run = self._jobs.get(candidate_id)
+        if run is None:
+            return False
+        run.cancelled = (status, reason or "cancelled by the coordinator")
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._jobs)
+
+    def discard(self, candidate_id: str) -> None:
+        self._saved.pop(candidate_id, None)
