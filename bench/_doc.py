@@ -78,6 +78,22 @@ def write_doc(key: str, body: str) -> None:
     DOC.write_text(text, encoding="utf-8")
 
 
+def cli_search(home: Path, *args: str, timeout: float = 7200) -> tuple[dict, float]:
+    """``agent search ARGS --json`` as a user runs it: a fresh process with AGENT_HOME=home (and no
+    other AGENT_ settings). Returns the summary and the wall seconds, timed from outside."""
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "agent", "search", *args, "--json"], capture_output=True, text=True,
+                          env=env, cwd=REPO_ROOT, timeout=timeout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: agent search failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout), wall
+
+
 @contextmanager
 def stderr_progress(total: int, description: str) -> Iterator[Callable[..., None]]:
     """Yields ``advance(label, line=True)``: a rich bar on a terminal; otherwise ``label`` is

@@ -38,7 +38,7 @@ from agent.proposers.base import Proposal, ProposalContext, Proposer
 from agent.store.recorder import MemoryRecorder
 from evaluator.nb201_tables import SIGNAL_TABLE_NAME
 from evaluator.spaces import get_space
-from evaluator.spaces.nb201 import EDGE_FIELDS, OPS
+from evaluator.spaces.nb201 import EDGE_FIELDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DEFAULT_BENCHMARK_DIR, run_info, stderr_progress, write_doc  # noqa: E402

@@ -22,10 +22,7 @@ Results: docs/benchmarks.md, section search_digits.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,21 +32,14 @@ from pathlib import Path
 from agent.store import History
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import DOC, REPO_ROOT, run_info, write_doc  # noqa: E402
+from _doc import DOC, REPO_ROOT, cli_search, run_info, write_doc  # noqa: E402
 
 BUDGET = 12
 
 
 def search(home: Path, seed: int, device: str, workers: int) -> tuple[dict, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
-    cmd = [sys.executable, "-m", "agent", "search", "--task", "digits", "--proposer", "evolution", "--budget",
-           str(BUDGET), "--seed", str(seed), "--device", device, "--workers", str(workers), "--json"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=3600)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"search_digits: agent search failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout), wall
+    return cli_search(home, "--task", "digits", "--proposer", "evolution", "--budget", str(BUDGET), "--seed", str(seed),
+                      "--device", device, "--workers", str(workers), timeout=3600)
 
 
 def jobs_of(home: Path, run_id: str) -> list[dict]:

@@ -23,10 +23,10 @@ Machine speed drifts. On the shared virtual machines this project is developed o
 network in the same pinned process runs at 13 ms for some seconds and 20 ms for the next
 (docs/benchmarks.md): a probe that times one stretch reports whichever phase it caught, two
 probes disagree by up to 40%, and a search would compare candidates measured in different
-phases. So every round of the candidate is preceded by a round of a fixed **reference
-network** (a small CNN on one 3x32x32 image), and each candidate call is divided by the
-median of the reference round just before it: the ratio stays put while the machine's speed
-changes (within a few percent here, against +-30% for the raw times). The reported
+phases. So every call of the candidate is preceded by a call of a fixed **reference network**
+(a small CNN on one 3x32x32 image), and each candidate call is divided by the median of the
+reference's last few calls: the ratio stays put while the machine's speed changes (within a
+few percent here, against +-30% for the raw times). The reported
 ``median_ms`` is that ratio times the reference's **calibrated** latency on this device: the
 median of the reference's per-session medians over every probe session on this machine (kept
 in a small JSON file per device fingerprint, ``calibration_dir``, by default
@@ -197,7 +197,8 @@ def time_calls(call, sync, probe: dict[str, Any], reference=None,
     With ``reference`` (a function that times one call of the reference network), every call
     is preceded by a reference call, each call is divided by the median of the reference's
     last REFERENCE_WINDOW calls, and the rule applies to those ratios (calls interleaved one
-    by one track the machine's speed; rounds of each did not, measured in docs/benchmarks.md).
+    by one track the machine's speed closely; docs/benchmarks.md shows the ratio holding while
+    the raw time moves by half).
     ``too_slow(values)`` ends the timing early (unsettled) once it says the network is clearly
     over a limit. Returns the call times and, per call, the reference median it was divided by
     (empty without a reference)."""
@@ -237,9 +238,9 @@ CALIBRATION_WINDOW = 0.5  # seconds per sample of a first calibration
 
 
 def reference_network():
-    """The fixed network every probe times between the candidate's rounds: three 3x3
+    """The fixed network every probe times before each call of the candidate: three 3x3
     convolutions of 32 channels on one 3x32x32 image, pooled into a linear layer (about
-    1-2 ms on one CPU core), with fixed weights."""
+    1 ms on one CPU core here), with fixed weights."""
     import torch
     from torch import nn
 
@@ -352,18 +353,20 @@ def time_model(model: Any, input_shape: tuple[int, ...], probe: dict[str, Any],
             n += 1
         return n
 
-    reference = None
     warmups = 0
     session: list[float] = []  # the reference's call times during this probe
     with torch.inference_mode():
+        reference = None
         if probe["calibrate"]:
             ref_net, ref_x = _reference(device)
             ref_call = lambda: ref_net(ref_x)  # noqa: E731
             warmups += warm(ref_call)
 
-            def reference() -> float:
+            def time_reference() -> float:
                 session.append(sync(ref_call))
                 return session[-1]
+
+            reference = time_reference
 
         measured = []
         notes = []

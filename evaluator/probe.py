@@ -105,15 +105,22 @@ def count_macs(model: Any, input_shape: tuple[int, ...]) -> int:
     return total[0]
 
 
+STATS_SAMPLE = 10_000  # images the channel statistics are estimated from (the trainer uses them all)
+
+
 def training_batch(x: np.ndarray, y: np.ndarray, x_scale: float, n: int = PROXY_BATCH, seed: int = 0
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded batch of ``n`` training images, normalised per channel as the trainer does, and their labels."""
+    """A seeded batch of ``n`` training images, normalised per channel as the trainer does (the
+    statistics estimated from at most STATS_SAMPLE images, so a large set is never copied), and
+    their labels."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(x), size=min(n, len(x)), replace=False))
-    unit = np.asarray(x, dtype=np.float32) / x_scale  # (N, C, H, W)
+    sample = np.sort(rng.choice(len(x), size=min(STATS_SAMPLE, len(x)), replace=False))
+    unit = np.asarray(x[sample], dtype=np.float64) / x_scale  # (S, C, H, W)
     mean = unit.mean(axis=(0, 2, 3), keepdims=True)
     std = np.maximum(unit.std(axis=(0, 2, 3), ddof=1, keepdims=True), 1e-3)
-    return ((unit[pick] - mean) / std).astype(np.float32), np.asarray(y)[pick].astype(np.int64)
+    batch = (np.asarray(x[pick], dtype=np.float64) / x_scale - mean) / std
+    return batch.astype(np.float32), np.asarray(y)[pick].astype(np.int64)
 
 
 class ModelProbe:
@@ -231,7 +238,7 @@ class ModelProbe:
 # -- the child process --------------------------------------------------------------------
 
 def _serve() -> int:
-    import torch  # before the replies' descriptor is set up: nothing it prints on import can reach the parent
+    import torch
 
     from evaluator.latency import LatencyError, fingerprint, setup_process, time_model
     from evaluator.models import build_model

@@ -27,13 +27,22 @@ from dataclasses import dataclass, field
 from evaluator.errors import UserInputError
 
 
+MAX_HALVINGS = 3  # default rungs reach down to max_epochs / eta^3 at most
+
+
 def default_rungs(max_epochs: int, eta: int) -> tuple[int, ...]:
     """Hyperband's geometric rungs below the end of the schedule: ``max_epochs / eta^k`` for
-    k = 1 .. floor(log_eta(max_epochs)), rounded, in increasing order (15 epochs, eta 3: 2, 5;
-    200 epochs: 2, 7, 22, 67). The end of the schedule is the implicit last rung, not listed."""
+    k = 1 .. min(3, floor(log_eta(max_epochs))), rounded, in increasing order (15 epochs, eta 3:
+    2, 5; 200 epochs: 7, 22, 67). The end of the schedule is the implicit last rung, not listed.
+
+    Why at most three halvings (bench/early_stop_curves.py, 200 NAS-Bench-201 curves of 200
+    epochs, 20 seeds of 50 candidates, one worker): rungs 2, 7, 22, 67 saved 16.3x at 0.18 points
+    of mean regret (1.7 worst); 7, 22, 67 saved 7.0x at 0.035 (0.27 worst), against 3.2x at 0.05
+    for the learning-curve forecast rule. A rung at 1% of the schedule ranks candidates on
+    accuracies that their later epochs still reorder."""
     if max_epochs < 2 or eta < 2:
         return ()
-    s_max = int(math.floor(math.log(max_epochs) / math.log(eta) + 1e-9))
+    s_max = min(MAX_HALVINGS, int(math.floor(math.log(max_epochs) / math.log(eta) + 1e-9)))
     return tuple(sorted({max(1, round(max_epochs / eta**k)) for k in range(1, s_max + 1)} - {max_epochs}))
 
 

@@ -20,3 +20,20 @@ def test_search_nb201_compares_the_portfolio_with_the_baselines(tiny_tables, tmp
     assert rows == {(p, b) for p in ("evolution", "random", "portfolio-nollm") for b in (5, 12)}
     assert all(r["duplicate_evaluations"] == 0 for r in raw["results"])
     assert all(r["llm_share"] == 0 for r in raw["results"] if r["proposer"] == "portfolio-nollm")
+
+
+def test_early_stop_curves_compares_the_modes_on_the_same_candidates(tmp_path):
+    from tests.evaluator.test_curves import cells, write_curves
+
+    write_curves(tmp_path / "c.csv", cells(20), epochs=12)
+    out = subprocess.run([sys.executable, "bench/early_stop_curves.py", "--curves", str(tmp_path / "c.csv"), "--seeds",
+                          "2", "--budget", "10", "--workers", "1", "--no-write"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 1 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["off", "forecast", "asha", "both", "asha, eta 2"]
+    off = rows[0].split("|")
+    assert off[3].strip() == "0.0%" and off[4].strip() == "1.00x" and off[5].strip() == "0.000"
+    asha = rows[2].split("|")
+    assert float(asha[4].strip().rstrip("x")) > 1.5  # successive halving saves epochs on any curves
+    assert "Reading: with 1 worker(s), successive halving saves" in out.stdout

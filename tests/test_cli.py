@@ -191,3 +191,26 @@ def test_ctrl_c_stops_a_search_and_marks_the_run_interrupted(tiny_tables, tmp_pa
     assert "interrupted" in stderr and "Traceback" not in stderr
     (run,) = h.list_runs()
     assert run["status"] == "interrupted" and 0 < run["evaluations"] < 100000
+
+
+def test_curves_search_with_halving_and_two_objectives_reads_well_in_every_command(tmp_path):
+    from tests.evaluator.test_curves import cells, write_curves
+
+    write_curves(tmp_path / "c.csv", cells(15), epochs=9)
+    home = tmp_path / "home"
+    out = run_cli("search", "--task", f"curves:{tmp_path / 'c.csv'}", "--budget", "8", "--early-stop", "asha",
+                  "--objectives", "accuracy,params", "--json", home=home)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["asha"]["rungs"][0]["reached"] == 8 and summary["counts"]["pruned"] >= 1
+    assert summary["pareto"] and all(m["params"] > 0 for m in summary["pareto"]) and summary["pretraining"]["measured"] == 8
+    text = run_cli("history", "--run", "latest", home=home).stdout
+    assert "successive halving (eta 3, 9 epochs)" in text and "Pareto front (accuracy, params)" in text
+    assert "params" in text.splitlines()[2] and "pruned by successive halving" in text
+    shown = run_cli("show", summary["pareto"][0]["candidate_id"], home=home).stdout
+    assert "measured before training: " in shown and "params" in shown
+    human = run_cli("search", "--task", f"curves:{tmp_path / 'c.csv'}", "--budget", "3", "--early-stop", "asha",
+                    home=home)
+    assert human.returncode == 0 and "successive halving (eta 3, 9 epochs)" in human.stdout
+    bad = run_cli("search", "--task", f"curves:{tmp_path / 'nope.csv'}", home=home)
+    assert bad.returncode == 2 and "no curves file" in bad.stderr

@@ -31,8 +31,9 @@ FAULTS = {
 
 def test_faults_are_recorded_and_the_search_goes_on(tmp_path):
     home = tmp_path / "home"
+    # small networks (--max-flops) train an epoch in seconds, so the hang needs only a 15 s limit
     summary = run_search(Settings(home=home, task="digits", proposer="random", budget=7, epochs=1, final_seeds=2,
-                                  device="cpu", timeout=30), test_inject=FAULTS)
+                                  device="cpu", timeout=15, max_flops=20_000_000, proxies=[]), test_inject=FAULTS)
     assert summary.status == "done" and summary.evaluations == 7
     assert summary.counts["failed"] == 4 and summary.counts["timeout"] == 1 and summary.counts["ok"] == 2
     h = History(home)
@@ -42,7 +43,7 @@ def test_faults_are_recorded_and_the_search_goes_on(tmp_path):
     assert "NaN loss" in errors["c0002"]
     assert "memory limit (4096 MB) exceeded" in errors["c0003"]
     assert "exited with code 7" in errors["c0004"]
-    assert "wall-clock limit of 30 s exceeded" in errors["c0005"] and "thinking forever" in errors["c0005"]
+    assert "wall-clock limit of 15 s exceeded" in errors["c0005"] and "thinking forever" in errors["c0005"]
     for suffix in FAULTS:
         assert by_seq[suffix]["status"] == ("timeout" if suffix == "c0005" else "failed")
         assert by_seq[suffix]["val_accuracy"] is None

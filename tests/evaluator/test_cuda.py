@@ -71,3 +71,26 @@ def test_training_pool_runs_candidates_on_cuda(digits, tmp_path):
     finally:
         pool.close()
         nb_pool.close()
+
+
+def test_a_rung_checkpoint_continues_on_cuda_with_proxies(digits, tmp_path):
+    """Successive halving on a GPU: the RNG and optimizer state travel through the checkpoint; the
+    continued curve has every epoch once (cuDNN kernels need not be bit-for-bit repeatable)."""
+    space = get_space("layers", input_shape=digits.input_shape, num_classes=digits.num_classes)
+    spec = space.validate(SPEC)
+    pool = TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=4, device="cuda", proxies=("synflow", "snip"))
+    try:
+        pool.submit(Job(candidate_id="r-c0000", spec=spec, fidelity=2, checkpoint=True))
+        finished = []
+        while not finished:
+            finished = [e for e in pool.events(timeout=None) if e.kind == "finished"]
+        assert finished[0].evaluation.status is Status.OK and finished[0].evaluation.metrics["proxy_synflow"] > 0
+        pool.submit(Job(candidate_id="r-c0000", spec=spec, resume=True))
+        finished = []
+        while not finished:
+            finished = [e for e in pool.events(timeout=None) if e.kind == "finished"]
+        ev = finished[0].evaluation
+        assert ev.status is Status.OK, ev.error
+        assert [p.epoch for p in ev.curve] == [1, 2, 3, 4] and ev.metrics["jobs"] == 2 and ev.val_accuracy > 0.8
+    finally:
+        pool.close()
