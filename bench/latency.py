@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         + ("Each call of the model follows a call of the reference network (evaluator.latency); the batch-1 median is "
            "the median of call / reference (the column '/ reference') times the reference's calibrated latency on this "
            f"device ({reports[-1].reference_ms:.3f} ms, the median over {reports[-1].calibration_sessions} probe sessions); "
-           "the raw median is what the clock said." if calibrated else "Raw times: no reference network."),
+           "the raw median is what the clock said." if calibrated else "Raw times: no reference network.")
+        + (" Between rounds the probe moves the heap (evaluator.latency.HeapShuffler), so the median covers many "
+           "placements of the activation buffers, not the one a process happens to get." if args.device == "cpu" else ""),
         "",
         *table(reports, args.batch),
         "",

@@ -17,6 +17,8 @@ process it
   inter-quartile range) is within ``rel_tol`` of it and the last round moved it less than that
   (``stable``), or until ``max_repeats`` calls or ``max_seconds`` (then the report says
   ``stable: false``);
+- on CPU, moves the heap between rounds (``HeapShuffler``), so the median runs over many
+  placements of the activation buffers rather than the one this process happened to get;
 - does this at batch 1 (latency) and at a throughput batch (images per second).
 
 Machine speed drifts. On the shared virtual machines this project is developed on, the same
@@ -188,7 +190,7 @@ OVER_LIMIT_MARGIN = 1.5  # a network this far over a latency limit is not timed 
 
 
 def time_calls(call, sync, probe: dict[str, Any], reference=None,
-               too_slow=None) -> tuple[list[float], list[float], bool]:
+               too_slow=None, between_rounds=None) -> tuple[list[float], list[float], bool]:
     """Milliseconds per call, in rounds until the median is known to ``rel_tol`` (True) or a
     limit is hit (False). "Known" means its standard error, estimated from the spread
     (1.2533 sigma / sqrt(n), sigma = IQR / 1.349), is within ``rel_tol`` of it, and it moved
@@ -200,7 +202,7 @@ def time_calls(call, sync, probe: dict[str, Any], reference=None,
     by one track the machine's speed closely; docs/benchmarks.md shows the ratio holding while
     the raw time moves by half).
     ``too_slow(values)`` ends the timing early (unsettled) once it says the network is clearly
-    over a limit. Returns the call times and, per call, the reference median it was divided by
+    over a limit; ``between_rounds()`` runs before each round (the heap shuffle, ``HeapShuffler``). Returns the call times and, per call, the reference median it was divided by
     (empty without a reference)."""
     times: list[float] = []
     refs: list[float] = []
@@ -209,6 +211,8 @@ def time_calls(call, sync, probe: dict[str, Any], reference=None,
     deadline = started + probe["max_seconds"]
     previous = None
     while len(times) < probe["max_repeats"] and time.monotonic() < deadline:
+        if between_rounds is not None:
+            between_rounds()
         for _ in range(probe["round_size"]):
             if reference is not None:
                 recent = (recent + [reference()])[-REFERENCE_WINDOW:]
@@ -228,6 +232,35 @@ def time_calls(call, sync, probe: dict[str, Any], reference=None,
                 return times, refs, True
         previous = median
     return times, refs, False
+
+
+class HeapShuffler:
+    """Moves where the next calls' activations land in memory, once per round.
+
+    On CPU a network's speed depends on where its activation buffers happen to sit (cache-set
+    conflicts with the weights): here the same network in the same process runs at 15 ms,
+    and at 17.5 ms once a few buffers of other sizes have been allocated before it, and stays
+    there until the heap changes again (docs/benchmarks.md). A probe that never changes the
+    heap measures one placement, and two probes disagree by up to 20% however long they time.
+    So before each round a few of a bounded set of spacer buffers (at most ``SPACERS``, 64 B
+    to 1.2 MB each, touched so they hold real pages) are freed and others allocated, and the
+    median runs over many placements."""
+
+    SPACERS = 32
+
+    def __init__(self, seed: int = 0) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+        self.spacers: list[Any] = []
+
+    def __call__(self) -> None:
+        import torch
+
+        for _ in range(self.rng.randint(1, 4)):
+            if len(self.spacers) >= self.SPACERS:
+                self.spacers.pop(self.rng.randrange(len(self.spacers)))
+            self.spacers.append(torch.ones(self.rng.randint(16, 300_000)))
 
 
 # -- the reference network and its calibration -----------------------------------------------
@@ -355,6 +388,7 @@ def time_model(model: Any, input_shape: tuple[int, ...], probe: dict[str, Any],
 
     warmups = 0
     session: list[float] = []  # the reference's call times during this probe
+    shuffle = HeapShuffler(seed=0) if device == "cpu" else None  # host placement only matters on CPU
     with torch.inference_mode():
         reference = None
         if probe["calibrate"]:
@@ -383,7 +417,8 @@ def time_model(model: Any, input_shape: tuple[int, ...], probe: dict[str, Any],
             call = lambda: model(x)  # noqa: E731
             warmups += warm(call)
             times, refs, stable = time_calls(call, sync, probe, reference,
-                                             too_slow if batch == 1 and stop_above_ms is not None else None)
+                                             too_slow if batch == 1 and stop_above_ms is not None else None,
+                                             shuffle)
             measured.append((batch, times, refs, stable))
         out: dict[str, Any] = {"warmup_runs": warmups, "skipped": notes}
         scale = None

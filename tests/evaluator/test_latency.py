@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluator.latency import LatencyError, LatencyProbe
+from evaluator.latency import HeapShuffler, LatencyError, LatencyProbe, time_calls
 from evaluator.spaces.nb201 import EDGE_FIELDS
 
 CELL = dict.fromkeys(EDGE_FIELDS, "nor_conv_3x3")
@@ -48,6 +48,27 @@ def test_latency_is_normalised_by_the_reference_network_and_the_calibration_accu
         "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
     assert raw.reference_ms is None and raw.at(1).relative is None and raw.at(1).median_ms == raw.at(1).raw_median_ms
     assert not (tmp_path / "none").exists()
+
+
+def test_the_heap_shuffler_moves_allocations_within_a_bounded_set_of_spacers():
+    shuffle = HeapShuffler(seed=1)
+    for _ in range(200):
+        shuffle()
+    assert len(shuffle.spacers) == HeapShuffler.SPACERS  # bounded: old spacers are freed as new ones come
+    assert all(t.numel() <= 300_000 and bool((t == 1).all()) for t in shuffle.spacers)  # touched, so backed by pages
+    sizes = [t.numel() for t in shuffle.spacers]
+    shuffle()
+    assert [t.numel() for t in shuffle.spacers] != sizes  # every round changes the heap
+
+
+def test_time_calls_runs_the_hook_before_every_round():
+    events = []
+    probe = {"max_repeats": 20, "max_seconds": 5.0, "round_size": 5, "min_seconds": 0.0, "min_repeats": 20,
+             "rel_tol": 1e-9}
+    times, refs, stable = time_calls(lambda: events.append("call"), lambda call: call() or 1.0, probe,
+                                     between_rounds=lambda: events.append("round"))
+    assert len(times) == 20 and refs == [] and stable is True  # constant times settle once min_repeats are in
+    assert events == (["round"] + ["call"] * 5) * 4
 
 
 def test_a_probe_that_cannot_settle_says_so():
