@@ -32,6 +32,7 @@ from agent.engine.runner import run_search
 from agent.store.recorder import MemoryRecorder
 from evaluator.curves import load_curve_table
 from evaluator.errors import ArchAgentError
+from evaluator.scheduling import default_rungs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DOC, REPO_ROOT, run_info, stderr_progress, write_doc  # noqa: E402
@@ -122,7 +123,7 @@ def main() -> None:
         f"memory. {len(table.archs)} NAS-Bench-201 cells with {table.epochs}-epoch validation and training curves "
         "(cifar10-valid), replayed epoch by epoch; the random proposer makes every mode see the same candidates. "
         "forecast: P(beat the incumbent) < 0.05 from epoch 5, 10% audits; asha: rungs at "
-        f"{', '.join(str(e) for e in __import__('evaluator.scheduling', fromlist=['default_rungs']).default_rungs(table.epochs, 3))} "
+        f"{', '.join(str(e) for e in default_rungs(table.epochs, 3))} "
         "epochs, eta 3; both: the two together; 'asha, eta 2' promotes the top half; 'asha, rungs ...' compares "
         "candidates at those epochs instead. Saving = epochs of off / epochs of the mode; regret = best final "
         "validation accuracy among the seed's candidates minus that of the chosen candidate, in points.", "",
