@@ -37,8 +37,12 @@ CellProposal = create_model("CellProposal", rationale=(str, Field(max_length=120
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("models")
+def cache():
+    """The default model cache, shared with the CLI tests that run the offline model: on a fresh
+    machine the first load here joins and converts the model (about a minute) once for all."""
+    from agent.llm import default_model_cache
+
+    return default_model_cache()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,7 @@ def test_every_reply_of_the_local_model_parses_and_fits_the_space(backend, cache
     assert (cache / f"{local_backend.DEFAULT_NAME}.gguf").stat().st_size == local_backend.DEFAULT_SIZE
     messages = [{"role": "system", "content": "You design NAS-Bench-201 cells.\n" + NB201.describe()},
                 {"role": "user", "content": "Propose one cell likely to reach high CIFAR-10 accuracy. Keep the rationale short."}]
-    for _ in range(3):
+    for _ in range(2):
         reply = backend.complete(messages, CellProposal, max_tokens=200, temperature=0.8)
         assert reply.schema_valid, (reply.error, reply.text)
         assert reply.mode == "grammar" and reply.usage.tokens_out > 0 and reply.usage.tokens_in > 0
@@ -64,7 +68,8 @@ def test_every_reply_of_the_local_model_parses_and_fits_the_space(backend, cache
 @pytest.mark.slow
 def test_a_second_load_reads_the_converted_copy(backend, cache):
     again = LocalBackend(cache_dir=cache, threads=2)
-    assert "(from " in again.source and again.load_seconds < backend.load_seconds
+    assert "(from " in again.source  # the converted copy, not the GGUF file again
+    assert again.load_seconds < backend.load_seconds or "(from " in backend.source  # both read it when the cache was warm
 
 
 def test_chunks_are_joined_only_when_their_sha256_matches(tmp_path):

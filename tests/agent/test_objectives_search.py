@@ -39,10 +39,10 @@ class TinyAndHuge(Proposer):
 
 def test_a_latency_limit_rejects_slow_candidates_untrained_and_the_answer_is_the_front(tmp_path):
     home = tmp_path / "home"
-    settings = Settings(home=home, task="digits", final_seeds=1, device="cpu", budget=3, epochs=2, proxies=[],
+    settings = Settings(home=home, task="digits", final_seeds=1, device="cpu", budget=2, epochs=2, proxies=[],
                         objectives=["accuracy", "latency"], max_latency_ms=5.0)
     summary = run_search(settings, proposer=TinyAndHuge(get_space("layers", **DIGITS)))
-    assert summary.evaluations == 3 and summary.counts["ok"] == 3 and summary.counts["invalid"] >= 2
+    assert summary.evaluations == 2 and summary.counts["ok"] == 2 and summary.counts["invalid"] >= 1
     h = History(home)
     rows = h.run_candidates(summary.run_id)
     for r in rows:
@@ -56,7 +56,7 @@ def test_a_latency_limit_rejects_slow_candidates_untrained_and_the_answer_is_the
         else:
             assert r["status"] == "ok" and m["latency_ms"] <= 5.0
     assert sum(r["measurements"]["latency_ms"] > 5.0 for r in rows) == summary.counts["invalid"]
-    assert summary.objectives == ["accuracy", "latency"] and summary.pretraining["rejected_by_constraints"] >= 2
+    assert summary.objectives == ["accuracy", "latency"] and summary.pretraining["rejected_by_constraints"] >= 1
     # the front: every member is an ok candidate no other ok candidate dominates, best accuracy first
     objectives = Objectives.parse("accuracy,latency")
     ok = {r["candidate_id"]: objectives.vector({"val_accuracy": r["val_accuracy"], **r["measurements"]})
