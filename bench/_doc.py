@@ -65,6 +65,14 @@ def run_info(benchmark_dir: Path, started: float) -> RunInfo:
     )
 
 
+def publish(key: str, body: str, write: bool = True) -> None:
+    """Print a bench section and, unless ``write`` is false (--no-write), put it into docs/benchmarks.md."""
+    print(body)
+    if write:
+        write_doc(key, body)
+        print(f"\nwrote section {key} of {DOC}", file=sys.stderr)
+
+
 def write_doc(key: str, body: str) -> None:
     """Replace the section marked ``bench:<key>`` of docs/benchmarks.md (or add it), leaving the rest alone."""
     start, end = f"<!-- bench:{key} start -->", f"<!-- bench:{key} end -->"

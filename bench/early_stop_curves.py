@@ -35,7 +35,7 @@ from evaluator.errors import ArchAgentError
 from evaluator.scheduling import default_rungs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import DOC, REPO_ROOT, run_info, stderr_progress, write_doc  # noqa: E402
+from _doc import DOC, REPO_ROOT, run_info, stderr_progress, publish  # noqa: E402
 
 DEFAULT_CURVES = REPO_ROOT.parent / "shared" / "benchdata" / "curves" / "nb201_cifar10valid_200archs_curves.csv"
 # (label, settings): the four modes; successive halving with a gentler eta, one more (earlier) rung, fewer rungs
@@ -132,10 +132,7 @@ def main() -> None:
         *[b for b in info.bullets() if not b.startswith("- tables")], f"- curves: `{args.curves}`",
         f"- wall time of the script: {info.wall_seconds} s",
     ])
-    print(body)
-    if not args.no_write:
-        write_doc("early_stop_curves", body)
-        print(f"\nwrote section early_stop_curves of {DOC}", file=sys.stderr)
+    publish("early_stop_curves", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

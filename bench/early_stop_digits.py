@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _doc import DOC, REPO_ROOT, cli_search, run_info, stderr_progress, write_doc  # noqa: E402
+from _doc import DOC, REPO_ROOT, cli_search, run_info, stderr_progress, publish  # noqa: E402
 
 MODES = ("off", "forecast", "asha", "both")
 
@@ -102,10 +102,7 @@ def main() -> None:
         *table, "", *lines, "", "Reading: " + reading(summary_rows, args.budget), "",
         *[b for b in info.bullets() if not b.startswith("- tables")], f"- wall time of the script: {info.wall_seconds} s",
     ])
-    print(body)
-    if not args.no_write:
-        write_doc("early_stop_digits", body)
-        print(f"\nwrote section early_stop_digits of {DOC}", file=sys.stderr)
+    publish("early_stop_digits", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -133,11 +133,7 @@ class CurvePool(EvaluationPool):
         self._started: list[PoolEvent] = []
 
     def submit(self, job: Job) -> None:
-        if self.in_flight >= self.capacity:
-            raise RuntimeError(f"pool is full ({self.capacity} jobs); submit when free_slots() > 0")
-        stop = int(job.fidelity or self.epochs)
-        if not 1 <= stop <= self.epochs:
-            raise ValueError(f"fidelity={job.fidelity} must be between 1 and the table's {self.epochs} epochs")
+        stop = self._stop_epoch(job)
         arch = self._space.canonical_key(job.spec)
         if job.purpose is Purpose.FINAL:  # nothing to replay: a curves file has no test split
             val = self.table.val.get(arch)

@@ -74,6 +74,16 @@ class EvaluationPool(ABC):
     def free_slots(self) -> int:
         return max(0, self.capacity - self.in_flight)
 
+    def _stop_epoch(self, job: Job) -> int:
+        """A training pool's checks of a submission: a free slot, and a fidelity within its
+        epochs. Returns the epoch the job stops at."""
+        if self.in_flight >= self.capacity:
+            raise RuntimeError(f"pool is full ({self.capacity} jobs); submit when free_slots() > 0")
+        stop = int(job.fidelity or self.epochs)
+        if not 1 <= stop <= self.epochs:
+            raise ValueError(f"fidelity={job.fidelity} must be between 1 and the pool's {self.epochs} epochs")
+        return stop
+
     def discard(self, candidate_id: str) -> None:
         """Forget the candidate's checkpoint; pools that keep none have nothing to do."""
 

@@ -129,11 +129,7 @@ class TrainingPool(EvaluationPool):
     # -- the pool interface ----------------------------------------------------------
 
     def submit(self, job: Job) -> None:
-        if self.in_flight >= self.capacity:
-            raise RuntimeError(f"pool is full ({self.capacity} jobs); submit when free_slots() > 0")
-        stop = int(job.fidelity or self.epochs)
-        if not 1 <= stop <= self.epochs:
-            raise ValueError(f"fidelity={job.fidelity} must be between 1 and the pool's {self.epochs} epochs")
+        stop = self._stop_epoch(job)
         if job.purpose is Purpose.FINAL and (stop != self.epochs or job.resume or job.checkpoint):
             raise ValueError("a final evaluation trains the whole schedule from scratch: no fidelity, checkpoint or resume")
         saved = self._checkpoints.get(job.candidate_id) if job.resume else None
