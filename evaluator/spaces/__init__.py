@@ -2,19 +2,23 @@
 
 ``get_space("nb201")`` returns a ready instance; a space that checks shapes against a task
 is given the task's shape: ``get_space("layers", input_shape=(1, 8, 8), num_classes=10,
-max_params=None, max_flops=None)``.
+max_params=None, max_flops=None)``. ``task`` (a task name) goes to the spaces that take it:
+``code`` starts from that task's seed file.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from evaluator.errors import UserInputError, did_you_mean
 from evaluator.spaces.base import SearchSpace
+from evaluator.spaces.code import CodeSpace
 from evaluator.spaces.layers import LayersSpace
 from evaluator.spaces.nb201 import Nb201Space
 
-SPACES: dict[str, type[SearchSpace]] = {Nb201Space.name: Nb201Space, LayersSpace.name: LayersSpace}
+SPACES: dict[str, type[SearchSpace]] = {Nb201Space.name: Nb201Space, LayersSpace.name: LayersSpace,
+                                        CodeSpace.name: CodeSpace}
 
 
 def get_space(
@@ -24,8 +28,10 @@ def get_space(
     num_classes: int | None = None,
     max_params: int | None = None,
     max_flops: int | None = None,
+    task: str | None = None,
 ) -> SearchSpace:
-    """A fresh instance of the space ``name`` for a task of this shape (all optional)."""
+    """A fresh instance of the space ``name`` for a task of this shape (all optional); ``task``
+    reaches only the spaces whose constructor takes it."""
     try:
         cls = SPACES[name]
     except KeyError:
@@ -33,8 +39,11 @@ def get_space(
             f"unknown search space {name!r}{did_you_mean(name, SPACES)}",
             hint="known spaces: " + ", ".join(sorted(SPACES)),
         ) from None
-    task: dict[str, Any] = {"input_shape": input_shape, "num_classes": num_classes}
-    return cls(**task, max_params=max_params, max_flops=max_flops)
+    kwargs: dict[str, Any] = {"input_shape": input_shape, "num_classes": num_classes,
+                              "max_params": max_params, "max_flops": max_flops}
+    if "task" in inspect.signature(cls).parameters:
+        kwargs["task"] = task
+    return cls(**kwargs)
 
 
 __all__ = ["SPACES", "SearchSpace", "get_space"]

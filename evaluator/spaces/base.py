@@ -12,6 +12,15 @@ A space owns everything that is specific to one kind of architecture description
 - ``stats``: static facts about a validated spec (parameters, FLOPs, shapes), where the space
   can compute them.
 
+Three hooks for the LLM proposer have defaults that suit spaces whose proposal is the spec
+itself (``layers``, ``nb201``); a space whose LLM emits something else overrides them (``code``:
+search/replace edits of a file):
+
+- ``llm_schema``: what the LLM emits for one proposal (default: ``proposal_schema``);
+- ``apply_proposal(value, base)``: that output, applied to ``base`` (the parent spec, or None),
+  as a spec still to be validated (default: ``value`` as it is);
+- ``show(spec)``: the text a prompt shows for a spec, or None to show its summary (default).
+
 A space is made for one task: it is given the task's ``input_shape`` and ``num_classes`` and
 optional limits (``max_params``, ``max_flops``) that ``validate`` enforces. Spaces whose
 specs do not depend on the task (``nb201``) work without them.
@@ -92,6 +101,21 @@ class SearchSpace(ABC):
     def extra_fields(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Space-specific fields shown beside a spec in summaries (``arch`` for nb201)."""
         return {}
+
+    # -- LLM hooks (defaults: the LLM emits a spec) ----------------------------------------
+
+    @property
+    def llm_schema(self) -> type[BaseModel]:
+        """The pydantic model an LLM emits for one proposal (a subclass may set a class attribute)."""
+        return self.proposal_schema
+
+    def apply_proposal(self, value: Any, base: dict[str, Any] | None) -> Any:
+        """The spec (not yet validated) that an LLM output ``value`` makes of ``base`` (None: none)."""
+        return value
+
+    def show(self, spec: dict[str, Any]) -> str | None:
+        """The text a prompt shows for a spec; None: show its ``summary`` instead."""
+        return None
 
 
 def spec_error_from_validation(exc: ValidationError, space: str, schema: type[BaseModel] | None = None) -> SpecError:
