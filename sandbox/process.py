@@ -7,8 +7,12 @@ finds in ``$ARCHAGENT_CHANNEL_FD``; a key for signing them arrives once on the p
 ``$ARCHAGENT_KEY_FD``. The parent gets each line through ``on_message``. What the
 messages mean is not this module's business: it knows nothing of models or metrics.
 
-This is the process boundary of Foundation II; the hardened sandbox (network and file
-system isolation, cgroups, seccomp) will wrap the same call.
+With ``isolation=None`` that is all: a process boundary. With an ``Isolation``
+(``sandbox.isolation``) the same call applies every hardened layer this machine has:
+bubblewrap (or unshare) namespaces, a seccomp socket filter, cgroups for memory, processes
+and CPU, a scratch-disk quota, and a kill that leaves no process of the job behind (daemons
+included); ``ProcessResult.layers`` names what was applied. ``redact`` keeps the trusted
+process's secrets out of the log lines it keeps.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -24,6 +29,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sandbox import cgroups
+from sandbox.isolation import Isolation, Plan, bwrap_argv, check_isolation, unshare_argv
+from sandbox.seccomp import install_in_child, program as seccomp_program
 
 CHANNEL_FD_ENV = "ARCHAGENT_CHANNEL_FD"  # the child writes its messages to this descriptor
 KEY_FD_ENV = "ARCHAGENT_KEY_FD"  # the child reads its message key here once, before running anything untrusted
@@ -48,12 +57,17 @@ class Limits:
     cpu_seconds: int | None = None  # RLIMIT_CPU; None: wall_seconds x threads + slack
     file_size_mb: int | None = 1024  # largest file the job may write (RLIMIT_FSIZE)
     open_files: int = 512
+    # processes and threads of the job (cgroup pids.max; torch starts a few threads per core).
+    # Also RLIMIT_NPROC for a non-root user, counted on top of the tasks the user already runs.
+    max_processes: int = 256
 
     def __post_init__(self) -> None:
         if self.wall_seconds <= 0:
             raise ValueError(f"wall_seconds={self.wall_seconds} must be positive")
         if self.memory_mb is not None and self.memory_mb < 256:
             raise ValueError(f"memory_mb={self.memory_mb} is too small to start Python (>= 256)")
+        if self.max_processes < 4:
+            raise ValueError(f"max_processes={self.max_processes} is too small to start a job (>= 4)")
 
 
 @dataclass
@@ -65,6 +79,10 @@ class ProcessResult:
     tail: list[str] = field(default_factory=list)  # last lines of stdout/stderr
     memory_exceeded: bool = False  # the watchdog killed the group for its resident memory
     peak_rss_mb: float = 0.0  # largest resident memory of the process group seen by the watchdog
+    layers: tuple[str, ...] = ()  # the isolation layers applied to this job (sandbox.isolation.Layer names)
+    disk_exceeded: bool = False  # the scratch quota watchdog killed the job
+    pids_limited: bool = False  # the job hit its process limit (a fork was refused)
+    oom_killed: bool = False  # the cgroup's memory limit killed a process of the job
 
     @property
     def tail_text(self) -> str:
@@ -83,6 +101,42 @@ def clean_env(extra: Mapping[str, str] | None = None, home: Path | None = None) 
     return env
 
 
+
+# The values of the trusted process's variables with these in their names never reach a kept
+# log line (``redact``), and with an Isolation such names never reach the job's environment.
+SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE", "SESSION")
+REDACTED = "[redacted]"
+MIN_SECRET_CHARS = 6
+
+
+def _looks_secret(name: str) -> bool:
+    upper = name.upper()
+    return any(part in upper for part in SECRET_NAME_PARTS)
+
+
+def _secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    env = os.environ if environ is None else environ
+    return sorted({v for k, v in env.items() if _looks_secret(k) and len(v) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+
+
+def _redact_with(text: str, values: Sequence[str]) -> str:
+    for value in values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every secret-looking variable of this (trusted) process's
+    environment (names with KEY, TOKEN, SECRET, PASSWORD, PASSWD, CREDENTIAL, AUTH, COOKIE or
+    SESSION; values of 6 characters or more) replaced by "[redacted]"."""
+    return _redact_with(text, _secret_values())
+
+
+def _without_secret_names(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not _looks_secret(k) and not re.search(r"(^|_)PROXY$", k, re.IGNORECASE)}
+
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -97,7 +151,9 @@ def _prctl() -> Callable[..., int] | None:
         return None
 
 
-def _limit_resources(limits: Limits, cpu_seconds: int, parent: int) -> Callable[[], None]:
+def _limit_resources(limits: Limits, cpu_seconds: int, parent: int, *, nproc: int | None = None,
+                     join: Callable[[], None] | None = None,
+                     seccomp: Callable[[], None] | None = None) -> Callable[[], None]:
     prctl = _prctl()
 
     def apply() -> None:  # runs in the child between fork and exec
@@ -107,6 +163,8 @@ def _limit_resources(limits: Limits, cpu_seconds: int, parent: int) -> Callable[
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os._exit(1)
+        if join is not None:  # into the job's cgroups, before anything else runs
+            join()
         mb = 1024 * 1024
         if limits.memory_mb is not None and limits.address_space:
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
@@ -115,12 +173,20 @@ def _limit_resources(limits: Limits, cpu_seconds: int, parent: int) -> Callable[
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if nproc is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        if seccomp is not None:  # last: it also forbids what the lines above might need
+            seccomp()
 
     return apply
 
 
 class ChildProcess:
-    """One child; ``start()`` then ``wait()``; ``kill()`` from any thread."""
+    """One child; ``start()`` then ``wait()``; ``kill()`` from any thread.
+
+    With ``isolation`` (``sandbox.isolation.Isolation``) the job runs under every layer this
+    machine has (``ProcessResult.layers`` says which); ``start()`` raises IsolationUnavailable,
+    before any process starts, when a layer the isolation insists on is missing."""
 
     def __init__(
         self,
@@ -133,9 +199,12 @@ class ChildProcess:
         on_message: Callable[[bytes], None],
         threads: int = 1,
         tail_lines: int = 40,
+        isolation: Isolation | None = None,
     ) -> None:
         self.argv, self.cwd, self.env, self.limits, self.key = list(argv), cwd, dict(env), limits, key
         self.on_message = on_message
+        self.threads = max(1, threads)
+        self.isolation = isolation
         self.cpu_seconds = limits.cpu_seconds or int(limits.wall_seconds * max(1, threads) + 30)
         self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self._tail_lock = threading.Lock()
@@ -143,27 +212,65 @@ class ChildProcess:
         self._threads: list[threading.Thread] = []
         self._timed_out = threading.Event()
         self._memory_exceeded = threading.Event()
+        self._disk_exceeded = threading.Event()
         self._peak_rss = 0
         self._started = 0.0
+        self._ended = threading.Event()  # wakes the watchdogs when the job has ended
+        self._secrets: list[str] = []
+        self._plan: Plan | None = None
+        self._cgroup: cgroups.JobCgroup | None = None
+        self._job: dict[int, int] = {}  # pid -> start time of every process seen in the job
+        self._job_lock = threading.Lock()
+        self._pidns: str | None = None  # the job's pid namespace, once seen
+
+    # ------------------------------------------------------------ start
 
     def start(self) -> None:
+        self._secrets = _secret_values()
+        argv, env, extra_fds = self.argv, self.env, []
+        join = install = nproc = None
+        if self.isolation is not None:
+            self._plan = plan = check_isolation(self.isolation)  # raises before anything starts
+            env = _without_secret_names(self.env)
+            try:
+                self._cgroup = self._make_cgroup(plan)
+                join = self._cgroup.join if self._cgroup is not None else None
+                seccomp_fd = None
+                if plan.seccomp and plan.backend == "bwrap":  # bwrap installs it right before exec
+                    seccomp_fd = _pipe_holding(seccomp_program())
+                    extra_fds.append(seccomp_fd)
+                elif plan.seccomp:
+                    install = install_in_child()
+                argv = self._wrap(plan, seccomp_fd)
+                if os.geteuid() != 0:  # the kernel counts every task of the user, and ignores the limit for root
+                    nproc = _user_tasks(os.getuid()) + self.limits.max_processes
+            except BaseException:
+                self._release(extra_fds)
+                raise
         channel_r, channel_w = os.pipe()
         key_r, key_w = os.pipe()
-        env = self.env | {CHANNEL_FD_ENV: str(channel_w), KEY_FD_ENV: str(key_r)}
+        env = env | {CHANNEL_FD_ENV: str(channel_w), KEY_FD_ENV: str(key_r)}
         self._started = time.monotonic()
         try:
             self._proc = subprocess.Popen(
-                self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, pass_fds=(channel_w, key_r),
-                preexec_fn=_limit_resources(self.limits, self.cpu_seconds, os.getpid()),
+                argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                pass_fds=(channel_w, key_r, *extra_fds),
+                preexec_fn=_limit_resources(self.limits, self.cpu_seconds, os.getpid(), nproc=nproc, join=join,
+                                            seccomp=install),
             )
         except BaseException:
             for fd in (channel_r, key_w):
                 os.close(fd)
+            self._release(extra_fds)
             raise
         finally:
             os.close(channel_w)
             os.close(key_r)
+        for fd in extra_fds:
+            os.close(fd)
+        if self._cgroup is not None:
+            self._cgroup.close_fds()  # the child is in its cgroups already
         with os.fdopen(key_w, "wb") as fh:  # the key, then EOF
             try:
                 fh.write(self.key)
@@ -173,10 +280,47 @@ class ChildProcess:
             threading.Thread(target=self._read_channel, args=(channel_r,), daemon=True),
             threading.Thread(target=self._read_logs, daemon=True),
             threading.Thread(target=self._watchdog, daemon=True),
-            threading.Thread(target=self._memory_watchdog, daemon=True),
+            threading.Thread(target=self._memory_watchdog if self.isolation is None else self._job_watchdog,
+                             daemon=True),
         ]
+        if self._plan is not None and self._plan.scratch_quota_mb is not None:
+            self._threads.append(threading.Thread(target=self._quota_watchdog, daemon=True))
         for t in self._threads:
             t.start()
+
+    def _make_cgroup(self, plan: Plan) -> cgroups.JobCgroup | None:
+        memory = self.limits.memory_mb
+        hierarchies = {c: h for c, h in plan.cgroups.items() if c != "memory" or memory is not None}
+        if not hierarchies:
+            return None
+        try:
+            return cgroups.JobCgroup(hierarchies, memory_mb=memory, max_processes=self.limits.max_processes,
+                                     cpus=float(self.threads))
+        except OSError:  # the hierarchy changed since detection: run without (layers says so)
+            return None
+
+    def _wrap(self, plan: Plan, seccomp_fd: int | None) -> list[str]:
+        assert self.isolation is not None
+        if plan.backend == "bwrap":
+            assert plan.executable is not None
+            return bwrap_argv(plan.executable, self.isolation, Path(self.cwd), self.argv, seccomp_fd=seccomp_fd,
+                              userns=plan.bwrap_userns)
+        if plan.backend == "unshare":
+            assert plan.executable is not None
+            return unshare_argv(plan.executable, self.isolation, self.argv, map_root=plan.unshare_map_root)
+        return list(self.argv)
+
+    def _release(self, fds: Sequence[int]) -> None:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
+
+    # ------------------------------------------------------------ while it runs
 
     def _read_channel(self, fd: int) -> None:
         with os.fdopen(fd, "rb") as fh:
@@ -186,7 +330,7 @@ class ChildProcess:
     def _read_logs(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         for raw in self._proc.stdout:
-            text = raw.decode("utf-8", "replace").rstrip("\n")
+            text = _redact_with(raw.decode("utf-8", "replace").rstrip("\n"), self._secrets)
             with self._tail_lock:
                 self._tail.append(text[:2000])
 
@@ -208,33 +352,160 @@ class ChildProcess:
                 self._memory_exceeded.set()
                 self.kill()
                 return
-            time.sleep(MEMORY_POLL_SECONDS)
+            self._ended.wait(MEMORY_POLL_SECONDS)
+
+    def _job_watchdog(self) -> None:
+        """The memory watchdog of an isolated job: it counts every process of the job (its
+        process tree, its process group and its cgroup; bwrap puts the job in a session of its
+        own) and remembers them for the final kill."""
+        assert self._proc is not None
+        limit = None if self.limits.memory_mb is None else self.limits.memory_mb * 1024 * 1024
+        while self._proc.poll() is None:
+            rss = self._track()
+            self._peak_rss = max(self._peak_rss, rss)
+            if limit is not None and rss > limit:
+                self._memory_exceeded.set()
+                self.kill()
+                return
+            self._ended.wait(MEMORY_POLL_SECONDS)
+
+    def _track(self) -> int:
+        """Add the job's processes now running to ``_job``; their resident memory in bytes."""
+        assert self._proc is not None
+        root = self._proc.pid
+        procs = _scan_proc()
+        in_cgroup = self._cgroup.pids() if self._cgroup is not None else set()
+        children: dict[int, list[int]] = collections.defaultdict(list)
+        for pid, info in procs.items():
+            children[info[0]].append(pid)
+        with self._job_lock:
+            todo = [pid for pid, (_, pgrp, start, _) in procs.items()
+                    if pid == root or pgrp == root or pid in in_cgroup or self._job.get(pid) == start]
+            found: set[int] = set()
+            while todo:
+                pid = todo.pop()
+                if pid not in found:
+                    found.add(pid)
+                    todo.extend(children.get(pid, ()))
+            # forget the processes that ended (their pids may be reused), remember the new ones
+            self._job = {pid: start for pid, start in self._job.items() if pid in procs and procs[pid][2] == start}
+            for pid in found:
+                self._job[pid] = procs[pid][2]
+            if self._pidns is None and self._plan is not None and self._plan.backend != "none":
+                own = _pidns_of("self")
+                for pid in sorted(found - {root}, key=lambda p: procs[p][0] != root):  # root's children first
+                    ns = _pidns_of(pid)
+                    if ns is not None and ns != own:
+                        self._pidns = ns
+                        break
+        return sum(procs[pid][3] for pid in found) * _PAGE
+
+    def _quota_watchdog(self) -> None:
+        assert self._proc is not None and self._plan is not None and self._plan.scratch_quota_mb is not None
+        limit = self._plan.scratch_quota_mb * 1024 * 1024
+        while self._proc.poll() is None:
+            if scratch_bytes(Path(self.cwd)) > limit:
+                self._disk_exceeded.set()
+                self.kill()
+                return
+            self._ended.wait(QUOTA_POLL_SECONDS)
+
+    # ------------------------------------------------------------ the end
 
     def kill(self) -> None:
-        """Kill the whole process group (the job and anything it started)."""
+        """Kill the whole job: its process group and, isolated, its cgroup and every process it
+        was seen to start."""
         if self._proc is None:
             return
         try:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if self.isolation is not None:
+            if self._cgroup is not None:
+                self._cgroup.kill_all(timeout=0)
+            self._kill_seen()
+
+    def _kill_seen(self) -> list[int]:
+        """SIGKILL every process of the job still alive; the pids it signalled."""
+        with self._job_lock:
+            seen = dict(self._job)
+        left = [pid for pid, start in seen.items() if _start_if_alive(pid) == start]
+        if self._pidns is not None:  # everything in the job's pid namespace
+            left += [pid for pid in _scan_proc() if pid not in seen and _pidns_of(pid) == self._pidns
+                     and _start_if_alive(pid) is not None]
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return left
+
+    def _finish_off(self, timeout: float = 5.0) -> None:
+        """Kill until no process of the job is left (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        if self._cgroup is not None:
+            self._cgroup.kill_all(timeout=timeout)
+        while self._kill_seen() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def wait(self) -> ProcessResult:
         assert self._proc is not None, "start() first"
         returncode = self._proc.wait()
-        self.kill()  # whatever the job left behind in its group goes too
-        for t in self._threads:
-            t.join(timeout=10)
-        killed_by = signal.Signals(-returncode).name if returncode is not None and returncode < 0 else None
+        self._ended.set()
+        oom = pids_limited = False
+        try:
+            self.kill()  # whatever the job left behind in its group goes too
+            if self.isolation is None:
+                for t in self._threads:
+                    t.join(timeout=10)
+            else:
+                self._finish_off()
+                # a process that escaped every layer may still hold the log pipe: do not wait for it long
+                deadline = time.monotonic() + 3
+                for t in self._threads:
+                    t.join(timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            if self._cgroup is not None:
+                oom, pids_limited = self._cgroup.outcome()
+                self._cgroup.remove()
+        plan = self._plan
+        if plan is not None and plan.backend != "none" and returncode is not None and 128 < returncode <= 128 + 64:
+            returncode = 128 - returncode  # bwrap (and unshare's shell) exit 128+N when the job died of signal N
+        killed_by = _signal_name(-returncode) if returncode is not None and returncode < 0 else None
         with self._tail_lock:
             tail = list(self._tail)
+        if plan is None:
+            layers: tuple[str, ...] = ("rlimits",)
+        else:
+            layers = plan.layers(self._cgroup.controllers if self._cgroup is not None else ())
         return ProcessResult(returncode=returncode, timed_out=self._timed_out.is_set(), killed_by=killed_by,
                              wall_seconds=time.monotonic() - self._started, tail=tail,
                              memory_exceeded=self._memory_exceeded.is_set(),
-                             peak_rss_mb=round(self._peak_rss / (1024 * 1024), 1))
+                             peak_rss_mb=round(self._peak_rss / (1024 * 1024), 1), layers=layers,
+                             disk_exceeded=self._disk_exceeded.is_set(), pids_limited=pids_limited,
+                             oom_killed=oom)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _pipe_holding(data: bytes) -> int:
+    """The read end of a pipe that holds ``data`` and then EOF."""
+    r, w = os.pipe()
+    try:
+        os.write(w, data)
+    finally:
+        os.close(w)
+    return r
 
 
 MEMORY_POLL_SECONDS = 0.2
+QUOTA_POLL_SECONDS = 0.2
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -259,4 +530,99 @@ def group_rss_bytes(pgid: int) -> int:
                 total += int(fh.read().split()[1]) * _PAGE
         except (OSError, ValueError, IndexError):
             continue  # the process ended meanwhile
+    return total
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (field 3, the state, first)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(b")") + 2:].split()
+    except (OSError, ValueError):
+        return None
+
+
+def _scan_proc() -> dict[int, tuple[int, int, int, int]]:
+    """pid -> (parent pid, process group, start time, resident pages) of every live process."""
+    out = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        f = _stat_fields(entry)
+        if f is None or len(f) < 22 or f[0] in (b"Z", b"X"):
+            continue
+        try:  # fields 4 ppid, 5 pgrp, 22 starttime, 24 rss
+            out[int(entry)] = (int(f[1]), int(f[2]), int(f[19]), int(f[21]))
+        except ValueError:
+            continue
+    return out
+
+
+def _start_if_alive(pid: int) -> int | None:
+    """The start time of ``pid`` when it runs (not a zombie), else None."""
+    f = _stat_fields(pid)
+    if f is None or len(f) < 20 or f[0] in (b"Z", b"X"):
+        return None
+    try:
+        return int(f[19])
+    except ValueError:
+        return None
+
+
+def _pidns_of(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _user_tasks(uid: int) -> int:
+    """Tasks (threads) the user runs now: what RLIMIT_NPROC counts against."""
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as fh:
+                status = dict(line.split(":", 1) for line in fh if ":" in line)
+            if int(status["Uid"].split()[0]) == uid:
+                total += int(status["Threads"])
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+    return total
+
+
+def scratch_bytes(root: Path) -> int:
+    """Disk used by the files under ``root``: each inode once, symlinks not followed, the larger
+    of a file's size and its allocated blocks (sparse and preallocated files both count)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    stack = [str(root)]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                except OSError:
+                    continue
+                if st.st_nlink > 1:
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total += max(st.st_size, getattr(st, "st_blocks", 0) * 512)
     return total
