@@ -15,12 +15,29 @@ PYTEST_ARGS ?=
 PYTHON := $(shell $(SYS_PYTHON) -c "import os, sys, sysconfig; managed = os.path.exists(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')); print('.venv/bin/python' if managed and sys.prefix == sys.base_prefix else sys.executable)")
 STAMP := .make/installed
 
-.PHONY: install demo demo-nb201 test bench clean
+.PHONY: install sandbox-tools demo demo-nb201 test bench clean
 
 install: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
 	$(PYTHON) -m pip install -e ".[test,local]"
+	@$(MAKE) --no-print-directory sandbox-tools
 	@mkdir -p .make && touch $(STAMP)
+
+# bubblewrap isolates candidate code (network, file system, processes): installed with apt-get when
+# run as root, otherwise `make` says what to install. Without it code mode needs --unsafe.
+sandbox-tools:
+	@if command -v bwrap >/dev/null 2>&1; then \
+	  echo "bubblewrap: $$(bwrap --version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing bubblewrap (apt-get) for the sandbox"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; } \
+	  || echo "could not install bubblewrap with apt-get: code mode will need --unsafe (agent doctor shows the sandbox layers)"; \
+	else \
+	  echo "NOTE: the sandbox for code-mode candidates uses bubblewrap, which is not installed."; \
+	  echo "      Install it (Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf install bubblewrap)."; \
+	  echo "      Until then code mode refuses to run without --unsafe; 'agent doctor' shows the sandbox layers."; \
+	fi
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory install

@@ -53,6 +53,7 @@ class Settings(BaseModel):
     workers: int = Field(default=1, ge=1, le=64, description="candidates trained at once")
     timeout: float = Field(default=600.0, gt=0, description="wall-clock seconds one candidate may train")
     memory_mb: int = Field(default=4096, ge=256, description="memory limit of one worker, MB (address space and resident memory)")
+    disk_mb: int = Field(default=2048, ge=16, description="disk quota of one worker's scratch folder, MB (the only place it may write)")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where candidates train")
     final_seeds: int = Field(default=3, ge=1, le=10, description="seeds of the final retraining of the best candidate")
     llm: Literal["local", "openai"] | None = Field(default=None, description="LLM backend: local (in-process model) or openai (any OpenAI-compatible endpoint)")
@@ -80,6 +81,8 @@ class Settings(BaseModel):
     screen_factor: int = Field(default=4, ge=2, le=20, description="screening: proposals made for every candidate trained")
     llm_after: int = Field(default=8, ge=0, description="portfolio: finished candidates before its LLM operators propose (the LLM proposes from a history, which needs results)")
     directions: list[str] = Field(default_factory=list, description="the user's directions, shown to the LLM in every prompt (e.g. 'prefer 3x3 convolutions')")
+    sandbox: Literal["auto", "bwrap", "unshare", "none"] = Field(default="auto", description="what isolates training jobs: auto (the strongest layer here), bwrap, unshare, or none (process limits only; code mode then needs --unsafe)")
+    unsafe: bool = Field(default=False, description="run code-mode candidates even where no sandbox layer can cut the network (the --unsafe flag only; recorded on the run)")
 
 
     def proposer_name(self) -> str:
@@ -91,6 +94,7 @@ FIELDS = tuple(Settings.model_fields)
 # Environment names the wider ecosystem uses, read when AGENT_<NAME> is not set.
 ENV_ALIASES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
 LIST_FIELDS = {"directions", "rungs", "objectives", "proxies"}  # from the environment: JSON lists or comma-separated
+BOOL_FIELDS = {"unsafe"}  # the one on/off setting, and it comes only from a flag
 PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table", "data_dir", "model_cache"}
 
 
@@ -121,7 +125,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _validate_one(key: str, value: Any, source: str) -> Any:
-    if isinstance(value, bool):  # TOML true/false: no setting is a flag, and pydantic would take it as 1/0
+    if isinstance(value, bool) and key not in BOOL_FIELDS:  # TOML true/false: pydantic would take it as 1/0
         raise ConfigError(
             f"{source}: bad value {value!r} for {key}: expected {Settings.model_fields[key].annotation}, not a boolean",
             hint=f"set {key} to a valid value ({Settings.model_fields[key].description or 'see README.md'})",
@@ -166,6 +170,10 @@ def load_settings(
                               else 'set it to comma-separated values ("a,b") or a JSON list') from None
     cwd_file = cwd / CONFIG_FILE
     cwd_values = _read_toml(cwd_file) if cwd_file.is_file() else {}
+    for values, where in ((env_values, f"env {env_names['unsafe']}"), (cwd_values, str(cwd_file))):
+        if "unsafe" in values:
+            raise ConfigError(f"{where}: 'unsafe' cannot be set in a file or the environment",
+                              hint="pass --unsafe on the command line of the one command that needs it")
 
     # The home directory decides where the second config file is, so resolve it first.
     home: Any = Settings.model_fields["home"].default
@@ -176,6 +184,9 @@ def load_settings(
     home_values = {}
     if home_file.is_file() and home_file.resolve() != cwd_file.resolve():
         home_values = _read_toml(home_file)
+        if "unsafe" in home_values:
+            raise ConfigError(f"{home_file}: 'unsafe' cannot be set in a file or the environment",
+                              hint="pass --unsafe on the command line of the one command that needs it")
         if "home" in home_values:
             raise ConfigError(
                 f"{home_file}: 'home' cannot be set inside the home directory's own agent.toml",

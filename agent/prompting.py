@@ -113,7 +113,8 @@ class Prompts:
                          count_tokens: Callable[[str], int] = estimate_tokens, **context: Any) -> list[dict[str, str]]:
         """System and user messages for one proposal, within ``token_budget`` tokens. With
         ``parent`` (a Row) the model is asked for an edit of that candidate."""
-        context = {"directions": [], "constraints": [], "parent": None, **context}
+        context = {"directions": [], "constraints": [], "parent": None, "base_source": None, "base_label": None,
+                   "edit_example": None, **context}
         return self._fit(self.render("system.j2", **context), "propose.j2", history, token_budget, count_tokens, context)
 
     def reflect_messages(self, *, history: HistoryView, token_budget: int, max_insights: int,

@@ -142,6 +142,17 @@ def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
+class _NoOptimizer(torch.optim.Optimizer):
+    """The optimizer of a network without trainable parameters: it holds one frozen dummy
+    parameter (so the schedule and checkpoints work unchanged) and never steps."""
+
+    def __init__(self) -> None:
+        super().__init__([torch.zeros(1, requires_grad=False)], {"lr": 0.0})
+
+    def step(self, closure=None):  # noqa: ANN001 - the Optimizer signature
+        return None
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on biases and normalisation parameters (1-d tensors).
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -203,7 +214,9 @@ def train(
     del unit
     ys = torch.from_numpy(np.asarray(y_train, dtype=np.int64)).to(device)
     model = model.to(device=device, memory_format=memory_format)
-    optimizer = make_optimizer(model, cfg)
+    # A network with nothing to train (a fixed or constant function) is evaluated as it is.
+    trainable = any(p.requires_grad for p in model.parameters())
+    optimizer = make_optimizer(model, cfg) if trainable else _NoOptimizer()
     n = len(xs)
     batch = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // batch)  # drop the last partial batch
@@ -243,10 +256,11 @@ def train(
                 loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             if not cuda and not torch.isfinite(loss):  # on CUDA, checked once per epoch below
                 raise NonFiniteLoss(epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            if trainable:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
             total_loss += loss.detach().float()
             correct += (logits.detach().argmax(dim=1) == yb).sum()
         train_loss = float(total_loss) / steps_per_epoch  # waits for the device: the epoch's work is done

@@ -1,10 +1,14 @@
 """The local evaluation pool: each candidate trains in a fresh worker process.
 
 The pool stages the task's arrays once (training images and labels; validation and test
-images without labels), gives each job a scratch folder with links to them, starts
-``python -I -m evaluator.worker`` under the limits of ``sandbox.process``, checks every
-message it sends (evaluator.protocol), and computes every metric itself from the
-predictions and the labels it alone holds. Up to ``capacity`` jobs run at once.
+images without labels), gives each job a scratch folder with copies of them (and, in code
+mode, the candidate's ``model.py``), starts ``python -I -m evaluator.worker`` under the limits
+of ``sandbox.process`` and the isolation of ``sandbox.isolation`` (no network, read-only
+system, the scratch folder the only writable place, the history home and the data set's
+source files hidden), checks every message it sends (evaluator.protocol), and computes every
+metric itself from the predictions and the labels it alone holds. Messages that fail the
+checks are counted; a job that sends more than MAX_REJECTED of them is killed, and a message
+that arrives after its job ended is ignored. Up to ``capacity`` jobs run at once.
 
 A search job may stop before the end of the schedule and leave a checkpoint, which the pool
 keeps under ``workdir/checkpoints`` (outside every job's scratch folder) with the curve so
@@ -34,11 +38,13 @@ from evaluator.data.base import Dataset
 from evaluator.pool import EvaluationPool, Job, PoolEvent
 from evaluator.protocol import Checker, Done, Epoch, Failure, Proxies, Ready, Test
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
-from evaluator.worker import CHECKPOINT_IN, CHECKPOINT_OUT, TEST_HOOKS_ENV
-from sandbox.process import ChildProcess, Limits, clean_env
+from evaluator.worker import CHECKPOINT_IN, CHECKPOINT_OUT, MODEL_FILE, TEST_HOOKS_ENV
+from sandbox.isolation import Isolation
+from sandbox.process import ChildProcess, Limits, clean_env, redact
 
 
 PROXY_EXTRAS = ("proxy_seconds", "proxy_undefined")  # the metrics written beside the proxy_<name> scores
+MAX_REJECTED = 200  # a job whose worker sends more messages that fail the checks is killed
 
 
 @dataclass
@@ -71,6 +77,7 @@ class _Running:
     stop_epoch: int = 0
     saved: _Saved | None = None  # the checkpoint this job continues
     proxies: Proxies | None = None
+    closed: bool = False  # the job ended: nothing it sends counts any more
 
 
 class TrainingPool(EvaluationPool):
@@ -87,6 +94,7 @@ class TrainingPool(EvaluationPool):
         threads: int | None = None,
         test_inject: dict[str, str] | None = None,  # candidate-id suffix -> code; tests only
         proxies: tuple[str, ...] = (),  # zero-cost proxies search jobs score before training
+        isolation: Isolation | None = None,  # the sandbox's layers (sandbox.isolation); None: process limits only
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
@@ -99,6 +107,7 @@ class TrainingPool(EvaluationPool):
         self.workdir = Path(workdir)
         self.test_inject = test_inject or {}
         self.proxies = tuple(proxies)
+        self.isolation = isolation
         self._checkpoints: dict[str, _Saved] = {}
         self._events: queue.Queue[PoolEvent] = queue.Queue()
         self._running: dict[str, _Running] = {}
@@ -119,11 +128,16 @@ class TrainingPool(EvaluationPool):
         return staged
 
     def _scratch(self, job: Job, job_id: str) -> Path:
+        """The job's own folder, the only place it may write: copies of the arrays it may see
+        (copies, not links: a job that wrote into a linked file would change every later job's
+        data) and, in code mode, the candidate's model file."""
         scratch = self.workdir / "jobs" / job_id
         scratch.mkdir(parents=True)
         names = ["x_train", "y_train", "x_val"] + (["x_test"] if job.purpose is Purpose.FINAL else [])
         for name in names:
-            _link_or_copy(self._staged / f"{name}.npy", scratch / f"{name}.npy")
+            shutil.copyfile(self._staged / f"{name}.npy", scratch / f"{name}.npy")
+        if self.space == "code":
+            (scratch / MODEL_FILE).write_text(job.spec["source"], encoding="utf-8")
         return scratch
 
     # -- the pool interface ----------------------------------------------------------
@@ -142,8 +156,8 @@ class TrainingPool(EvaluationPool):
         want_test = job.purpose is Purpose.FINAL
         proxies = self.proxies if job.purpose is Purpose.SEARCH and not saved else ()
         scratch = self._scratch(job, job_id)
-        if saved is not None:
-            _link_or_copy(saved.path, scratch / CHECKPOINT_IN)
+        if saved is not None:  # a copy: the job may write to it, the kept one must not change
+            shutil.copyfile(saved.path, scratch / CHECKPOINT_IN)
         spec = {"job": job_id, "space": self.space, "spec": job.spec, "input_shape": list(self.dataset.input_shape),
                 "num_classes": self.dataset.num_classes, "x_scale": self.dataset.x_scale, "epochs": self.epochs,
                 "stop_epoch": stop, "start_epoch": start, "save_checkpoint": job.checkpoint and stop < self.epochs,
@@ -167,6 +181,7 @@ class TrainingPool(EvaluationPool):
             [sys.executable, "-I", "-m", "evaluator.worker", str(scratch)], cwd=scratch,
             env=clean_env(threads_env | extra_env, home=scratch), limits=self.limits, key=key,
             on_message=lambda line: self._on_message(holder["run"], line), threads=self.threads,
+            isolation=self.isolation,
         )
         run = holder["run"] = _Running(job=job, checker=checker, process=process, scratch=scratch, started=time.monotonic(),
                                        curve=list(saved.curve) if saved else [],
@@ -228,7 +243,16 @@ class TrainingPool(EvaluationPool):
     # -- one job ---------------------------------------------------------------------
 
     def _on_message(self, run: _Running, line: bytes) -> None:
+        if run.closed:  # late: the job's evaluation is already made
+            return
         msg = run.checker.feed(line)
+        if len(run.checker.rejected) > MAX_REJECTED and not run.cancelled:
+            run.stop_status, run.stop_reason = Status.FAILED, (
+                f"the worker sent more than {MAX_REJECTED} messages that failed the protocol checks "
+                f"(first: {run.checker.rejected[0][:200]}); the job was killed")
+            run.cancelled = True
+            run.process.kill()
+            return
         if isinstance(msg, Proxies):
             run.proxies = msg
         elif isinstance(msg, Epoch):
@@ -245,6 +269,7 @@ class TrainingPool(EvaluationPool):
 
     def _finish(self, run: _Running) -> None:
         result = run.process.wait()
+        run.closed = True  # from here on, a message still in the pipe is late and ignored
         evaluation = self._evaluation(run, result)
         evaluation = self._keep_checkpoint(run, evaluation)
         shutil.rmtree(run.scratch, ignore_errors=True)
@@ -277,23 +302,43 @@ class TrainingPool(EvaluationPool):
             metrics["first_rejection"] = run.checker.rejected[0][:300]
         tail = result.tail_text[-3000:]
         status, error = Status.OK, None
+        limits = self.limits
         if run.cancelled:
             status, error = run.stop_status, run.stop_reason or "cancelled by the coordinator"
-        elif result.memory_exceeded:
-            status, error = Status.FAILED, (f"memory limit ({self.limits.memory_mb} MB) exceeded: resident memory "
-                                            f"reached {result.peak_rss_mb:g} MB and the process group was killed. "
+        elif result.pids_limited:  # before memory: a fork bomb's copies also add up to a large resident total
+            said = f" It said: {failure.message[:1000]}" if failure is not None else ""
+            status, error = Status.FAILED, (f"process limit ({limits.max_processes} processes and threads) reached: "
+                                            f"the job kept starting processes and was stopped.{said} "
                                             f"Last output:\n{tail}")
+        elif result.memory_exceeded or result.oom_killed:
+            peak = f"resident memory reached {result.peak_rss_mb:g} MB and " if result.memory_exceeded else ""
+            status, error = Status.FAILED, (f"memory limit ({limits.memory_mb} MB) exceeded: {peak}the job was killed. "
+                                            f"Last output:\n{tail}")
+        elif result.disk_exceeded:
+            quota = self.isolation.scratch_quota_mb if self.isolation else None
+            status, error = Status.FAILED, (f"disk quota exceeded: the job wrote more than {quota} MB into its scratch "
+                                            f"folder and was killed. Last output:\n{tail}")
         elif result.timed_out:
-            status, error = Status.TIMEOUT, (f"wall-clock limit of {self.limits.wall_seconds:g} s exceeded; "
+            status, error = Status.TIMEOUT, (f"wall-clock limit of {limits.wall_seconds:g} s exceeded; "
                                              f"the process group was killed. Last output:\n{tail}")
         elif failure is not None:
-            what = {"nan_loss": "NaN loss", "memory": f"memory limit ({self.limits.memory_mb} MB) exceeded",
+            what = {"nan_loss": "NaN loss", "memory": f"memory limit ({limits.memory_mb} MB) exceeded",
                     "exception": "the candidate raised"}[failure.kind]
             status, error = Status.FAILED, f"{what}: {failure.message}"
         elif not done:
             how = f"was killed by {result.killed_by}" if result.killed_by else f"exited with code {result.returncode}"
-            memory_hint = " (likely the memory limit)" if result.killed_by == "SIGKILL" else ""
-            status, error = Status.FAILED, f"the worker {how}{memory_hint} before finishing. Last output:\n{tail}"
+            hint = " (likely the memory limit)" if result.killed_by == "SIGKILL" else ""
+            rejected = run.checker.rejected
+            if rejected:
+                hint += (f" before finishing: {len(rejected)} of its messages were rejected (first: {rejected[0][:200]}), "
+                         f"so its results were not used")
+            else:
+                hint += " before finishing"
+            status, error = Status.FAILED, f"the worker {how}{hint}. Last output:\n{tail}"
+        if error is not None:
+            error = redact(error)  # a secret the candidate found never reaches the history
+        if result.layers:
+            metrics["sandbox"] = ", ".join(result.layers)
         val = run.curve[-1].val_accuracy if run.curve else None
         test_acc = None
         if status is Status.OK and test is not None:
@@ -330,9 +375,3 @@ class TrainingPool(EvaluationPool):
                                             metrics=dict(evaluation.metrics), jobs=int(evaluation.metrics.get("jobs", 1)))
         return evaluation
 
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)

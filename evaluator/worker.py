@@ -5,6 +5,11 @@ the trusted side put in JOB_DIR (training images with labels; validation and tes
 without), builds the candidate, trains it and sends predictions (see evaluator.protocol).
 It never holds a validation or test label and never computes a metric.
 
+In code mode the candidate is ``model.py`` in JOB_DIR: its ``build_model(input_shape,
+num_classes)`` is imported and called here, in the sandbox, and nowhere else. Whatever that
+code does to this process (monkeypatching the trainer, forging messages, printing result-like
+lines) cannot raise its score: the labels it would need are not in the sandbox.
+
 Before the first step of a fresh start it scores the untrained network with the zero-cost
 proxies the job asks for (``proxies``), on a seeded batch of training images. A job may stop
 before the end of the schedule (``stop_epoch``) and leave a checkpoint in JOB_DIR
@@ -26,6 +31,7 @@ from evaluator.protocol import Channel
 TEST_HOOKS_ENV = "ARCHAGENT_TEST_HOOKS"  # set by the pool only when a test asks for fault injection
 CHECKPOINT_IN = "checkpoint_in.pt"  # the checkpoint a continuing job starts from (put there by the pool)
 CHECKPOINT_OUT = "checkpoint_out.pt"  # the checkpoint a job that stops early leaves behind
+MODEL_FILE = "model.py"  # code mode: the candidate's model file, written by the trusted side
 PROXY_BATCH = 64  # training images the zero-cost proxies see
 
 
@@ -60,7 +66,10 @@ def run(job_dir: Path, channel: Channel) -> None:
     cfg = TrainConfig.from_spec(job["spec"].get("training"), epochs=job["epochs"], seed=job["seed"],
                                 device=job["device"], threads=job["threads"])
     torch.manual_seed(cfg.seed)
-    model = build_model(job["space"], job["spec"], tuple(job["input_shape"]), job["num_classes"])
+    # In code mode this imports the candidate's file: candidate code runs from here on, after the
+    # channel is open, the key is read and the training data are loaded.
+    options = {"path": job_dir / MODEL_FILE} if job["space"] == "code" else {}
+    model = build_model(job["space"], job["spec"], tuple(job["input_shape"]), job["num_classes"], **options)
     channel.send("ready", params=sum(p.numel() for p in model.parameters()), device=cfg.device, threads=cfg.threads)
 
     def score_proxies(model, xs, ys) -> None:

@@ -155,11 +155,14 @@ def test_doctor_reports_versions_device_home_and_availability(tmp_path):
     assert info["versions"]["archagent"] == agent.__version__ and info["versions"]["torch"]
     assert info["device"]["device"] in {"cpu", "cuda"}
     assert info["home"]["path"] == str(tmp_path.resolve()) and info["home"]["source"] == "env AGENT_HOME"
-    assert set(info["available"]) == {"bubblewrap", "gpu", "local_model", "ray", "data"}
+    assert set(info["available"]) == {"sandbox", "gpu", "local_model", "ray", "data"}
+    layers = {layer["name"]: layer for layer in info["available"]["sandbox"]}
+    assert {"bwrap", "unshare", "seccomp", "rlimits", "clean-env", "scratch-quota"} <= set(layers)
+    assert all(layer["detail"] for layer in layers.values())
     assert info["available"]["data"]["digits"] is True
     assert info["available"]["data"]["cifar10"] == {"available": False, "path": str(tmp_path.resolve() / "data" / "cifar10")}
     human = run_cli("doctor", home=tmp_path)
-    assert human.returncode == 0 and "bubblewrap" in human.stdout and "Ray" in human.stdout
+    assert human.returncode == 0 and "sandbox layers" in human.stdout and "bwrap" in human.stdout and "Ray" in human.stdout
     assert "cifar10 no (downloaded on first use" in human.stdout
 
 

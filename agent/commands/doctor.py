@@ -7,8 +7,6 @@ import importlib.metadata as md
 import importlib.util
 import os
 import platform
-import shutil
-import subprocess
 from typing import Any
 
 from agent.commands.options import print_json
@@ -43,15 +41,11 @@ def _device() -> dict[str, Any]:
     return info
 
 
-def _bubblewrap() -> dict[str, Any]:
-    path = shutil.which("bwrap")
-    if not path:
-        return {"available": False, "how": "apt-get install bubblewrap (the sandbox issue uses it)"}
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        out = f"does not run: {exc}"
-    return {"available": True, "path": path, "version": out}
+def _sandbox() -> list[dict[str, Any]]:
+    """The sandbox's isolation layers, each probed by trying it (sandbox.isolation)."""
+    from sandbox.isolation import detect_layers
+
+    return [{"name": layer.name, "available": layer.available, "detail": layer.detail} for layer in detect_layers()]
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,7 +70,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {k: {"value": str(v) if v is not None else None, "source": resolved.sources[k]}
                      for k, v in s.model_dump().items()},
         "available": {
-            "bubblewrap": _bubblewrap(),
+            "sandbox": _sandbox(),
             "gpu": bool(_device().get("gpus")),
             "local_model": {"available": not missing_model,
                             "missing_packages": missing_model},
@@ -127,8 +121,11 @@ def run(args: argparse.Namespace) -> int:
         f"; history schema v{h['schema_version']}, {h['runs']} runs, {h['size_bytes']} bytes" if h["exists"] else "; no history yet"),
         highlight=False)
     a = info["available"]
-    bw = a["bubblewrap"]
-    c.print(f"bubblewrap: {yes + ' ' + bw['version'] if bw['available'] else no + ' (' + bw['how'] + ')'}")
+    c.print("sandbox layers (what isolates candidate code):")
+    for layer in a["sandbox"]:
+        c.print(f"  {layer['name']}: {yes if layer['available'] else no} {layer['detail']}", highlight=False)
+    if not any(layer["available"] for layer in a["sandbox"] if layer["name"] in ("bwrap", "unshare")):
+        c.print("  [red]no layer cuts the network: code-mode searches refuse to run without --unsafe[/]")
     c.print(f"GPU: {yes if a['gpu'] else no}")
     lm = a["local_model"]
     c.print(f"local model (Qwen2.5-Coder-0.5B packages): {yes if lm['available'] else no}")

@@ -74,13 +74,20 @@ def add_task_data(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--workers", type=positive_int, help="candidates trained at once (default 1)")
     train.add_argument("--timeout", type=positive_float, help="wall-clock seconds one candidate may train (default 600)")
     train.add_argument("--memory-mb", dest="memory_mb", type=positive_int, help="memory limit of one worker, MB (default 4096)")
+    train.add_argument("--disk-mb", dest="disk_mb", type=positive_int,
+                       help="disk quota of one worker's scratch folder, MB (default 2048)")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where candidates train (default auto)")
     train.add_argument("--final-seeds", dest="final_seeds", type=positive_int,
                        help="seeds of the final retraining of the best candidate (default 3)")
+    train.add_argument("--sandbox", choices=["auto", "bwrap", "unshare", "none"],
+                       help="what isolates each training job (default auto: the strongest layer here; `agent doctor` "
+                            "lists them)")
+    train.add_argument("--unsafe", action="store_true", default=None,
+                       help="run code-mode candidates even where the sandbox cannot cut the network (recorded on the run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-TRAINING_FLAGS = ("data_dir", "epochs", "workers", "timeout", "memory_mb", "device", "final_seeds")
+TRAINING_FLAGS = ("data_dir", "epochs", "workers", "timeout", "memory_mb", "disk_mb", "device", "final_seeds", "sandbox", "unsafe")
 
 
 def settings_flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:

@@ -52,7 +52,9 @@ def propose(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     asked = min(n * factor, ctx.max_attempts - state["attempts"])
     if n <= 0 or asked <= 0:
         return {"proposals": []}
-    context = ProposalContext(seen=frozenset(state["seen"]), evaluations=state["evaluations"], budget=ctx.budget)
+    top = state["top"][0] if state["top"] else None
+    context = ProposalContext(seen=frozenset(state["seen"]), evaluations=state["evaluations"], budget=ctx.budget,
+                              best=(top["candidate_id"], top["spec"], top["val_accuracy"]) if top else None)
     proposals = ctx.proposer.propose(asked, context)[:asked]
     return {"proposals": proposals, "wanted": n, "attempts": state["attempts"] + len(proposals)}
 
@@ -73,7 +75,7 @@ def validate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         except SpecError as exc:
             raw = p.spec if isinstance(p.spec, dict) else {"raw": repr(p.spec)[:2000]}
             rejected.append(Candidate(candidate_id=_candidate_id(ctx.run.run_id, seq), seq=seq, spec=raw,
-                                      status=Status.INVALID, error=str(exc), **common))
+                                      status=Status.INVALID, error=p.error or str(exc), **common))
             counts[Status.INVALID.value] = counts.get(Status.INVALID.value, 0) + 1
             seq += 1
             continue

@@ -38,6 +38,7 @@ from evaluator.pool import EvaluationPool, Job, PoolEvent
 from evaluator.records import FINAL_STATUSES, Candidate, Evaluation, LLMCall, Purpose, Run, RunStatus, Status
 from evaluator.spaces import SearchSpace, get_space
 from evaluator.tasks import CURVES_PREFIX, Task, curves_task, is_curves_task, is_training_task, resolve_task, training_task
+from sandbox.isolation import Isolation, IsolationUnavailable, check_isolation, describe_isolation
 
 ResultCallback = Callable[[Candidate, Evaluation, SearchState], None]
 
@@ -89,7 +90,7 @@ def prepare(settings: Settings, run_id: str, test_inject: dict[str, str] | None 
                          "final_table": str(task.final_table) if task.final_table else None})
 
 
-TRAINABLE_SPACES = ("layers", "nb201")
+TRAINABLE_SPACES = ("layers", "nb201", "code")
 
 
 def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, str] | None) -> Setup:
@@ -97,25 +98,59 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
     from evaluator.training_pool import TrainingPool
     from sandbox.process import Limits
 
+    name = settings.space
+    if name is not None and name not in TRAINABLE_SPACES:
+        raise UserInputError(f"space {name!r} cannot be trained on {settings.task}",
+                             hint="use --space " + " or --space ".join(TRAINABLE_SPACES))
     dataset = load_dataset(settings.task, cache_dir=settings.home / "data", data_dir=settings.data_dir)
     task = training_task(settings.task, dataset.input_shape, dataset.num_classes, dataset.source)
-    name = settings.space or task.default_space
-    if name not in TRAINABLE_SPACES:
-        raise UserInputError(f"space {name!r} cannot be trained on {task.name}",
-                             hint="use --space " + " or --space ".join(TRAINABLE_SPACES))
-    space = get_space(name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                      max_params=settings.max_params, max_flops=settings.max_flops)
+    space = get_space(name or task.default_space, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                      max_params=settings.max_params, max_flops=settings.max_flops, task=settings.task)
+    device = _device(settings.device)
+    isolation = job_isolation(settings, dataset.files, device, code=space.name == "code")
     pool = TrainingPool(
         dataset, space.name, workdir=settings.home / "work" / run_id, epochs=settings.epochs or int(task.fidelity),
         capacity=settings.workers, limits=Limits(wall_seconds=settings.timeout, memory_mb=settings.memory_mb),
-        device=_device(settings.device), test_inject=test_inject, proxies=tuple(settings.proxies),
+        device=device, test_inject=test_inject, proxies=tuple(settings.proxies), isolation=isolation,
     )
     return Setup(task=task, space=space, pool=pool, final_seeds=tuple(range(settings.final_seeds)),
                  config={"data": dataset.source, "epochs": pool.epochs, "device": pool.device,
-                         "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes},
+                         "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
+                         "sandbox": describe_isolation(isolation), "unsafe": settings.unsafe},
                  device=pool.device.split(":")[0],
                  proxy_batch=training_batch(dataset.x_train, dataset.y_train, dataset.x_scale, seed=settings.seed)
                  if settings.screen else None)
+
+
+def job_isolation(settings: Settings, data_files: tuple[Path, ...], device: str, *, code: bool) -> Isolation:
+    """The sandbox every training job runs in: no network; the system, Python and this project's
+    packages read-only; the job's scratch folder the only writable place; the history home,
+    the data set's source files and the user's home invisible. Code-mode candidates (hostile
+    code) refuse to start without a layer that cuts the network unless ``--unsafe`` is given;
+    that check happens here, before anything is recorded."""
+    import evaluator
+    import sandbox
+
+    hidden = [settings.home.resolve(), *data_files]
+    if settings.data_dir is not None:
+        hidden.append(settings.data_dir.resolve())
+    isolation = Isolation(
+        network=False,
+        readable=tuple(Path(m.__file__).resolve().parent for m in (evaluator, sandbox)),
+        hidden=tuple(hidden),
+        scratch_quota_mb=settings.disk_mb,
+        devices=tuple(str(d) for d in sorted(Path("/dev").glob("nvidia*"))) if device.startswith("cuda") else (),
+        backend=settings.sandbox,
+        require_network_isolation=code and not settings.unsafe,
+    )
+    try:
+        check_isolation(isolation)
+    except IsolationUnavailable as exc:
+        raise UserInputError(f"the sandbox cannot run these jobs as asked: {exc}",
+                             hint="install bubblewrap (apt-get install bubblewrap; `agent doctor` shows the sandbox "
+                                  "layers), or pass --unsafe to run code-mode candidates without network isolation "
+                                  "(recorded on the run)") from None
+    return isolation
 
 
 def _prepare_curves(settings: Settings) -> Setup:
@@ -210,14 +245,19 @@ def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, 
     if is_training_task(task.name):
         constraints.append(f"each candidate trains in a worker limited to {settings.timeout:g} s and "
                            f"{settings.memory_mb} MB; one that exceeds either fails")
+    if space.name == "code":
+        constraints.append("the model file runs in a sandbox with no network and no files beyond its own folder: "
+                           "use torch only, no downloads, no file or process access")
     goals = objectives.describe()
     if objectives.multi:
         goals[-1] += " (several objectives: propose trade-offs that no evaluated candidate beats in every one)"
     context = {"task": task.name, "task_description": task.description, "constraints": constraints,
                "objectives": goals, "directions": list(settings.directions)}
+    # A code proposal (edits of a file shown in the prompt) needs a longer prompt and reply than a spec.
+    lengths = dict(max_tokens=1536, token_budget=5000) if space.name == "code" else {}
     proposer = LLMProposer(space, settings.seed, backend=backend, run_id=run_id, prompts=prompts, record=record,
                            history=lambda c: view(c.evaluations, c.budget, settings.seed + c.evaluations),
-                           task=context, max_repairs=max_repairs)
+                           task=context, max_repairs=max_repairs, **lengths)
     reflector = None
     if settings.reflect_every:
         reflector = Reflector(backend=backend, recorder=recorder, record=record, spend=spend, run_id=run_id, prompts=prompts,
@@ -329,6 +369,14 @@ def _screen(settings: Settings, setup: Setup, objectives: Objectives, constraint
     latency = "latency" in objectives.names or constraints.max_latency_ms is not None
     if not (objectives.multi or constraints.any or settings.screen):
         return None
+    if setup.space.name == "code":
+        asked = [flag for flag, on in (("--objectives " + ",".join(objectives.names), objectives.multi),
+                                       ("--max-latency-ms/--max-params/--max-flops", constraints.any),
+                                       (f"--screen {settings.screen}", bool(settings.screen))) if on]
+        raise UserInputError(f"{' and '.join(asked)} measure candidates before training in a trusted process, which "
+                             "must never import code-mode candidates (hostile code)",
+                             hint="drop these flags for --space code; the parameter count of each trained candidate is "
+                                  "still recorded (its `params` metric)")
     device = setup.device
     probe = ModelProbe(device=device, threads=1, proxies=(settings.screen,) if settings.screen else (),
                        batch=setup.proxy_batch, timeout=settings.timeout,
@@ -480,6 +528,7 @@ def _evaluate_recorded(history: History, setup: Setup, run: Run, spec: dict, fin
     out = {"run_id": run.run_id, "candidate_id": candidate.candidate_id, "task": setup.task.name,
            "status": evaluation.status.value, "error": evaluation.error, "val_accuracy": evaluation.val_accuracy,
            "fidelity": evaluation.fidelity, "curve": [p.model_dump() for p in evaluation.curve], "spec": spec,
+           "params": evaluation.metrics.get("params"), "sandbox": evaluation.metrics.get("sandbox"),
            **space.extra_fields(spec)}
     if final and evaluation.status is Status.OK:
         reports = final_evaluations(setup.pool, candidate.candidate_id, spec, setup.final_seeds)

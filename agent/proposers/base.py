@@ -36,6 +36,7 @@ class Proposal:
     operator: str | None = None  # which of a portfolio's operators made it (recorded as proposer:operator)
     llm_seconds: float = 0.0  # time spent in LLM calls for it
     llm_cost: float | None = None  # dollars spent in LLM calls for it, when prices are configured
+    error: str | None = None  # an LLM proposal that stayed invalid: the last problem found with it (recorded)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ProposalContext:
     seen: frozenset[str]  # canonical keys already in the run (evaluated, queued or running)
     evaluations: int
     budget: int
+    best: tuple[str, dict[str, Any], float] | None = None  # (candidate id, spec, val accuracy) of the run's best so far
 
 
 class Proposer(ABC):

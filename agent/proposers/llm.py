@@ -8,12 +8,16 @@ spec the space rejects, or a spec already in the run goes back to the model with
 problem (the repair prompt), up to ``max_repairs`` times. Every call is handed to ``record``
 (the history's ``llm_calls``) with its outcome. When the repairs run out, a spec that parsed
 but repeats an evaluated candidate is replaced by a mutation of it that is not in the run (so
-no evaluation is spent on a duplicate); any other failure is returned as it is, and the
-search records it as ``invalid`` with its error.
+no evaluation is spent on a duplicate). In spaces whose proposals edit a file shown in the
+prompt (code: the parent, else the run's best, else the seed; with a format example of one
+edit), an edit that stayed invalid is replaced by a mutation of that file, its rationale
+saying so (the calls keep their invalid outcomes). Any other failure is returned as it is,
+and the search records it as ``invalid`` with its error.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Callable
@@ -33,10 +37,11 @@ UNSEEN_TRIES = 50  # mutations tried when moving a repeated proposal to a new ca
 
 
 def proposal_schema(space: SearchSpace) -> type[BaseModel]:
-    """What the model must emit: a short rationale and the space's spec."""
+    """What the model must emit: a short rationale and the space's proposal (``llm_schema``: the
+    spec itself, or for code an edit of the file shown)."""
     return create_model(f"{space.name.capitalize()}Proposal",
                         rationale=(str, Field(max_length=RATIONALE_CHARS, description="why this candidate, briefly")),
-                        spec=(space.proposal_schema, ...))
+                        spec=(space.llm_schema, ...))
 
 
 def unseen_mutation(space: SearchSpace, spec: dict[str, Any], seen: set[str] | frozenset[str],
@@ -74,10 +79,21 @@ class LLMProposer(Proposer):
         parent_row = None
         if parent is not None:
             parent_row = Row(candidate_id=parent[0], description=self.space.summary(parent[1]), val_accuracy=parent[2])
+        # Spaces whose proposals edit a candidate (code) show the one to edit in full: the parent,
+        # else the run's best, else the space's seed.
+        base = parent or context.best
+        shown = self.space.show(base[1] if base else None)
+        base_label = example = None
+        if shown is not None:
+            base_label = f"{base[0]} (validation accuracy {base[2]:.4f})" if base else "the seed model file"
+            edit = self.space.edit_example(base[1] if base else None, self.rng)
+            if edit is not None:
+                example = json.dumps({"rationale": "...", "spec": {"edits": [edit]}})
         messages = self.prompts.propose_messages(history=self.history(context), token_budget=self.token_budget,
                                                  space=self.space.name, space_description=self.space.describe(),
-                                                 parent=parent_row, **self.task)
-        template, last_spec, duplicate, seconds, costs = "propose.j2", None, None, 0.0, []
+                                                 parent=parent_row, base_source=shown, base_label=base_label,
+                                                 edit_example=example, **self.task)
+        template, last_spec, last_error, duplicate, seconds, costs = "propose.j2", None, None, None, 0.0, []
         common = dict(model=self.backend.model, prompt_ref=proposal_id, parents=[parent[0]] if parent else [])
         for attempt in range(self.max_repairs + 1):
             try:
@@ -89,11 +105,12 @@ class LLMProposer(Proposer):
             seconds += reply.usage.seconds
             if reply.usage.cost is not None:
                 costs.append(reply.usage.cost)
-            outcome, error, spec = self._judge(reply, context)
+            outcome, error, spec = self._judge(reply, context, base[1] if base else None)
             self._record(proposal_id, attempt, template, messages, reply, outcome, error)
             usage = dict(llm_seconds=seconds, llm_cost=sum(costs) if costs else None)
             if outcome is LLMOutcome.VALID:
                 return Proposal(spec=spec, rationale=reply.value.rationale, **common, **usage)
+            last_error = error
             if reply.value is not None:
                 last_spec = reply.value.spec.model_dump()
                 duplicate = spec if error and error.startswith("duplicate") else None
@@ -104,14 +121,20 @@ class LLMProposer(Proposer):
             return Proposal(spec=unseen_mutation(self.space, duplicate, context.seen, self.rng), **common, **usage,
                             rationale=f"mutation of a repeated proposal (the model proposed evaluated candidates "
                                       f"{self.max_repairs + 1} times)")
+        if shown is not None:  # an edit of a shown file that stayed invalid: a valid edit of that file instead
+            spec = unseen_mutation(self.space, base[1], context.seen, self.rng) if base else self.space.sample(self.rng)
+            return Proposal(spec=spec, **common, **usage,
+                            rationale=f"mutation of {base[0] if base else 'the seed'}: the model's edits stayed "
+                                      f"invalid after {self.max_repairs} repairs ({(last_error or '')[:120]})")
         return Proposal(spec=last_spec if last_spec is not None else {"raw": reply.text[:2000]}, **common, **usage,
-                        rationale="the model's last invalid reply")
+                        rationale="the model's last invalid reply", error=last_error)
 
-    def _judge(self, reply: LLMReply, context: ProposalContext) -> tuple[LLMOutcome, str | None, dict | None]:
+    def _judge(self, reply: LLMReply, context: ProposalContext, base: dict[str, Any] | None
+               ) -> tuple[LLMOutcome, str | None, dict | None]:
         if reply.value is None:
             return LLMOutcome.SCHEMA_INVALID, reply.error, None
         try:
-            spec = self.space.validate(reply.value.spec.model_dump())
+            spec = self.space.validate(self.space.apply_proposal(reply.value.spec.model_dump(), base))
         except SpecError as exc:
             return LLMOutcome.SPEC_INVALID, str(exc), None
         if self.space.canonical_key(spec) in context.seen:

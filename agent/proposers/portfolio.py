@@ -135,7 +135,7 @@ class Portfolio(Proposer):
         for _ in range(n):
             op = self.choose()
             proposal = self._apply(op, ProposalContext(seen=frozenset(seen), evaluations=context.evaluations,
-                                                        budget=context.budget))
+                                                        budget=context.budget, best=context.best))
             proposal.operator = op
             arm = self.arms[op]
             arm.proposals += 1

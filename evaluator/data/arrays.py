@@ -69,7 +69,8 @@ def load_npz(path: Path, split_seed: int = 0) -> Dataset:
         xs["x_val"], ys["y_val"] = xs["x_train"][val], ys["y_train"][val]
         xs["x_train"], ys["y_train"] = xs["x_train"][train], ys["y_train"][train]
         source += f"; validation: {VALIDATION_FRACTION:.0%} of the training images (seed {split_seed})"
-    data = Dataset(name=f"file:{path.name}", **xs, **ys, classes=classes, x_scale=255.0 if uint8 else 1.0, source=source)
+    data = Dataset(name=f"file:{path.name}", **xs, **ys, classes=classes, x_scale=255.0 if uint8 else 1.0, source=source,
+                   files=(Path(path),))
     return data.check()
 
 

@@ -8,6 +8,7 @@ indices in ``[0, num_classes)``. Only the trusted side ever holds ``y_val`` and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class Dataset:
     classes: tuple[str, ...]
     x_scale: float = 255.0
     source: str = ""  # where the data came from, for people
+    files: tuple[Path, ...] = ()  # the files or folders the data were read from: hidden from sandboxed jobs (they hold the labels)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -63,6 +63,7 @@ def load_cifar10(cache_dir: Path, data_dir: Path | None = None, *, split_seed: i
         name="cifar10", x_train=x_pool[train], y_train=y_pool[train], x_val=x_pool[val], y_val=y_pool[val],
         x_test=x_test, y_test=y_test, classes=read_classes(folder), x_scale=255.0,
         source=f"CIFAR-10 from {folder}, {len(train)}/{len(val)}/{len(y_test)} split (seed {split_seed})",
+        files=(Path(folder), Path(cache_dir)),
     ).check()
 
 

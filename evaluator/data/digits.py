@@ -7,6 +7,8 @@ every machine sees the same split.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from evaluator.data.base import Dataset
@@ -27,5 +29,12 @@ def load_digits_dataset(split_seed: int = 0) -> Dataset:
     return Dataset(
         name="digits", x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val], x_test=x[test],
         y_test=y[test], classes=tuple(str(c) for c in range(10)), x_scale=16.0,
-        source=f"scikit-learn load_digits, 60/20/20 split (seed {split_seed})",
+        source=f"scikit-learn load_digits, 60/20/20 split (seed {split_seed})", files=bundled_data_files(),
     ).check()
+
+
+def bundled_data_files() -> tuple[Path, ...]:
+    """scikit-learn's bundled data sets (the digits file among them: it holds every label)."""
+    import sklearn
+
+    return (Path(sklearn.__file__).parent / "datasets" / "data",)

@@ -99,7 +99,8 @@ def load_folder(root: Path, split_seed: int = 0) -> Dataset:
     source = (f"{root}: {len(y)} images, {len(classes)} classes, {mode} {size[0]}x{size[1]}"
               + (f" ({resized} resized)" if resized else "") + f", {how}")
     return Dataset(name=f"folder:{root.name}", x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val],
-                   x_test=x[test], y_test=y[test], classes=tuple(classes), x_scale=255.0, source=source).check()
+                   x_test=x[test], y_test=y[test], classes=tuple(classes), x_scale=255.0, source=source,
+                   files=(Path(root),)).check()
 
 
 def _read_images(paths: list[Path], root: Path) -> tuple[np.ndarray, tuple[int, int], str, int]:

@@ -2,6 +2,7 @@
 
 This package runs inside the untrusted worker process: it imports only torch, numpy and the
 search spaces (for their normalisation and shape rules), never the agent or the sandbox.
+``seeds`` holds the code space's seed model files (our own code, not candidates).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ def build_model(space_name: str, spec: Any, input_shape: tuple[int, ...], num_cl
     """The network for ``spec`` in space ``space_name``, for inputs (C, H, W) and ``num_classes``.
 
     ``options`` go to the space's builder: ``nb201`` takes ``channels`` (C, default 16) and
-    ``cells`` (N cells per stage, default 5); ``layers`` takes none (the spec says everything).
+    ``cells`` (N cells per stage, default 5); ``layers`` takes none (the spec says everything);
+    ``code`` takes ``path``, the candidate's model file, which it imports (candidate code: call it
+    only inside the sandboxed worker).
     The output is (B, num_classes) logits.
     """
     if space_name == "layers":
@@ -29,7 +32,13 @@ def build_model(space_name: str, spec: Any, input_shape: tuple[int, ...], num_cl
         from evaluator.models.nb201_net import Nb201Net
 
         return Nb201Net(spec, tuple(input_shape), num_classes, **options)
-    raise ValueError(f"space_name={space_name!r} has no network builder; use 'layers' or 'nb201'")
+    if space_name == "code":  # only ever inside the sandboxed worker: this runs candidate code
+        from evaluator.models.code import build_from_file
+
+        if set(options) != {"path"}:
+            raise TypeError(f"the code builder takes one option, path (the model file), got {sorted(options)}")
+        return build_from_file(options["path"], tuple(input_shape), num_classes)
+    raise ValueError(f"space_name={space_name!r} has no network builder; use 'layers', 'nb201' or 'code'")
 
 
 __all__ = ["build_model"]

@@ -113,8 +113,14 @@ class SearchSpace(ABC):
         """The spec (not yet validated) that an LLM output ``value`` makes of ``base`` (None: none)."""
         return value
 
-    def show(self, spec: dict[str, Any]) -> str | None:
-        """The text a prompt shows for a spec; None: show its ``summary`` instead."""
+    def edit_example(self, spec: dict[str, Any] | None, rng: random.Random) -> dict[str, Any] | None:
+        """A small valid edit of ``spec`` in ``llm_schema``'s terms, shown to the LLM as a format
+        example where proposals are edits of a shown file; None where they are not."""
+        return None
+
+    def show(self, spec: dict[str, Any] | None) -> str | None:
+        """The text a prompt shows for a spec (None: the space's starting point, where it has
+        one); returns None where a prompt shows the ``summary`` instead."""
         return None
 
 

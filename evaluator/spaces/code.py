@@ -116,16 +116,20 @@ class Edit(BaseModel):
 
 
 class CodeProposal(BaseModel):
-    """Either up to 4 search/replace edits of the shown file, or a whole new file in ``source``."""
+    """1 to 4 search/replace edits of the shown file, or a whole new file in ``source``.
+
+    ``edits`` comes first and is required (at least one): under constrained decoding a small
+    model otherwise emits an empty object. A non-empty ``source`` replaces the file and the
+    edits are then ignored."""
 
     model_config = ConfigDict(extra="forbid")
 
-    edits: list[Edit] = Field(default_factory=list, max_length=MAX_EDITS,
-                              description=f"up to {MAX_EDITS} search/replace edits, applied in order to the "
-                              "shown file; leave empty when giving a whole `source`")
+    edits: list[Edit] = Field(min_length=1, max_length=MAX_EDITS,
+                              description=f"1 to {MAX_EDITS} search/replace edits, applied in order to the shown "
+                              "file, e.g. {\"search\": \"WIDTH = 32\", \"replace\": \"WIDTH = 48\"}")
     source: str = Field("", max_length=MAX_PROPOSAL_SOURCE,
-                        description="a whole new file, only when the change is too big for edits; "
-                        "leave empty when giving `edits`")
+                        description="leave empty; a whole new file only when the change is too big for edits "
+                        "(it then replaces the file and the edits are ignored)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -816,9 +820,19 @@ class CodeSpace(SearchSpace):
         head = f"{knobs} {train}".strip()
         return _clip(f"{head} | {_docstring_line(parsed.tree, parsed.text)}", SUMMARY_CHARS)
 
-    def show(self, spec: dict[str, Any]) -> str:
+    def edit_example(self, spec: dict[str, Any] | None, rng: random.Random) -> dict[str, Any] | None:
+        """One knob mutation of ``spec`` (None: the seed) written as a one-line search/replace edit."""
+        text = self.show(spec)
+        child = self.mutate({"source": text}, rng)["source"]
+        old, new = text.splitlines(), child.splitlines()
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+            if tag == "replace" and i2 - i1 == 1 and j2 - j1 == 1:
+                return {"search": old[i1].strip(), "replace": new[j1].strip()}
+        return None
+
+    def show(self, spec: dict[str, Any] | None) -> str:
         """The whole file, as the LLM sees it (edits must copy their search text from it)."""
-        return spec["source"]
+        return self.seed if spec is None else spec["source"]
 
     # -- proposals -------------------------------------------------------------------
 
@@ -830,21 +844,16 @@ class CodeSpace(SearchSpace):
         if not isinstance(value, dict):
             raise SpecError(f"a code proposal must be an object with `edits` or `source`, got {type(value).__name__}",
                             hint='emit {"edits": [{"search": "...", "replace": "..."}]} or {"source": "..."}')
+        source = value.get("source")
+        if isinstance(source, str) and source.strip():  # a whole new file: the edits, if any, are ignored
+            if len(source) > MAX_PROPOSAL_SOURCE:
+                raise SpecError(f"source has {len(source)} characters; at most {MAX_PROPOSAL_SOURCE}",
+                                hint="shorten the file, or give edits of the shown file instead", field="source")
+            return {"source": source}
         try:
-            proposal = CodeProposal.model_validate(value)
+            proposal = CodeProposal.model_validate({"source": "", **value})
         except ValidationError as exc:
             raise spec_error_from_validation(exc, self.name, CodeProposal) from None
-        has_source = bool(proposal.source.strip())
-        if has_source and proposal.edits:
-            raise SpecError("the proposal gives both `edits` and a whole `source`; give one of them",
-                            hint="use edits for a small change (leave source empty), or source for a whole new "
-                                 "file (leave edits empty)", field="source")
-        if has_source:
-            return {"source": proposal.source}
-        if not proposal.edits:
-            raise SpecError("the proposal has neither `edits` nor a `source`",
-                            hint="give up to 4 search/replace edits of the shown file, or a whole new source",
-                            field="edits")
         text = base["source"] if base is not None else self.seed
         for i, edit in enumerate(proposal.edits):
             new = _apply_edit(text, edit.search, edit.replace, i)

@@ -430,8 +430,10 @@ def test_ambiguous_search_asks_for_more_lines(space):
 
 def test_whole_file_source_and_mistakes(space):
     assert space.apply_proposal({"source": MINIMAL}, None) == {"source": MINIMAL}
-    for value, field in [({"source": MINIMAL, "edits": [{"search": "WIDTH = 16", "replace": "WIDTH = 8"}]}, "source"),
-                         ({}, "edits"),
+    # a whole source wins over edits (the LLM schema requires at least one edit)
+    both = {"source": MINIMAL, "edits": [{"search": "WIDTH = 16", "replace": "WIDTH = 8"}]}
+    assert space.apply_proposal(both, None) == {"source": MINIMAL}
+    for value, field in [({}, "edits"),
                          ({"edits": [{"search": "WIDTH = 16", "replace": "WIDTH = 16"}]}, "edits[0]"),
                          ({"edits": [{"search": "", "replace": "x"}]}, "edits.0.search")]:
         with pytest.raises(SpecError) as info:
