@@ -253,8 +253,11 @@ def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, 
         goals[-1] += " (several objectives: propose trade-offs that no evaluated candidate beats in every one)"
     context = {"task": task.name, "task_description": task.description, "constraints": constraints,
                "objectives": goals, "directions": list(settings.directions)}
-    # A code proposal (edits of a file shown in the prompt) needs a longer prompt and reply than a spec.
+    # A code proposal (edits of a file shown in the prompt) needs a longer prompt and reply than a
+    # spec, and each repair resends the file: one repair, then the fallback mutation of the file.
     lengths = dict(max_tokens=1536, token_budget=5000) if space.name == "code" else {}
+    if space.name == "code":
+        max_repairs = min(max_repairs, 1)
     proposer = LLMProposer(space, settings.seed, backend=backend, run_id=run_id, prompts=prompts, record=record,
                            history=lambda c: view(c.evaluations, c.budget, settings.seed + c.evaluations),
                            task=context, max_repairs=max_repairs, **lengths)

@@ -630,7 +630,13 @@ def _apply_edit(text: str, search: str, replace: str, i: int) -> str:
     if len(hits) > 1:
         raise _ambiguous(i, [h + 1 for h in hits])
     if not hits:
-        raise _not_found(lines, stripped, wanted, i)
+        error = _not_found(lines, stripped, wanted, i)
+        swapped = [ln.strip() for ln in replace.splitlines() if ln.strip()]
+        if swapped and any(stripped[k:k + len(swapped)] == swapped for k in range(len(lines) - len(swapped) + 1)):
+            error = SpecError(f"{error.message}; but its `replace` text IS in the file: `search` must hold the text "
+                              "that is in the file now and `replace` the new text (they look swapped)",
+                              hint=error.hint, field=error.field)
+        raise error
     s = hits[0]
     search_lines = search.splitlines()
     while not search_lines[0].strip():  # blank lines around the search were not matched

@@ -132,23 +132,28 @@ def test_cli_search_with_an_openai_compatible_endpoint(serve, tiny_tables, tmp_p
 
 @needs_model
 @pytest.mark.slow
-def test_cli_digits_search_with_the_offline_model(tmp_path):
-    """The acceptance command, smaller: every reply parses (grammar-constrained decoding), every
-    call is in the history, and `agent show --prompt` prints the prompt and reply exactly."""
+def test_cli_code_mode_search_with_the_offline_model(tmp_path):
+    """The code-mode acceptance command, smaller: the offline model edits model files shown in
+    its prompt (every reply parses: grammar-constrained decoding), the candidates train in the
+    sandbox, every call is in the history, and `agent show --prompt` prints prompt and reply exactly."""
     from tests.conftest import run_cli
 
     home = tmp_path / "home"
-    out = run_cli("search", "--task", "digits", "--proposer", "llm", "--llm", "local", "--budget", "2", "--epochs", "2",
-                  "--final-seeds", "1", "--json", home=home, timeout=900)
+    out = run_cli("search", "--task", "digits", "--space", "code", "--proposer", "llm", "--llm", "local", "--budget", "2",
+                  "--epochs", "1", "--final-seeds", "1", "--reflect-every", "0", "--json", home=home, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
     llm = summary["llm"]
-    assert summary["evaluations"] == 2 and llm["schema_valid_rate"] == 1.0 and llm["valid_rate"] is not None
-    assert llm["calls"] >= 2 and llm["tokens_out"] > 0 and llm["cost"] == 0.0
+    assert summary["space"] == "code" and summary["evaluations"] == 2 and summary["best"]["val_accuracy"] is not None
+    assert llm["schema_valid_rate"] == 1.0 and llm["calls"] >= 2 and llm["tokens_out"] > 0 and llm["cost"] == 0.0
     run = json.loads(run_cli("history", "--run", "latest", "--json", home=home).stdout)
-    cid = next(c["candidate_id"] for c in run["candidates"] if c["status"] == "ok")
+    evaluated = [c for c in run["candidates"] if c["status"] != "invalid"]
+    assert len(evaluated) == 2 and all(c["status"] in ("ok", "failed") for c in evaluated)
+    cid = evaluated[0]["candidate_id"]
+    candidate = json.loads(run_cli("show", cid, "--json", home=home).stdout)
+    assert "def build_model" in candidate["spec"]["source"] and "bwrap" in json.dumps(candidate)  # trained in the sandbox
     calls = json.loads(run_cli("show", cid, "--prompt", "--json", home=home).stdout)["llm_calls"]
-    assert calls and calls[-1]["outcome"] == "valid" and calls[0]["backend"] == "local"
+    assert calls and calls[0]["backend"] == "local" and "def build_model" in calls[0]["messages"][1]["content"]
     text = run_cli("show", cid, "--prompt", home=home).stdout
     for call in calls:
         assert all(m["content"] in text for m in call["messages"]) and call["response"] in text

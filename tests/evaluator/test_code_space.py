@@ -458,3 +458,9 @@ def test_describe_states_the_contract(space):
                    "TRAINING", "sandbox", "search", "exactly", "source"):
         assert needle in text
     assert "1x8x8" not in get_space("code").describe()
+
+
+def test_a_swapped_edit_is_named_as_swapped(space):
+    with pytest.raises(SpecError) as info:
+        space.apply_proposal({"edits": [{"search": "WIDTH = 48", "replace": "WIDTH = 16"}]}, {"source": MINIMAL})
+    assert "look swapped" in str(info.value) and info.value.field == "edits[0].search"
