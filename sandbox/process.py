@@ -280,7 +280,7 @@ class ChildProcess:
             threading.Thread(target=self._read_channel, args=(channel_r,), daemon=True),
             threading.Thread(target=self._read_logs, daemon=True),
             threading.Thread(target=self._watchdog, daemon=True),
-            threading.Thread(target=self._memory_watchdog if self.isolation is None else self._job_watchdog,
+            threading.Thread(target=self._memory_watchdog,
                              daemon=True),
         ]
         if self._plan is not None and self._plan.scratch_quota_mb is not None:
@@ -343,25 +343,16 @@ class ChildProcess:
             self.kill()
 
     def _memory_watchdog(self) -> None:
-        assert self._proc is not None
-        limit = None if self.limits.memory_mb is None else self.limits.memory_mb * 1024 * 1024
-        while self._proc.poll() is None:
-            rss = group_rss_bytes(self._proc.pid)
-            self._peak_rss = max(self._peak_rss, rss)
-            if limit is not None and rss > limit:
-                self._memory_exceeded.set()
-                self.kill()
-                return
-            self._ended.wait(MEMORY_POLL_SECONDS)
-
-    def _job_watchdog(self) -> None:
-        """The memory watchdog of an isolated job: it counts every process of the job (its
+        """Kill the job when its resident memory passes the limit. Without isolation it counts
+        the process group; an isolated job's watchdog counts every process of the job (its
         process tree, its process group and its cgroup; bwrap puts the job in a session of its
-        own) and remembers them for the final kill."""
+        own) and remembers them for the final kill (``_track``)."""
         assert self._proc is not None
+        pid = self._proc.pid
+        measure = (lambda: group_rss_bytes(pid)) if self.isolation is None else self._track
         limit = None if self.limits.memory_mb is None else self.limits.memory_mb * 1024 * 1024
         while self._proc.poll() is None:
-            rss = self._track()
+            rss = measure()
             self._peak_rss = max(self._peak_rss, rss)
             if limit is not None and rss > limit:
                 self._memory_exceeded.set()
@@ -511,26 +502,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def group_rss_bytes(pgid: int) -> int:
     """Resident memory of every process in process group ``pgid`` (Linux /proc; 0 elsewhere)."""
-    total = 0
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-            # fields after the command name, which is in parentheses and may hold spaces
-            fields = stat[stat.rindex(b")") + 2:].split()
-            if int(fields[2]) != pgid:  # field 5, pgrp
-                continue
-            with open(f"/proc/{entry}/statm", "rb") as fh:
-                total += int(fh.read().split()[1]) * _PAGE
-        except (OSError, ValueError, IndexError):
-            continue  # the process ended meanwhile
-    return total
+    return sum(rss for _, pgrp, _, rss in _scan_proc().values() if pgrp == pgid) * _PAGE
 
 
 def _stat_fields(pid: int | str) -> list[bytes] | None:

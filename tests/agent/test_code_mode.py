@@ -12,6 +12,7 @@ from agent.store import History
 from evaluator.models.seeds import seed_path
 from sandbox.isolation import detect_layers
 from tests.conftest import run_cli
+from tests.security.attacks import PRELUDE
 
 SECRET = "sk-code-mode-secret-5e4d3c2b1a"
 
@@ -25,22 +26,9 @@ needs_bwrap = pytest.mark.skipif(not _has("bwrap"), reason="bubblewrap is not us
 
 
 def model_file(tmp_path, name: str, body: str) -> str:
+    """A model file: the attacks' prelude (imports and a Constant model), then ``body``."""
     path = tmp_path / name
-    path.write_text(textwrap.dedent('''
-        """A test model."""
-        import os
-        import torch
-        from torch import nn
-
-
-        class Constant(nn.Module):
-            def __init__(self, num_classes):
-                super().__init__()
-                self.num_classes = num_classes
-
-            def forward(self, x):
-                return torch.zeros(x.shape[0], self.num_classes)
-        ''') + "\n\n" + textwrap.dedent(body).strip() + "\n")
+    path.write_text('"""A test model."""\n' + PRELUDE + "\n\n" + textwrap.dedent(body).strip() + "\n")
     return str(path)
 
 

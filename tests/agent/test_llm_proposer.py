@@ -89,11 +89,11 @@ def test_the_offline_model_proposes_valid_unique_cells(tmp_path):
     backend = LocalBackend(cache_dir=default_model_cache(), threads=2)  # shared with the CLI test below
     proposer, h = proposer_with(backend, tmp_path)
     seen = [NB201.sample(random.Random(i)) for i in range(3)]
-    proposals = proposer.propose(3, context(*seen))
+    proposals = proposer.propose(2, context(*seen))
     keys = {NB201.canonical_key(NB201.validate(p.spec)) for p in proposals}
     assert not keys & {NB201.canonical_key(s) for s in seen}
     totals = h.llm_totals("r1")
-    assert totals["schema_valid_rate"] == 1.0 and totals["calls"] >= 3 and totals["tokens_out"] > 0
+    assert totals["schema_valid_rate"] == 1.0 and totals["calls"] >= 2 and totals["tokens_out"] > 0
 
 
 def test_cli_search_with_an_openai_compatible_endpoint(serve, tiny_tables, tmp_path):
