@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(PYTHON) bench/proxies.py
 	$(PYTHON) bench/latency.py
 	$(PYTHON) bench/train_throughput.py
+	$(PYTHON) bench/sandbox_overhead.py
 
 clean:
 	rm -rf .make build *.egg-info .pytest_cache

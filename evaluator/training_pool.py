@@ -2,7 +2,8 @@
 
 The pool stages the task's arrays once (training images and labels; validation and test
 images without labels), gives each job a scratch folder with copies of them (and, in code
-mode, the candidate's ``model.py``), starts ``python -I -m evaluator.worker`` under the limits
+mode, the candidate's ``model.py``), starts the worker (``evaluator.worker``, from the same code
+as this process) with ``python -I`` under the limits
 of ``sandbox.process`` and the isolation of ``sandbox.isolation`` (no network, read-only
 system, the scratch folder the only writable place, the history home and the data set's
 source files hidden), checks every message it sends (evaluator.protocol), and computes every
@@ -45,6 +46,11 @@ from sandbox.process import ChildProcess, Limits, clean_env, redact
 
 PROXY_EXTRAS = ("proxy_seconds", "proxy_undefined")  # the metrics written beside the proxy_<name> scores
 MAX_REJECTED = 200  # a job whose worker sends more messages that fail the checks is killed
+# The worker runs the same evaluator code as this process (not whatever `python -I -m` would
+# find installed: a checkout run from its own folder and an editable install elsewhere differ).
+CODE_ROOT = Path(__file__).resolve().parent.parent
+WORKER_BOOT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+               "runpy.run_module('evaluator.worker', run_name='__main__', alter_sys=True)")
 
 
 @dataclass
@@ -178,7 +184,7 @@ class TrainingPool(EvaluationPool):
             threads_env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job never touches (or holds memory on) a GPU
         holder: dict[str, _Running] = {}
         process = ChildProcess(
-            [sys.executable, "-I", "-m", "evaluator.worker", str(scratch)], cwd=scratch,
+            [sys.executable, "-I", "-c", WORKER_BOOT, str(CODE_ROOT), str(scratch)], cwd=scratch,
             env=clean_env(threads_env | extra_env, home=scratch), limits=self.limits, key=key,
             on_message=lambda line: self._on_message(holder["run"], line), threads=self.threads,
             isolation=self.isolation,

@@ -806,10 +806,11 @@ class CodeSpace(SearchSpace):
             "(padding kernel // 2, adaptive pooling before the head).",
             "TRAINING = {...} is a literal dict read without running the file (no names, calls or arithmetic); "
             f"keys and allowed values: {training}.",
-            f"Proposals: either `edits`, up to {MAX_EDITS} search/replace pairs applied in order to the shown file "
+            f"Proposals: `edits`, 1 to {MAX_EDITS} search/replace pairs applied in order to the shown file "
             "(each `search` copied exactly from the file, whole lines with their indentation, and matching exactly "
-            "once; `replace` is its new text), or a whole new file in `source` with `edits` empty. Change one "
-            "idea at a time and leave the rest of the file as it is.",
+            "once; `replace` is its new text), with `source` left empty; only for a change too big for edits, a "
+            "whole new file in `source` (the edits are then ignored). Change one idea at a time and leave the rest "
+            "of the file as it is.",
         ]
         return "\n".join(lines)
 

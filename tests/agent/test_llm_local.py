@@ -57,7 +57,7 @@ def test_every_reply_of_the_local_model_parses_and_fits_the_space(backend, cache
     assert (cache / f"{local_backend.DEFAULT_NAME}.gguf").stat().st_size == local_backend.DEFAULT_SIZE
     messages = [{"role": "system", "content": "You design NAS-Bench-201 cells.\n" + NB201.describe()},
                 {"role": "user", "content": "Propose one cell likely to reach high CIFAR-10 accuracy. Keep the rationale short."}]
-    for _ in range(2):
+    for _ in range(1):  # one reply: the proposer tests ask the model for more
         reply = backend.complete(messages, CellProposal, max_tokens=200, temperature=0.8)
         assert reply.schema_valid, (reply.error, reply.text)
         assert reply.mode == "grammar" and reply.usage.tokens_out > 0 and reply.usage.tokens_in > 0

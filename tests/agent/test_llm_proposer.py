@@ -139,16 +139,16 @@ def test_cli_code_mode_search_with_the_offline_model(tmp_path):
     from tests.conftest import run_cli
 
     home = tmp_path / "home"
-    out = run_cli("search", "--task", "digits", "--space", "code", "--proposer", "llm", "--llm", "local", "--budget", "2",
+    out = run_cli("search", "--task", "digits", "--space", "code", "--proposer", "llm", "--llm", "local", "--budget", "1",
                   "--epochs", "1", "--final-seeds", "1", "--reflect-every", "0", "--json", home=home, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
     llm = summary["llm"]
-    assert summary["space"] == "code" and summary["evaluations"] == 2 and summary["best"]["val_accuracy"] is not None
-    assert llm["schema_valid_rate"] == 1.0 and llm["calls"] >= 2 and llm["tokens_out"] > 0 and llm["cost"] == 0.0
+    assert summary["space"] == "code" and summary["evaluations"] == 1 and summary["best"]["val_accuracy"] is not None
+    assert llm["schema_valid_rate"] == 1.0 and llm["calls"] >= 1 and llm["tokens_out"] > 0 and llm["cost"] == 0.0
     run = json.loads(run_cli("history", "--run", "latest", "--json", home=home).stdout)
     evaluated = [c for c in run["candidates"] if c["status"] != "invalid"]
-    assert len(evaluated) == 2 and all(c["status"] in ("ok", "failed") for c in evaluated)
+    assert len(evaluated) == 1 and all(c["status"] in ("ok", "failed") for c in evaluated)
     cid = evaluated[0]["candidate_id"]
     candidate = json.loads(run_cli("show", cid, "--json", home=home).stdout)
     assert "def build_model" in candidate["spec"]["source"] and "bwrap" in json.dumps(candidate)  # trained in the sandbox

@@ -25,17 +25,16 @@ FAULTS = {
     "c0002": "import torch.nn.functional as F\n_ce = F.cross_entropy\nF.cross_entropy = lambda *a, **k: _ce(*a, **k) * float('nan')",
     "c0003": "hog = bytearray(8 * 1024 ** 3)",
     "c0004": "import os\nos._exit(7)",
-    "c0005": "print('thinking forever', flush=True)\nimport time\ntime.sleep(600)",
-}
+}  # a hang (timeout) is in the security battery (tests/security) and tests/evaluator/test_training_pool.py
 
 
 def test_faults_are_recorded_and_the_search_goes_on(tmp_path):
     home = tmp_path / "home"
-    # small networks (--max-flops) train an epoch in seconds, so the hang needs only a 15 s limit
-    summary = run_search(Settings(home=home, task="digits", proposer="random", budget=7, epochs=1, final_seeds=2,
-                                  device="cpu", timeout=15, max_flops=20_000_000, proxies=[]), test_inject=FAULTS)
-    assert summary.status == "done" and summary.evaluations == 7
-    assert summary.counts["failed"] == 4 and summary.counts["timeout"] == 1 and summary.counts["ok"] == 2
+    # small networks (--max-flops) train an epoch in seconds
+    summary = run_search(Settings(home=home, task="digits", proposer="random", budget=6, epochs=1, final_seeds=2,
+                                  device="cpu", max_flops=20_000_000, proxies=[]), test_inject=FAULTS)
+    assert summary.status == "done" and summary.evaluations == 6
+    assert summary.counts["failed"] == 4 and summary.counts["ok"] == 2
     h = History(home)
     by_seq = {c["candidate_id"][-5:]: c for c in h.run_candidates(summary.run_id)}
     errors = {suffix: h.get_candidate(by_seq[suffix]["candidate_id"])["error"] for suffix in FAULTS}
@@ -43,11 +42,9 @@ def test_faults_are_recorded_and_the_search_goes_on(tmp_path):
     assert "NaN loss" in errors["c0002"]
     assert "memory limit (4096 MB) exceeded" in errors["c0003"]
     assert "exited with code 7" in errors["c0004"]
-    assert "wall-clock limit of 15 s exceeded" in errors["c0005"] and "thinking forever" in errors["c0005"]
     for suffix in FAULTS:
-        assert by_seq[suffix]["status"] == ("timeout" if suffix == "c0005" else "failed")
-        assert by_seq[suffix]["val_accuracy"] is None
-    assert summary.best.candidate_id[-5:] in {"c0000", "c0006"}
+        assert by_seq[suffix]["status"] == "failed" and by_seq[suffix]["val_accuracy"] is None
+    assert summary.best.candidate_id[-5:] in {"c0000", "c0005"}
     assert summary.best.test_accuracy is not None and summary.best.seeds == [0, 1]
     assert "test split, mean of 2 retraining(s) from scratch (seeds 0, 1), trained on cpu" == summary.best.test_source
 

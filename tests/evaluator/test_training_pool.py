@@ -206,3 +206,23 @@ def test_a_worker_that_leaves_no_checkpoint_fails_and_discard_drops_one(digits, 
             pool.submit(Job(candidate_id="run-c0002", spec=spec, resume=True))
     finally:
         pool.close()
+
+
+FLOOD = r'''
+import os
+for fd in range(3, 64):  # the channel is one of these: flood it with lines that fail the checks
+    try:
+        for _ in range(400):
+            os.write(fd, b"0" * 64 + b' {"type": "done"}\n')
+    except OSError:
+        pass
+import time
+time.sleep(60)
+'''
+
+
+def test_a_worker_that_floods_the_channel_is_killed(digits, spec, tmp_path):
+    ev, _ = run_one(digits, tmp_path, spec, inject=FLOOD)
+    assert ev.status is Status.FAILED and ev.val_accuracy is None
+    assert "more than 200 messages that failed the protocol checks" in ev.error and "bad signature" in ev.error
+    assert ev.metrics["rejected_messages"] > 200

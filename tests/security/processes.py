@@ -44,8 +44,14 @@ def _reap() -> None:
             return
 
 
-def leftovers(settle: float = 3.0) -> list[str]:
-    """Live descendants of this process, waiting up to ``settle`` seconds for ones being torn down."""
+def descendants() -> set[int]:
+    """The pids of this process's live descendants now (e.g. long-lived helpers of earlier tests)."""
+    return {int(entry.split(" ", 1)[0]) for entry in leftovers(settle=0.0)}
+
+
+def leftovers(settle: float = 3.0, before: set[int] = frozenset()) -> list[str]:
+    """Live descendants of this process that are not in ``before``, waiting up to ``settle``
+    seconds for ones being torn down."""
     me = os.getpid()
     deadline = time.monotonic() + settle
     while True:
@@ -60,7 +66,7 @@ def leftovers(settle: float = 3.0) -> list[str]:
             for pid, (name, state, ppid) in parents.items():
                 if ppid == parent and pid != me:
                     frontier.append(pid)
-                    if state != "Z":
+                    if state != "Z" and pid not in before:
                         found.append(f"{pid} ({name}, state {state})")
         if not found or time.monotonic() > deadline:
             return found

@@ -27,7 +27,7 @@ from agent.store import History
 from evaluator.models.seeds import seed_source
 from sandbox.isolation import detect_layers
 from tests.security.attacks import make_attacks
-from tests.security.processes import become_subreaper, leftovers
+from tests.security.processes import become_subreaper, descendants, leftovers
 
 ENV_SECRET = "sk-battery-ENV-9f8e7d6c5b4a"
 FILE_SECRET = "BATTERY-PRIVATE-KEY-0a1b2c3d"
@@ -116,9 +116,10 @@ def test_every_attack_is_contained_recorded_and_the_search_goes_on(tmp_path, mon
     server = LoopbackServer()
     attacks = make_attacks(port=server.port, fake_home=fake_home, marker=marker, package_dir=package_dir)
     sources = [(a.name, a.source) for a in attacks] + [("seed", seed_source("digits"))]
-    settings = Settings(home=tmp_path / "agent-home", task="digits", space="code", budget=len(sources), epochs=2,
-                        workers=2, timeout=25, memory_mb=3000, disk_mb=64, final_seeds=1, proxies=[])
+    settings = Settings(home=tmp_path / "agent-home", task="digits", space="code", budget=len(sources), epochs=1,
+                        workers=2, timeout=15, memory_mb=3000, disk_mb=64, final_seeds=1, proxies=[])
     become_subreaper()  # a daemon that escapes its job would be re-parented here, and found
+    before = descendants()  # helpers that earlier tests left running are not this test's business
     try:
         from evaluator.spaces import get_space
 
@@ -126,7 +127,7 @@ def test_every_attack_is_contained_recorded_and_the_search_goes_on(tmp_path, mon
         summary = run_search(settings, proposer=ListProposer(space, sources))
     finally:
         server.close()
-    left = leftovers()
+    left = leftovers(before=before)
     assert not left, f"processes of finished jobs remain: {left}"
 
     history = History(settings.home)
@@ -135,7 +136,6 @@ def test_every_attack_is_contained_recorded_and_the_search_goes_on(tmp_path, mon
     rows = {name: by_source[source] for name, source in sources}
     problems = []
     for attack in attacks:
-        print(attack.name, rows[attack.name]["status"], rows[attack.name]["val_accuracy"], (rows[attack.name]["error"] or "")[:300])
         row = rows[attack.name]
         if row["status"] not in attack.statuses:
             problems.append(f"{attack.name}: status {row['status']} (want {sorted(attack.statuses)}), error {row['error']!r:.300}")
@@ -147,7 +147,7 @@ def test_every_attack_is_contained_recorded_and_the_search_goes_on(tmp_path, mon
 
     assert server.connections == 0, "a candidate reached the host's loopback server"
     assert not Path("/tmp", marker).exists() and not (package_dir / marker).exists(), "a candidate wrote outside scratch"
-    assert rows["seed"]["status"] == "ok" and rows["seed"]["val_accuracy"] > 0.5, rows["seed"]
+    assert rows["seed"]["status"] == "ok" and rows["seed"]["val_accuracy"] > 0.3, rows["seed"]  # 1 epoch; chance 0.1
     assert summary.best is not None and summary.best.candidate_id == rows["seed"]["candidate_id"]
     assert summary.counts["failed"] >= 9 and summary.counts["timeout"] == 1
 
