@@ -79,23 +79,6 @@ def test_repairs_that_run_out_return_the_last_reply_for_the_search_to_record(ser
         NB201.validate(p.spec)
 
 
-@needs_model
-@pytest.mark.slow
-def test_the_offline_model_proposes_valid_unique_cells(tmp_path):
-    from agent.llm.local_backend import LocalBackend
-
-    from agent.llm import default_model_cache
-
-    backend = LocalBackend(cache_dir=default_model_cache(), threads=2)  # shared with the CLI test below
-    proposer, h = proposer_with(backend, tmp_path)
-    seen = [NB201.sample(random.Random(i)) for i in range(3)]
-    proposals = proposer.propose(2, context(*seen))
-    keys = {NB201.canonical_key(NB201.validate(p.spec)) for p in proposals}
-    assert not keys & {NB201.canonical_key(s) for s in seen}
-    totals = h.llm_totals("r1")
-    assert totals["schema_valid_rate"] == 1.0 and totals["calls"] >= 2 and totals["tokens_out"] > 0
-
-
 def test_cli_search_with_an_openai_compatible_endpoint(serve, tiny_tables, tmp_path):
     """`agent search --proposer llm --llm openai` end to end: the summary's llm object, the
     calls in the history, `agent show --prompt`, and the key never written anywhere."""
