@@ -144,13 +144,10 @@ def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
 
 class _NoOptimizer(torch.optim.Optimizer):
     """The optimizer of a network without trainable parameters: it holds one frozen dummy
-    parameter (so the schedule and checkpoints work unchanged) and never steps."""
+    parameter so the schedule and checkpoints work unchanged; the loop never steps it."""
 
     def __init__(self) -> None:
         super().__init__([torch.zeros(1, requires_grad=False)], {"lr": 0.0})
-
-    def step(self, closure=None):  # noqa: ANN001 - the Optimizer signature
-        return None
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

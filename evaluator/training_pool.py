@@ -49,6 +49,7 @@ MAX_REJECTED = 200  # a job whose worker sends more messages that fail the check
 # The worker runs the same evaluator code as this process (not whatever `python -I -m` would
 # find installed: a checkout run from its own folder and an editable install elsewhere differ).
 CODE_ROOT = Path(__file__).resolve().parent.parent
+WORKER_CODE = (CODE_ROOT / "evaluator", CODE_ROOT / "sandbox")  # what the worker imports: readable in the sandbox
 WORKER_BOOT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
                "runpy.run_module('evaluator.worker', run_name='__main__', alter_sys=True)")
 
@@ -113,7 +114,8 @@ class TrainingPool(EvaluationPool):
         self.workdir = Path(workdir)
         self.test_inject = test_inject or {}
         self.proxies = tuple(proxies)
-        self.isolation = isolation
+        # the sandbox must let the worker read its own code, wherever this checkout lives
+        self.isolation = None if isolation is None else replace(isolation, readable=(*isolation.readable, *WORKER_CODE))
         self._checkpoints: dict[str, _Saved] = {}
         self._events: queue.Queue[PoolEvent] = queue.Queue()
         self._running: dict[str, _Running] = {}

@@ -16,7 +16,7 @@ is missing degrades to the next, with the reason and the way to get it in ``Laye
   process of the job.
 - **rlimits**, a **clean environment** and a **scratch quota** watchdog: everywhere.
 
-Nothing here starts the job; ``sandbox.process.ChildProcess`` does, with ``plan_for``'s plan.
+Nothing here starts the job; ``sandbox.process.ChildProcess`` does, with ``check_isolation``'s plan.
 """
 
 from __future__ import annotations

@@ -123,20 +123,16 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
 
 
 def job_isolation(settings: Settings, data_files: tuple[Path, ...], device: str, *, code: bool) -> Isolation:
-    """The sandbox every training job runs in: no network; the system, Python and this project's
-    packages read-only; the job's scratch folder the only writable place; the history home,
+    """The sandbox every training job runs in: no network; the system and Python read-only (the
+    pool adds the worker's own code); the job's scratch folder the only writable place; the history home,
     the data set's source files and the user's home invisible. Code-mode candidates (hostile
     code) refuse to start without a layer that cuts the network unless ``--unsafe`` is given;
     that check happens here, before anything is recorded."""
-    import evaluator
-    import sandbox
-
     hidden = [settings.home.resolve(), *data_files]
     if settings.data_dir is not None:
         hidden.append(settings.data_dir.resolve())
     isolation = Isolation(
         network=False,
-        readable=tuple(Path(m.__file__).resolve().parent for m in (evaluator, sandbox)),
         hidden=tuple(hidden),
         scratch_quota_mb=settings.disk_mb,
         devices=tuple(str(d) for d in sorted(Path("/dev").glob("nvidia*"))) if device.startswith("cuda") else (),
@@ -255,9 +251,9 @@ def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, 
                "objectives": goals, "directions": list(settings.directions)}
     # A code proposal (edits of a file shown in the prompt) needs a longer prompt and reply than a
     # spec, and each repair resends the file: one repair, then the fallback mutation of the file.
-    lengths = dict(max_tokens=1536, token_budget=5000) if space.name == "code" else {}
+    lengths = {}
     if space.name == "code":
-        max_repairs = min(max_repairs, 1)
+        lengths, max_repairs = dict(max_tokens=1536, token_budget=5000), min(max_repairs, 1)
     proposer = LLMProposer(space, settings.seed, backend=backend, run_id=run_id, prompts=prompts, record=record,
                            history=lambda c: view(c.evaluations, c.budget, settings.seed + c.evaluations),
                            task=context, max_repairs=max_repairs, **lengths)

@@ -44,30 +44,36 @@ def _reap() -> None:
             return
 
 
+def _live_descendants() -> dict[int, str]:
+    """pid -> "pid (name, state S)" of every live (not zombie) descendant of this process."""
+    me = os.getpid()
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (info := _stat(int(entry))) is not None:
+            parents[int(entry)] = info
+    found, frontier = {}, [me]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (name, state, ppid) in parents.items():
+            if ppid == parent and pid != me:
+                frontier.append(pid)
+                if state != "Z":
+                    found[pid] = f"{pid} ({name}, state {state})"
+    return found
+
+
 def descendants() -> set[int]:
     """The pids of this process's live descendants now (e.g. long-lived helpers of earlier tests)."""
-    return {int(entry.split(" ", 1)[0]) for entry in leftovers(settle=0.0)}
+    return set(_live_descendants())
 
 
 def leftovers(settle: float = 3.0, before: set[int] = frozenset()) -> list[str]:
     """Live descendants of this process that are not in ``before``, waiting up to ``settle``
     seconds for ones being torn down."""
-    me = os.getpid()
     deadline = time.monotonic() + settle
     while True:
         _reap()
-        parents = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and (info := _stat(int(entry))) is not None:
-                parents[int(entry)] = info
-        found, frontier = [], [me]
-        while frontier:
-            parent = frontier.pop()
-            for pid, (name, state, ppid) in parents.items():
-                if ppid == parent and pid != me:
-                    frontier.append(pid)
-                    if state != "Z" and pid not in before:
-                        found.append(f"{pid} ({name}, state {state})")
+        found = [text for pid, text in _live_descendants().items() if pid not in before]
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
