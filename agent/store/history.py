@@ -568,3 +568,32 @@ class History:
         for row in rows:
             row["payload"] = _loads(row["payload"])
         return rows
+
+    # -- ad-hoc queries ------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | None = None, *,
+              max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+        """Run one read-only SQL statement on the history: ``(columns, rows, truncated)``.
+
+        The connection is read-only and cut off from everything outside the database (no
+        files, no extensions, no other databases), with its configuration locked, so a query
+        can neither change the history nor read or write anything else. DuckDB's own errors
+        come back as ``HistoryError`` naming the tables to query."""
+        if not self.exists():
+            raise NotFoundError(f"no history yet at {self.path}",
+                                hint="run a search first, or point --home / AGENT_HOME at the folder that has one")
+        with self._transaction(read_only=True) as con:
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            try:
+                cursor = con.execute(sql, list(params or []))
+                if cursor.description is None:
+                    return [], [], False
+                columns = [d[0] for d in cursor.description]
+                rows = cursor.fetchmany(max_rows + 1) if max_rows is not None else cursor.fetchall()
+            except duckdb.Error as exc:
+                raise HistoryError(f"the query failed: {str(exc).strip()}",
+                                   hint="the history is read-only here; tables: " + ", ".join(TABLES_BY_NAME)
+                                        + " (`agent sql \"DESCRIBE candidates\"` shows a table's columns)") from None
+        truncated = max_rows is not None and len(rows) > max_rows
+        return columns, rows[:max_rows] if truncated else rows, truncated
