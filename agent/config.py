@@ -65,6 +65,7 @@ class Settings(BaseModel):
     llm_price_in: float | None = Field(default=None, ge=0, description="dollars per million prompt tokens, for cost accounting")
     llm_price_out: float | None = Field(default=None, ge=0, description="dollars per million completion tokens, for cost accounting")
     max_llm_cost: float | None = Field(default=None, gt=0, description="dollars of LLM calls after which a search stops (needs llm_price_in/out for openai)")
+    max_device_seconds: float | None = Field(default=None, gt=0, description="device seconds (training time of every evaluation) after which a search stops")
     reflect_every: int = Field(default=10, ge=0, description="LLM proposers: distil insights from the history every this many evaluations; 0: never")
     portfolio_cost: Literal["evaluation", "second", "dollar"] = Field(default="evaluation", description="portfolio: what an operator's improvement is measured per")
     early_stop: Literal["off", "forecast", "asha", "both"] = Field(default="off", description="training tasks: forecast (stop candidates whose learning-curve forecast says they will not beat the best finished one), asha (asynchronous successive halving over --rungs), both, or off")

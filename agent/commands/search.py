@@ -64,21 +64,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tournament", type=positive_int, help="evolution: tournament sample size (default 5)")
 
 
-def run(args: argparse.Namespace) -> int:
+    parser.add_argument("--max-device-seconds", dest="max_device_seconds", type=positive_float, metavar="S",
+                        help="stop once the run's evaluations have used S seconds of device (training) time")
+    parser.add_argument("--resume", metavar="RUN",
+                        help="continue a run that stopped (crashed, interrupted, or done with budget to spare): "
+                             "its own settings, with new limits (--budget, --minutes, ...) if given")
+
+
+SETTING_FLAGS = (
+    "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
+    "population", "tournament", "llm", "model", "max_llm_cost", "max_device_seconds", "reflect_every", "directions",
+    "portfolio_cost", "llm_after", "early_stop", "early_stop_threshold", "audit_fraction", "rungs", "reduction_factor",
+    "objectives", "max_latency_ms", "max_params", "max_flops", "proxies", "screen", "screen_factor", *TRAINING_FLAGS,
+)
+
+
+def search_settings(args: argparse.Namespace, until=None):
+    """The settings of a new run, or of the run ``--resume`` continues (its own, new limits on top)."""
     from agent.config import load_settings
+
+    flags = settings_flags(args, *SETTING_FLAGS)
+    settings = load_settings(flags).settings
+    if args.resume is None:
+        return settings
+    from agent.engine.runner import resume_settings
+    from agent.store import History
+
+    stored = History(settings.home, lock_timeout=settings.lock_timeout).get_run(args.resume)
+    given = {k: v for k, v in flags.items() if v is not None and k != "home"}
+    if until is not None:
+        given.pop("minutes", None)
+    return resume_settings(settings, given, stored["config"] or {})
+
+
+def run(args: argparse.Namespace, until=None) -> int:
     from agent.progress import SearchProgress
     from agent.engine.runner import run_search
 
-    settings = load_settings(settings_flags(
-        args, "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
-        "population", "tournament", "llm", "model", "max_llm_cost", "reflect_every", "directions", "portfolio_cost", "llm_after",
-        "early_stop", "early_stop_threshold", "audit_fraction", "rungs", "reduction_factor", "objectives",
-        "max_latency_ms", "max_params", "max_flops", "proxies", "screen", "screen_factor",
-        *TRAINING_FLAGS,
-    )).settings
+    settings = search_settings(args, until)
     progress = SearchProgress.for_stderr()
     try:
-        summary = run_search(settings, on_start=progress.start, on_result=progress.result, on_event=progress.event)
+        summary = run_search(settings, resume=args.resume, until=until, on_start=progress.start,
+                             on_result=progress.result, on_event=progress.event)
     finally:
         progress.stop()
     if args.json:

@@ -187,11 +187,26 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     if not results:
         return {}
     ctx.recorder.add_evaluations(ctx.run.run_id, [ev for _, ev in results])
+    update = tally(ctx, state, results)
+    if ctx.early_stop is not None:
+        ctx.recorder.add_forecasts(ctx.early_stop.drain())
+    if ctx.on_result is not None:
+        snapshot = {**state, **update}
+        for candidate, ev in results:
+            ctx.on_result(candidate, ev, snapshot)
+    return update
+
+
+def tally(ctx: SearchContext, state: SearchState, results: list[tuple[Candidate, Evaluation]]) -> dict:
+    """The state after these recorded results: counts, budget, the best, the front; the proposer
+    and the early-stop rule learn from them. A resumed run replays its history through this."""
     counts, evaluations, top = dict(state["counts"]), state["evaluations"], list(state["top"])
     front = list(state.get("front", []))
     proxy_scores = list(state.get("proxy_scores", []))
     trained, saved = state.get("epochs_trained", 0), state.get("epochs_saved", 0)
+    device_seconds = state.get("device_seconds", 0.0)
     for candidate, ev in results:
+        device_seconds += ev.device_seconds
         if ctx.epochs is not None:
             trained += len(ev.curve)
             if ev.status is Status.STOPPED_EARLY or ev.metrics.get("stopped_by") == "asha":
@@ -211,16 +226,10 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
             if proxies:
                 proxy_scores.append({"val_accuracy": ev.val_accuracy, **proxies})
         ctx.proposer.observe(candidate, ev)
-    if ctx.early_stop is not None:
-        ctx.recorder.add_forecasts(ctx.early_stop.drain())
     top = sorted(top, key=lambda t: (-t["val_accuracy"], t["seq"]))[:TOP_K]
-    update = {"results": [], "counts": counts, "evaluations": evaluations, "top": top, "front": front,
-              "proxy_scores": proxy_scores, "epochs_trained": trained, "epochs_saved": saved}
-    if ctx.on_result is not None:
-        snapshot = {**state, **update}
-        for candidate, ev in results:
-            ctx.on_result(candidate, ev, snapshot)
-    return update
+    return {"results": [], "counts": counts, "evaluations": evaluations, "top": top, "front": front,
+            "proxy_scores": proxy_scores, "epochs_trained": trained, "epochs_saved": saved,
+            "device_seconds": device_seconds}
 
 
 def _front_with(front: list[dict], ctx: SearchContext, candidate: Candidate, ev: Evaluation) -> list[dict]:
@@ -255,6 +264,8 @@ def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         reason = "budget reached"
     elif ctx.deadline is not None and time.monotonic() >= ctx.deadline:
         reason = "time limit reached"
+    elif ctx.max_device_seconds is not None and state.get("device_seconds", 0.0) >= ctx.max_device_seconds:
+        reason = f"device time limit reached ({state['device_seconds']:.0f} of {ctx.max_device_seconds:g} s)"
     elif ctx.max_llm_cost is not None and ctx.llm_spend is not None and ctx.llm_spend.dollars >= ctx.max_llm_cost:
         reason = f"LLM cost limit reached (${ctx.llm_spend.dollars:.4f} of ${ctx.max_llm_cost:g})"
     elif state["attempts"] >= ctx.max_attempts and not state["ready"] and not state["running"] and not _waiting(ctx):
@@ -273,15 +284,14 @@ def route(state: SearchState) -> Literal["continue", "stop"]:
     return "continue"
 
 
+NODES = {"propose": propose, "validate": validate, "screen": screen, "evaluate": evaluate, "record": record,
+         "reflect": reflect, "decide": decide}
+
+
 def build_graph():
     graph = StateGraph(SearchState, context_schema=SearchContext)
-    graph.add_node("propose", propose)
-    graph.add_node("validate", validate)
-    graph.add_node("screen", screen)
-    graph.add_node("evaluate", evaluate)
-    graph.add_node("record", record)
-    graph.add_node("reflect", reflect)
-    graph.add_node("decide", decide)
+    for name, node in NODES.items():
+        graph.add_node(name, _with_crash_point(name, node))
     graph.add_edge(START, "propose")
     graph.add_edge("propose", "validate")
     graph.add_edge("validate", "screen")
@@ -293,10 +303,26 @@ def build_graph():
     return graph.compile()
 
 
+def _with_crash_point(name: str, node):
+    """The node, killing this process (SIGKILL) where ``ctx.crash_points`` says: the test-only
+    way to crash a search at a known place, before or after the node's own writes."""
+    def run(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+        points = runtime.context.crash_points
+        if points is None:
+            return node(state, runtime)
+        points.reached(name, "before")
+        update = node(state, runtime)
+        points.reached(name, "after")
+        return update
+
+    run.__name__ = name
+    return run
+
+
 SEARCH_GRAPH = build_graph()
 
 
 def initial_state() -> SearchState:
     return SearchState(proposals=[], ready=[], unrecorded=[], running={}, results=[], seen=[], seq=0, attempts=0,
                        evaluations=0, counts={}, duplicates=0, top=[], front=[], stop_reason=None, epochs_trained=0,
-                       epochs_saved=0, wanted=0, waiting=0, proxy_scores=[])
+                       epochs_saved=0, wanted=0, waiting=0, proxy_scores=[], device_seconds=0.0)

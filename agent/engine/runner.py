@@ -12,15 +12,17 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
+from agent.engine.crash import CrashPoints
 from agent.engine.early_stop import EarlyStopMonitor
 from agent.engine.halving import HalvingMonitor
 from agent.engine.screen import Screen
 from agent.engine.graph import SEARCH_GRAPH, initial_state
+from agent.engine.resume import restore_state
 from agent.engine.state import SearchContext, SearchState
 from agent.prompting import HistoryView, Prompts
 from agent.proposers import Portfolio, Proposer, make_proposer
@@ -269,6 +271,8 @@ def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, 
 def run_search(
     settings: Settings,
     *,
+    resume: str | None = None,
+    until: datetime | None = None,
     recorder: Recorder | None = None,
     proposer: Proposer | None = None,
     on_start: Callable[[Run, list[str]], None] | None = None,
@@ -278,54 +282,145 @@ def run_search(
 ) -> SearchSummary:
     """Run a search as configured; record it in ``recorder`` (default: the home's history).
 
+    ``resume`` continues a run of the history instead of starting one (``settings`` from
+    :func:`resume_settings`): what it recorded is replayed into the search state, candidates
+    that were in flight are evaluated again, and it goes on to its budget. ``until`` is an
+    absolute wall-clock deadline (UTC); without it ``settings.minutes`` counts from now, and a
+    resumed run keeps the deadline it recorded.
     ``proposer`` replaces the one named in settings (a proposer of your own, for example).
     ``on_event`` sees every pool event, the final retraining's included (live progress).
     ``test_inject`` maps candidate-id suffixes (``"c0003"``) to code a worker runs where
     candidate code would run: a test-only path for injecting faults.
     """
     started = time.monotonic()
-    run_id = new_run_id()
+    crash_points = CrashPoints.from_env()
+    if resume is not None:
+        if recorder is not None and not isinstance(recorder, History):
+            raise ValueError("only a run in a History can be resumed")
+        recorder = recorder or History(settings.home, lock_timeout=settings.lock_timeout)
+        run_id = recorder.resolve_run_id(resume)
+    else:
+        run_id = new_run_id()
     setup = prepare(settings, run_id, test_inject)
     try:
-        return _run(settings, setup, run_id, started, recorder, proposer, on_start, on_result, on_event)
+        return _run(settings, setup, run_id, started, recorder, proposer, on_start, on_result, on_event,
+                    resume=resume is not None, until=until, crash_points=crash_points)
     finally:
         setup.pool.close()
 
 
-def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, on_result, on_event) -> SearchSummary:
+# What may change when a run is resumed: its limits and how its workers run. Everything else
+# (task, space, proposer, seed, objectives, ...) is the run's own and comes from its record.
+RESUME_OVERRIDES = ("budget", "minutes", "max_llm_cost", "max_device_seconds", "workers", "timeout", "memory_mb",
+                    "disk_mb", "device", "reflect_every", "directions")
+# Where this process runs, never taken from the record: the home, secrets, endpoints, caches.
+RESUME_LOCAL = ("home", "openai_api_key", "openai_base_url", "model_cache", "llm_timeout", "lock_timeout",
+                "llm_price_in", "llm_price_out")
+
+
+def resume_settings(current: Settings, given: dict[str, Any], stored: dict[str, Any]) -> Settings:
+    """The settings a resumed run continues with: its recorded ones, with the limits given now
+    (``given``: the flags of this command) on top. A flag that would change what the run is
+    (another task, seed, proposer...) is refused rather than silently ignored."""
+    from agent.config import FIELDS
+
+    values = {k: stored[k] for k in FIELDS if k in stored and k not in RESUME_LOCAL}
+    for key, value in given.items():
+        if value is None or key in RESUME_LOCAL:
+            continue
+        if key in RESUME_OVERRIDES:
+            values[key] = value
+            continue
+        recorded = stored.get(key)
+        if _normal(getattr(current, key)) != _normal(recorded):
+            raise UserInputError(f"--{key.replace('_', '-')} {value} differs from the run's own ({recorded}); "
+                                 "a resumed run keeps its task, space, proposer, seed and search settings",
+                                 hint="drop the flag to continue the run as it was, or start a new run; on resume only "
+                                      + ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDES) + " may change")
+    values.pop("unsafe", None)  # a flag of one command only, never restored from a record
+    # The run config also holds what the setup resolved under two of these names: the device
+    # it ran on ("cuda:0") and the sandbox's description. The setting is what it came from.
+    if isinstance(values.get("device"), str):
+        values["device"] = values["device"].split(":")[0]
+    if values.get("sandbox") not in ("auto", "bwrap", "unshare", "none"):
+        values.pop("sandbox", None)
+    if stored.get("unsafe") and not given.get("unsafe"):
+        raise UserInputError("the run was started with --unsafe (code-mode candidates without network isolation)",
+                             hint="pass --unsafe again to resume it that way")
+    local = {k: getattr(current, k) for k in RESUME_LOCAL}
+    return Settings.model_validate(values | {"unsafe": bool(given.get("unsafe"))}).model_copy(update=local)
+
+
+def _normal(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _deadline(settings: Settings, until: datetime | None, stored: dict[str, Any] | None) -> datetime | None:
+    """The run's wall-clock deadline (UTC): given, or --minutes from now, or the one it recorded."""
+    if until is not None:
+        return until.astimezone(timezone.utc)
+    if stored is not None and stored.get("deadline") and (settings.minutes is None
+                                                          or settings.minutes == stored.get("minutes")):
+        return datetime.fromisoformat(stored["deadline"])
+    if settings.minutes is not None:
+        return datetime.now(timezone.utc) + timedelta(minutes=settings.minutes)
+    return None
+
+
+def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, on_result, on_event, *,
+         resume: bool = False, until: datetime | None = None, crash_points: CrashPoints | None = None) -> SearchSummary:
     task, space = setup.task, setup.space
     budget = settings.budget or task.default_budget
     if recorder is None:
         recorder = History(settings.home, lock_timeout=settings.lock_timeout)
+    stored = recorder.get_run(run_id) if resume else None
+    deadline = _deadline(settings, until, stored["config"] if stored else None)
     objectives = Objectives.parse(settings.objectives)
     constraints = Constraints(max_latency_ms=settings.max_latency_ms, max_params=settings.max_params,
                               max_flops=settings.max_flops)
+    resumes = recorder.count_events(run_id, "run_resumed") + 1 if resume else 0
+    # A resumed run's proposer starts from another seed: replaying the same draws would only
+    # propose what the run already has.
+    proposer_settings = settings.model_copy(update={"seed": settings.seed + 7919 * resumes}) if resumes else settings
     llm = None
     if proposer is None:
-        proposer, llm = _proposer_from(settings, space, task, run_id, recorder, objectives, constraints)
+        proposer, llm = _proposer_from(proposer_settings, space, task, run_id, recorder, objectives, constraints)
     proposer.objectives = objectives
     early_stop, halving = _early_stop(settings, setup, run_id)  # refuses a table task before anything is recorded
     screen = _screen(settings, setup, objectives, constraints)
-    run = Run(run_id=run_id, task=task.name, space=space.name, proposer=proposer.name, seed=settings.seed,
-              budget=budget, config=settings.model_dump(mode="json") | setup.config)
-    recorder.create_run(run)
+    config = settings.model_dump(mode="json") | setup.config | {"deadline": deadline.isoformat() if deadline else None}
+    if stored is not None:
+        claim = recorder.claim_run(run_id, budget=budget, config_update=config)
+        run = Run(run_id=run_id, task=stored["task"], space=stored["space"], proposer=stored["proposer"],
+                  seed=stored["seed"], budget=budget, config=stored["config"] | config,
+                  created=stored["created"].replace(tzinfo=timezone.utc))
+        warnings = setup.warnings + [f"resumed (resume {claim['resumes']}, the run was {claim['previous_status']}); "
+                                     f"{len(claim['requeued'])} candidate(s) in flight then are evaluated again"]
+    else:
+        run = Run(run_id=run_id, task=task.name, space=space.name, proposer=proposer.name, seed=settings.seed,
+                  budget=budget, config=config)
+        recorder.create_run(run)
+        warnings = setup.warnings
     if on_start is not None:
-        on_start(run, setup.warnings)
+        on_start(run, warnings)
     ctx = SearchContext(
         run=run, space=space, proposer=proposer, pool=setup.pool, recorder=recorder, budget=budget,
-        deadline=None if settings.minutes is None else started + 60.0 * settings.minutes,
+        deadline=None if deadline is None else time.monotonic() + (deadline - datetime.now(timezone.utc)).total_seconds(),
         max_attempts=20 * budget + 100, on_result=on_result, on_event=on_event,
         reflector=llm.reflector if llm else None, llm_spend=llm.spend if llm else None,
         max_llm_cost=settings.max_llm_cost if llm else None,
         epochs=setup.pool.epochs,
         early_stop=early_stop, halving=halving, screen=screen, objectives=objectives,
+        max_device_seconds=settings.max_device_seconds, crash_points=crash_points,
     )
     if screen is not None and screen.proxy:
         ctx.max_attempts *= screen.factor
     try:
-        final = SEARCH_GRAPH.invoke(initial_state(), {"recursion_limit": 20 * ctx.max_attempts + 100}, context=ctx)
+        state = restore_state(ctx, recorder) if stored is not None else initial_state()
+        ctx.max_attempts += state["attempts"]
+        final = SEARCH_GRAPH.invoke(state, {"recursion_limit": 20 * ctx.max_attempts + 100}, context=ctx)
         best = _final_report(ctx, final, setup.final_seeds)
-        summary = _summary(ctx, final, best, started, warnings=setup.warnings,
+        summary = _summary(ctx, final, best, started, warnings=warnings,
                            home=str(settings.home) if isinstance(recorder, History) else None)
         recorder.finish_run(run.run_id, RunStatus.DONE, summary.to_json())
         return summary
@@ -405,8 +500,15 @@ def _final_report(ctx: SearchContext, state: SearchState, seeds: tuple[int, ...]
     if not state["top"]:
         return None
     best = state["top"][0]
-    evaluations = final_evaluations(ctx.pool, best["candidate_id"], best["spec"], seeds, ctx.on_event)
-    ctx.recorder.add_evaluations(ctx.run.run_id, evaluations, update_status=False)
+    if ctx.crash_points is not None:
+        ctx.crash_points.reached("final", "before")
+    # A resumed run that had already recorded its final report (it stopped right after) keeps it.
+    evaluations = ctx.recorder.final_evaluations(best["candidate_id"]) if isinstance(ctx.recorder, History) else []
+    if len(evaluations) < len(seeds):
+        evaluations = final_evaluations(ctx.pool, best["candidate_id"], best["spec"], seeds, ctx.on_event)
+        ctx.recorder.add_evaluations(ctx.run.run_id, evaluations, update_status=False)
+    if ctx.crash_points is not None:
+        ctx.crash_points.reached("final", "after")
     ok = [e for e in evaluations if e.status is Status.OK and e.test_accuracy is not None]
     accs = [e.test_accuracy for e in ok]
     trained = len(seeds) > 1 or any("seed" in e.metrics for e in evaluations)

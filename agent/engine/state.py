@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
+from agent.engine.crash import CrashPoints
 from agent.engine.early_stop import EarlyStopMonitor
 from agent.engine.halving import HalvingMonitor
 from agent.engine.screen import Screen
@@ -39,6 +40,8 @@ class SearchContext:
     halving: HalvingMonitor | None = None  # --early-stop asha|both
     screen: Screen | None = None  # measurements before training: constraints, latency, proxy screening
     objectives: Objectives = Objectives()
+    max_device_seconds: float | None = None  # the search stops once its evaluations used this much device time
+    crash_points: CrashPoints | None = None  # tests: kill the process at chosen nodes (AGENT_TEST_CRASH_AT)
 
 
 class SearchState(TypedDict, total=False):
@@ -61,6 +64,7 @@ class SearchState(TypedDict, total=False):
     stop_reason: str | None  # set once the search should wind down
     epochs_trained: int  # training epochs of search candidates (training tasks)
     epochs_saved: int  # epochs early stopping did not spend: the stopped candidates' remaining epochs
+    device_seconds: float  # device time of the run's recorded evaluations (for --max-device-seconds)
 
 
 TOP_K = 5

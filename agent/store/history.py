@@ -597,3 +597,107 @@ class History:
                                         + " (`agent sql \"DESCRIBE candidates\"` shows a table's columns)") from None
         truncated = max_rows is not None and len(rows) > max_rows
         return columns, rows[:max_rows] if truncated else rows, truncated
+
+    # -- resuming a run ------------------------------------------------------------------
+
+    def claim_run(self, run_id: str, *, budget: int | None = None, config_update: dict[str, Any] | None = None,
+                  max_resumes: int = 1000) -> dict[str, Any]:
+        """Take over a run that stopped (crashed, interrupted, finished) so that this process
+        continues it, in one transaction: candidates left ``running`` go back to ``queued``,
+        the run is ``running`` again under this process, and a ``run_resumed`` event records
+        what was re-queued. A run whose recorded process is still alive on this host is refused.
+        Returns ``{"resumes", "requeued", "previous_status"}``."""
+        run_id = self.resolve_run_id(run_id)
+        with self._transaction() as con:
+            status, host, pid, config = con.execute(
+                "SELECT status, host, pid, config FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            if status == RunStatus.RUNNING.value and pid != os.getpid():
+                if host == socket.gethostname() and _alive(pid):
+                    raise HistoryError(f"run {run_id} is still running (pid {pid} on this machine)",
+                                       hint=f"stop that process first (kill {pid}); it marks the run interrupted and "
+                                            "the resume can continue it")
+                if host != socket.gethostname():
+                    raise HistoryError(f"run {run_id} is marked running on another machine ({host}, pid {pid})",
+                                       hint="resume it there, or stop that process first; two coordinators must never "
+                                            "continue one run")
+            resumes = con.execute("SELECT count(*) FROM events WHERE run_id = ? AND kind = 'run_resumed'",
+                                  [run_id]).fetchone()[0]
+            if resumes >= max_resumes:
+                raise HistoryError(f"run {run_id} was resumed {resumes} times already",
+                                   hint="something makes it crash every time: `agent history --run RUN` and the run's "
+                                        "events show what; start a new run instead")
+            requeued = [r[0] for r in con.execute(
+                "UPDATE candidates SET status = 'queued', updated = ? WHERE run_id = ? AND status = 'running' "
+                "RETURNING candidate_id", [_naive_utc(datetime.now(timezone.utc)), run_id]).fetchall()]
+            merged = (_loads(config) or {}) | (config_update or {})
+            con.execute("UPDATE runs SET status = 'running', finished = NULL, host = ?, pid = ?, config = ?, "
+                        "budget = coalesce(?, budget) WHERE run_id = ?",
+                        [socket.gethostname(), os.getpid(), _json(merged), budget, run_id])
+            payload = {"pid": os.getpid(), "previous_status": status, "requeued": sorted(requeued)}
+            self._insert(con, "events", [self._event_row(run_id, "run_resumed", payload)])
+        return {"resumes": resumes + 1, "requeued": sorted(requeued), "previous_status": status}
+
+    def run_records(self, run_id: str) -> tuple[list[Candidate], list[Evaluation]]:
+        """A run's candidates (in order) and all its evaluations with their curves (oldest
+        first), as the records the search made them from: what a resumed search rebuilds from."""
+        with self._reader() as con:
+            if con is None:
+                return [], []
+            cands = self._dicts(con.execute("SELECT * FROM candidates WHERE run_id = ? ORDER BY seq", [run_id]))
+            evals = self._dicts(con.execute("SELECT * FROM evaluations WHERE run_id = ? ORDER BY created, evaluation_id",
+                                            [run_id]))
+            points = self._dicts(con.execute(
+                "SELECT c.evaluation_id, c.epoch, c.val_accuracy, c.train_loss, c.val_loss, c.train_accuracy "
+                "FROM curves c JOIN evaluations e ON e.evaluation_id = c.evaluation_id WHERE e.run_id = ? "
+                "ORDER BY c.evaluation_id, c.epoch", [run_id]))
+        curves: dict[str, list[dict[str, Any]]] = {}
+        for p in points:
+            curves.setdefault(p.pop("evaluation_id"), []).append(p)
+        candidates = [Candidate(
+            candidate_id=c["candidate_id"], run_id=c["run_id"], seq=c["seq"], space=c["space"], spec=_loads(c["spec"]),
+            canonical_key=c["canonical_key"], parents=_loads(c["parents"]) or [], proposer=c["proposer"],
+            model=c["model"], rationale=c["rationale"], prompt_ref=c["prompt_ref"], status=Status(c["status"]),
+            error=c["error"], measurements=_loads(c["measurements"]) or {},
+            created=c["created"].replace(tzinfo=timezone.utc)) for c in cands]
+        evaluations = [_evaluation(e, curves.get(e["evaluation_id"], [])) for e in evals]
+        return candidates, evaluations
+
+    def final_evaluations(self, candidate_id: str) -> list[Evaluation]:
+        """A candidate's final (test split) evaluations, oldest first."""
+        with self._reader() as con:
+            if con is None:
+                return []
+            rows = self._dicts(con.execute("SELECT * FROM evaluations WHERE candidate_id = ? AND purpose = 'final' "
+                                           "ORDER BY created, evaluation_id", [candidate_id]))
+        return [_evaluation(r, []) for r in rows]
+
+    def count_events(self, run_id: str, kind: str) -> int:
+        with self._reader() as con:
+            if con is None:
+                return 0
+            return con.execute("SELECT count(*) FROM events WHERE run_id = ? AND kind = ?", [run_id, kind]).fetchone()[0]
+
+
+def _evaluation(row: dict[str, Any], curve: list[dict[str, Any]]) -> Evaluation:
+    return Evaluation(
+        candidate_id=row["candidate_id"], purpose=row["purpose"], status=Status(row["status"]), fidelity=row["fidelity"],
+        fidelity_unit=row["fidelity_unit"], val_accuracy=row["val_accuracy"], test_accuracy=row["test_accuracy"],
+        curve=curve, metrics=_loads(row["metrics"]) or {}, source=row["source"], wall_seconds=row["wall_seconds"],
+        device_seconds=row["device_seconds"], error=row["error"], created=row["created"].replace(tzinfo=timezone.utc))
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether a process with this pid runs here (a process we may not signal counts as alive)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
