@@ -27,6 +27,8 @@ COMMANDS: dict[str, CommandInfo] = {
     "search": CommandInfo("agent.commands.search", "run a bounded architecture search"),
     "loop": CommandInfo("agent.commands.loop", "the overnight loop: search until a time, budget or cost limit; "
                                                "crash-safe, --resume continues a run"),
+    "chat": CommandInfo("agent.commands.chat",
+                        "talk with the agent about a run: questions, directions, proposals to approve"),
     "eval": CommandInfo("agent.commands.evaluate", "evaluate one candidate (an nb201 arch string) and record it"),
     "history": CommandInfo("agent.commands.history", "list runs, or one run's candidates"),
     "show": CommandInfo("agent.commands.show", "show one candidate: spec, metrics, curve, status, error"),

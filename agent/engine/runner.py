@@ -229,6 +229,8 @@ def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, 
         spend.add(calls)
 
     def view(evaluations: int, budget: int, seed: int) -> HistoryView:
+        if isinstance(recorder, History):  # directions given in a chat session since the last prompt
+            context["directions"] = list(dict.fromkeys([*settings.directions, *recorder.directions(run_id)]))
         rows = recorder.prompt_history(run_id, seed=seed)
         insights = [r["text"] for r in recorder.insights(run_id)]
         return HistoryView.from_rows(rows, space.summary, evaluations=evaluations, budget=budget, insights=insights,

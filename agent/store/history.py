@@ -671,6 +671,18 @@ class History:
                                            "ORDER BY created, evaluation_id", [candidate_id]))
         return [_evaluation(r, []) for r in rows]
 
+    def add_direction(self, run_id: str, text: str, *, source: str = "chat") -> int:
+        """Store a user's direction for a run (a constraint, a preference, something to avoid):
+        later prompts of the run show it. Returns how many directions the run has now."""
+        with self._transaction() as con:
+            self._insert(con, "events", [self._event_row(run_id, "direction", {"text": text, "source": source})])
+            return con.execute("SELECT count(*) FROM events WHERE run_id = ? AND kind = 'direction'",
+                               [run_id]).fetchone()[0]
+
+    def directions(self, run_id: str) -> list[str]:
+        """The run's stored directions, oldest first."""
+        return [e["payload"]["text"] for e in self.events(run_id) if e["kind"] == "direction"]
+
     def count_events(self, run_id: str, kind: str) -> int:
         with self._reader() as con:
             if con is None:

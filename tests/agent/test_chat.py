@@ -1,0 +1,113 @@
+"""`agent chat`, driven in a real terminal (pexpect) with the offline local model.
+
+The acceptance test asks which candidate is best (the answer must carry the id and the
+validation accuracy `agent history --json` reports), gives a direction, asks for a proposal
+and approves it, quits, comes back, and finds the conversation and the direction again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from agent.chat.session import intent_by_rule, turn_schema
+from agent.store import History
+from tests.conftest import ROOT, run_cli
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    env.update(AGENT_HOME=str(home), HF_HUB_OFFLINE="1", TERM="xterm", COLUMNS="250")
+    return env
+
+
+def _spawn(home: Path, run_id: str) -> pexpect.spawn:
+    return pexpect.spawn(sys.executable, ["-m", "agent", "chat", "--run", run_id, "--llm", "local"], cwd=str(ROOT),
+                         env=_env(home), encoding="utf-8", timeout=600, dimensions=(60, 250))
+
+
+def _say(child: pexpect.spawn, text: str) -> str:
+    """Send one message; return everything the session printed until it asks for the next."""
+    child.sendline(text)
+    child.expect("you> ")
+    return ANSI.sub("", child.before).replace("\r", "")
+
+
+@pytest.mark.slow
+def test_a_terminal_session_answers_from_the_history_stores_directions_evaluates_and_resumes(tmp_path, tiny_tables):
+    home = tmp_path / "home"
+    out = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--proposer", "evolution",
+                  "--budget", "8", "--seed", "2", "--json", home=home)
+    assert out.returncode == 0, out.stderr
+    run_id = json.loads(out.stdout)["run_id"]
+    listed = json.loads(run_cli("history", "--run", run_id, "--json", home=home).stdout)["candidates"]
+    best = max((c for c in listed if c["status"] == "ok"), key=lambda c: c["val_accuracy"])
+
+    child = _spawn(home, run_id)
+    try:
+        child.expect("you> ")
+        answer = _say(child, "which candidate is best?")
+        assert best["candidate_id"] in answer and f"{best['val_accuracy']:.4f}" in answer, answer
+
+        noted = _say(child, "from now on, never use avg_pool_3x3")
+        assert 'stored as direction 1: "from now on, never use avg_pool_3x3"' in noted, noted
+
+        for _ in range(3):  # a weak model may repeat an evaluated cell; the session says so and we ask again
+            proposal = _say(child, "/propose")
+            if "Proposal for review" in proposal:
+                break
+        assert "Proposal for review" in proposal and "/approve evaluates it" in proposal, proposal
+        result = _say(child, "/approve")
+        match = re.search(rf"Evaluated ({re.escape(run_id)}-c\d{{4}}): ok, validation accuracy (0\.\d{{4}})", result)
+        assert match, result
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+
+    history = History(home)
+    approved = history.get_candidate(match.group(1))
+    assert approved["proposer"] == "chat:llm" and approved["status"] == "ok"
+    assert f"{approved['evaluations'][0]['val_accuracy']:.4f}" == match.group(2)
+    assert history.directions(run_id) == ["from now on, never use avg_pool_3x3"]
+    # the direction reached the prompt of the proposal made after it
+    prompts = [c for c in history.llm_calls(run_id) if c["template"] == "propose.j2"]
+    assert prompts and all("never use avg_pool_3x3" in json.dumps(c["messages"]) for c in prompts)
+    chat_calls = [c for c in history.llm_calls(run_id) if c["template"] == "chat.j2"]
+    assert len(chat_calls) == 2 and all(c["outcome"] == "valid" for c in chat_calls)
+
+    child = _spawn(home, run_id)  # come back: the same conversation, the direction still there
+    try:
+        child.expect("you> ")
+        earlier = ANSI.sub("", child.before).replace("\r", "")
+        assert "the conversation so far (8 messages)" in earlier and "which candidate is best?" in earlier
+        assert "directions: from now on, never use avg_pool_3x3" in earlier
+        assert "1. from now on, never use avg_pool_3x3" in _say(child, "/directions")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    runs = json.loads(run_cli("history", "--json", home=home).stdout)["runs"]
+    assert runs[0]["evaluations"] == 9  # the approved candidate is one more evaluation of the run
+
+
+def test_unambiguous_phrasings_fix_the_intent_the_model_may_write():
+    assert intent_by_rule("which candidate is best?") == "best"
+    assert intent_by_rule("keep it under 1 ms") == "direction"
+    assert intent_by_rule("never use attention") == "direction"
+    assert intent_by_rule("try depthwise convolutions") == "direction"
+    assert intent_by_rule("please propose a new cell") == "propose"
+    assert intent_by_rule("why did c0003 fail?") == "candidate"
+    assert intent_by_rule("how far along is it?") == "status"
+    assert intent_by_rule("thanks") is None
+    schema = turn_schema("direction").model_json_schema()
+    assert schema["properties"]["intent"]["const"] == "direction"
+    assert turn_schema(None).model_json_schema()["properties"]["intent"]["enum"][0] == "best"
