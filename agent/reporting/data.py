@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -232,23 +233,25 @@ _CANDIDATES = """
 """
 
 
-def _spec_text(space: str, spec: dict[str, Any], valid: bool) -> str:
+def _spec_text(space: Any, spec: dict[str, Any], valid: bool) -> str:
     """The arch string (nb201), the space's one-line summary (layers, code), else compact JSON."""
     from evaluator.errors import ArchAgentError
-    from evaluator.spaces import SPACES, get_space
 
-    if valid and space in SPACES:
+    if valid and space is not None:
         try:
-            extra = get_space(space).extra_fields(spec)
+            extra = space.extra_fields(spec)
+            text = extra.get("arch") or extra.get("summary") or space.summary(spec)
         except (ArchAgentError, KeyError, TypeError, ValueError):  # a spec this version cannot read: show it raw
-            extra = {}
-        text = extra.get("arch") or extra.get("summary")
+            text = None
         if text:
             return str(text)
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
-def _candidates(history: History, run_id: str, space: str) -> list[CandidateInfo]:
+def _candidates(history: History, run_id: str, space_name: str) -> list[CandidateInfo]:
+    from evaluator.spaces import SPACES, get_space
+
+    space = get_space(space_name) if space_name in SPACES else None  # no task shape: summaries need none
     out = []
     for r in _rows(history, _CANDIDATES, [run_id, run_id]):
         spec = _json(r["spec"]) or {}
@@ -276,6 +279,11 @@ def status_counts(candidates: list[CandidateInfo]) -> dict[str, int]:
     for c in candidates:
         counts[c.status] = counts.get(c.status, 0) + 1
     return counts
+
+
+def first_reaching(points: list[ProgressPoint], value: float) -> ProgressPoint | None:
+    """The first evaluation after which the best so far is at least ``value``."""
+    return next((p for p in points if p.best is not None and p.best >= value), None)
 
 
 def progress_of(candidates: list[CandidateInfo]) -> list[ProgressPoint]:
@@ -377,9 +385,9 @@ def _lineage(candidates: list[CandidateInfo], best: CandidateInfo | None) -> tup
         return None, "no lineage: no candidate finished ok"
     by_id = {c.candidate_id: c for c in candidates}
     depth = {best.candidate_id: 0}
-    queue, outside = [best.candidate_id], []
+    queue, outside = deque([best.candidate_id]), []
     while queue:  # breadth first: every ancestor at its shortest distance
-        current = queue.pop(0)
+        current = queue.popleft()
         for p in by_id[current].parents:
             if p not in by_id:
                 if p not in outside:
@@ -456,7 +464,8 @@ def gather(history: History, run: str, *, now: datetime | None = None) -> Report
     config = info.get("config") or {}
     candidates = _candidates(history, run_id, info["space"])
     ranked = _ranked(candidates)
-    best = ranked[0] if ranked else None
+    chosen = (summary.get("best") or {}).get("candidate_id")  # the search's own choice, where it made one
+    best = next((c for c in ranked if c.candidate_id == chosen), ranked[0] if ranked else None)
     found = status_counts(candidates)
     counts = {s.value: found.get(s.value, 0) for s in Status if s in FINAL_STATUSES or found.get(s.value)}
     progress = progress_of(candidates)
@@ -493,4 +502,4 @@ def gather(history: History, run: str, *, now: datetime | None = None) -> Report
 
 
 __all__ = ["Baseline", "CandidateInfo", "Curve", "CurvesData", "FinalReport", "Lineage", "LineageNode", "ParetoData",
-           "ProgressPoint", "ReportData", "gather", "progress_of"]
+           "ProgressPoint", "ReportData", "first_reaching", "gather", "progress_of"]

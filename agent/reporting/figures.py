@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from agent.reporting.data import ReportData
+from agent.reporting.data import ReportData, first_reaching
 from evaluator.errors import ArchAgentError
 
 INSTALL_HINT = "pip install 'archagent[report]' (it installs matplotlib>=3.7)"
@@ -98,7 +98,7 @@ def progress(data: ReportData) -> Figure | None:
     base = data.baseline
     fig, (by_n, by_t) = _new(11.0, 4.6, panels=2)
     scale, unit = _time_unit(max([points[-1].seconds] + ([base.progress[-1].seconds] if base and base.progress else [])))
-    label = f"this run ({data.proposer})"
+    label = f"this run ({_plain(data.proposer)})"
     for ax, key in ((by_n, "evaluations"), (by_t, "seconds")):
         xs = [getattr(p, key) / (scale if key == "seconds" else 1) for p in points]
         ok = [(x, p.value) for x, p in zip(xs, points) if p.value is not None]
@@ -120,10 +120,10 @@ def progress(data: ReportData) -> Figure | None:
     handles, labels = by_n.get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=len(labels), frameon=False)
     png, w, h = _png(fig)
-    best = data.best
-    first = next(p for p in points if p.best == best.val_accuracy) if best else None
+    top = max(p.best for p in points if p.best is not None)
+    first = first_reaching(points, top)
     alt = (f"Two panels: best validation accuracy so far of run {data.run_id} against evaluations (left) and against "
-           f"evaluation time (right). It reaches {best.val_accuracy:.4f} after {first.evaluations} of "
+           f"evaluation time (right). It reaches {top:.4f} after {first.evaluations} of "
            f"{len(points)} evaluations ({first.seconds:.0f} s of evaluation time).")
     if base is not None and base.best is not None:
         same = base.best_after(len(points))

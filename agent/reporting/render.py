@@ -19,7 +19,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from agent.reporting.data import CandidateInfo, ReportData
+from agent.reporting.data import CandidateInfo, ReportData, first_reaching
 from agent.reporting.figures import Figure
 
 TOP_ROWS = 10  # rows of the top-candidates table
@@ -151,12 +151,12 @@ def _baseline_lines(data: ReportData) -> list[str]:
                      f"{acc(data.best.val_accuracy)} is {diff:+.4f} from it"
                      + (f" (the baseline made {base.evaluations} evaluations in all, best {acc(base.best)})"
                         if base.evaluations != n else "") + ".")
-    if data.progress and base.progress:
-        mine = next(p.seconds for p in data.progress if p.best == data.best.val_accuracy)
-        reached = next((p.seconds for p in base.progress if p.best is not None and p.best >= data.best.val_accuracy), None)
-        lines.append(f"Evaluation time: this run reached its best after {duration(mine)} of "
+    mine = first_reaching(data.progress, data.best.val_accuracy)
+    if mine is not None and base.progress:
+        reached = first_reaching(base.progress, data.best.val_accuracy)
+        lines.append(f"Evaluation time: this run reached its best after {duration(mine.seconds)} of "
                      f"{duration(data.progress[-1].seconds)} in all; random search "
-                     + (f"reached that accuracy after {duration(reached)}" if reached is not None
+                     + (f"reached that accuracy after {duration(reached.seconds)}" if reached is not None
                         else f"never reached it in {duration(base.progress[-1].seconds)}") + ".")
     return lines
 
@@ -241,7 +241,8 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozens
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f'<td class="{"num" if i in numeric else "text"}">{cell}</td>'
                                     for i, cell in enumerate(row)) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _figure_html(fig: Figure, number: int) -> str:
@@ -257,10 +258,13 @@ def _note(text: str) -> str:
 
 
 def _spec_cell(c: CandidateInfo) -> str:
-    full = json.dumps(c.spec, sort_keys=True, indent=1)
-    if len(full) > 6000:
-        full = full[:6000] + "\n… (cut)"
-    return (f"<code>{e(_clip(c.spec_text, 300))}</code><details><summary>spec JSON</summary><pre>{e(full)}</pre>"
+    """The one-line spec, and the whole spec (a code-mode model file as its source) folded below it."""
+    source = c.spec.get("source")
+    label, full = ("model file", source) if isinstance(source, str) else \
+        ("spec JSON", json.dumps(c.spec, sort_keys=True, indent=1))
+    if len(full) > 8000:
+        full = full[:8000] + "\n… (cut; `agent show ID --json` prints it whole)"
+    return (f"<code>{e(_clip(c.spec_text, 300))}</code><details><summary>{label}</summary><pre>{e(full)}</pre>"
             "</details>")
 
 

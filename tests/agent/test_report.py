@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import re
 import statistics
 import sys
@@ -21,7 +22,7 @@ from evaluator.errors import ArchAgentError, NotFoundError, UserInputError
 from evaluator.records import (Candidate, CurvePoint, Evaluation, ForecastRecord, LLMCall, LLMOutcome, Run,
                                RunStatus, Status)
 from evaluator.spaces.nb201 import arch_string, parse_arch
-from tests.conftest import BENCHDATA, run_cli
+from tests.conftest import BENCHDATA, ROOT, run_cli
 
 CURVES_FILE = BENCHDATA / "curves" / "nb201_cifar10valid_200archs_curves.csv"
 IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"')
@@ -296,7 +297,8 @@ def test_history_text_is_escaped_and_every_section_reads_a_portfolio_run(tmp_pat
 
 
 def test_a_running_run_reports_what_is_there(tmp_path):
-    from agent.api import report
+    import pexpect
+
     from agent.reporting.data import gather
 
     home = tmp_path / "home"
@@ -308,10 +310,22 @@ def test_a_running_run_reports_what_is_there(tmp_path):
     assert data.wall_seconds == 1200.0 and data.wall_note.startswith("so far")
     assert data.counts["running"] == 1 and data.evaluations == 5
     assert data.final is None and data.best.candidate_id == cid[3]
-    result = report("latest", home=home)
-    assert result["run_id"] == "r-live" and "lineage" in result["figures"]
-    page = Path(result["html"]).read_text()
+    # on a terminal the Markdown is rendered (rich), then the paths
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
+    child = pexpect.spawn(sys.executable, ["-m", "agent", "report", "latest"], env=env, cwd=str(ROOT), encoding="utf-8",
+                          dimensions=(60, 200), timeout=120)
+    child.expect(pexpect.EOF)
+    child.close()
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before.replace("\r\n", "\n"))  # no colours
+    assert child.exitstatus == 0, shown
+    assert "archagent report: run r-live" in shown and "# archagent report" not in shown  # a rendered heading
+    assert "\\<script\\>" not in shown and "<script>alert(1)</script>" in shown  # escapes rendered away, as text
+    html_path = Path(re.search(r"^report: (\S+)$", shown, re.M).group(1))
+    assert html_path == (home / "reports" / "r-live.html").resolve()
+    page = html_path.read_text()
     assert "still running" in page and "final report: none yet" in page and "1 running" in page
+    # no operators figure: a running run has no summary yet
+    assert re.findall(r'<figure id="fig-([a-z]+)"', page) == ["progress", "pareto", "curves", "lineage"]
 
 
 # -- errors ------------------------------------------------------------------------------------
