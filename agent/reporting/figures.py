@@ -113,6 +113,9 @@ def progress(data: ReportData) -> Figure | None:
                 ax.axhline(base.random_average, color=BASELINE_COLOR, linewidth=1.0, linestyle=":",
                            label=f"random-sample average {base.random_average:.4f}")
         ax.set_ylabel("validation accuracy")
+    from matplotlib.ticker import MaxNLocator
+
+    by_n.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_n.set_xlabel("evaluations")
     by_t.set_xlabel(f"evaluation time ({unit}, summed over workers)")
     by_n.set_title("best so far, against evaluations", fontsize=10)
@@ -168,7 +171,7 @@ def pareto(data: ReportData) -> Figure | None:
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax.set_xlabel(f"{p.label} (lower is better)")
     ax.set_ylabel("validation accuracy")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     png, w, h = _png(fig)
     best_front = max(p.front, key=lambda cid: by_id[cid][1])
     small = min(p.front, key=lambda cid: by_id[cid][0])
@@ -226,7 +229,7 @@ def curves(data: ReportData) -> Figure | None:
     if rungs:
         handles.append(Line2D([], [], color="#999999", linestyle=":"))
         labels.append("successive-halving rungs")
-    ax.legend(handles, labels, fontsize=8, loc="lower right", ncol=2 if len(labels) > 7 else 1)
+    ax.legend(handles, labels, fontsize=8, loc="best", ncol=2 if len(labels) > 7 else 1)
     from matplotlib.ticker import MaxNLocator
 
     last = max([p[0] for k in c.top + c.stopped for p in k.points] + [c.max_epochs or 0])
