@@ -7,6 +7,7 @@
     runs = agent.history()                     # {"runs": [...]}
     detail = agent.history(run=summary.run_id)  # {"run_id", "candidates": [...]}
     cand = agent.show(summary.best.candidate_id)
+    paths = agent.report(summary.run_id)        # {"run_id", "html", "markdown", "figures"}
 
 Keyword arguments are settings (see ``agent.config.Settings``) and take precedence over the
 environment and agent.toml, exactly like flags.
@@ -80,6 +81,15 @@ def show(candidate_id: str, *, home: Path | str | None = None) -> dict[str, Any]
     search_evals = [e for e in row["evaluations"] if e["purpose"] == "search"]
     row["curve"] = search_evals[-1]["curve"] if search_evals else []
     return row
+
+
+def report(run: str = "latest", out: Path | str | None = None, home: Path | str | None = None) -> dict[str, Any]:
+    """``agent report RUN --json``: write the run's HTML report (figures embedded) and its Markdown
+    summary (default ``$AGENT_HOME/reports/<run>.html`` and ``.md``; ``out``: a folder or an
+    ``.html`` path); returns ``{"run_id", "html", "markdown", "figures"}``."""
+    from agent.reporting import write_report
+
+    return write_report(_history(home), run, out=out)
 
 
 def _iso(value: Any) -> str | None:

@@ -32,6 +32,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "eval": CommandInfo("agent.commands.evaluate", "evaluate one candidate (an nb201 arch string) and record it"),
     "history": CommandInfo("agent.commands.history", "list runs, or one run's candidates"),
     "show": CommandInfo("agent.commands.show", "show one candidate: spec, metrics, curve, status, error"),
+    "report": CommandInfo("agent.commands.report", "write a self-contained HTML report of a run, with figures"),
     "tasks": CommandInfo("agent.commands.catalog", "list the tasks"),
     "spaces": CommandInfo("agent.commands.catalog", "describe the search spaces and their proposal schemas"),
     "doctor": CommandInfo("agent.commands.doctor", "print versions, device, home and what is available"),
