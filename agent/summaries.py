@@ -22,6 +22,9 @@ class BestCandidate(_Out):
     test_source: str | None = Field(default=None, description="what test_accuracy is (which table, how many epochs)")
     test_accuracy_std: float | None = Field(default=None, description="std over the final retraining seeds (training tasks)")
     seeds: list[int] | None = Field(default=None, description="seeds of the final retraining (training tasks)")
+    val_accuracy_mean: float | None = Field(default=None, description="mean validation accuracy over its search "
+                                                                       "evaluation and rechecks, when rechecked")
+    val_seeds: int | None = Field(default=None, description="validation runs behind val_accuracy_mean")
 
 
 class SearchSummary(_Out):
@@ -55,6 +58,8 @@ class SearchSummary(_Out):
     asha: dict[str, Any] | None = Field(default=None, description="--early-stop asha|both: eta, per rung how many "
                                                                     "reached it and were promoted, pruned")
     objectives: list[str] = Field(default_factory=lambda: ["accuracy"], description="what the search optimised")
+    rechecks: dict[str, Any] | None = Field(default=None, description="rechecked leaders: the validation accuracy of "
+                                                                        "each recheck seed, and the mean with the search's")
     pareto: list[dict[str, Any]] | None = Field(default=None, description="multi-objective: the Pareto front of the ok "
                                                                            "candidates, each with its objective values")
     pretraining: dict[str, Any] | None = Field(default=None, description="measurements before training: how many were "

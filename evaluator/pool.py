@@ -54,6 +54,7 @@ class PoolEvent:
 class EvaluationPool(ABC):
     capacity: int = 1
     epochs: int | None = None  # a training pool's epochs per search job; None where results are looked up
+    seeded: bool = False  # whether another training seed gives another result (not for tables and replays)
 
     @abstractmethod
     def submit(self, job: Job) -> None: ...

@@ -49,10 +49,12 @@ class RunStatus(str, Enum):
 
 
 class Purpose(str, Enum):
-    """Why an evaluation was made: to guide the search, or to report the final choice."""
+    """Why an evaluation was made: to guide the search, to check a leader with another seed, or
+    to report the final choice."""
 
     SEARCH = "search"  # sees validation only
     FINAL = "final"  # the only place a test split is read; not counted in the budget
+    RECHECK = "recheck"  # a top candidate trained again with another seed (validation only); not counted in the budget
 
 
 class CurvePoint(BaseModel):

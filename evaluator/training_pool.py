@@ -88,6 +88,7 @@ class _Running:
 
 
 class TrainingPool(EvaluationPool):
+    seeded = True
     def __init__(
         self,
         dataset: Dataset,

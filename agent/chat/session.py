@@ -132,7 +132,7 @@ class RunTools:
 class ChatContext:
     history: History
     run_id: str
-    backend: LLMBackend
+    llm: Callable[[], LLMBackend]  # loaded on first use: slash commands need no model
     tools: Callable[[], RunTools]  # built on first use (loads the data set, prepares the pool)
     prompts: Prompts = field(default_factory=Prompts)
     on_event: Callable[[PoolEvent], None] | None = None  # evaluations stream here
@@ -178,15 +178,16 @@ def _converse(ctx: ChatContext, state: ChatState, text: str, pending: dict | Non
     if ctx.on_note:
         ctx.on_note("thinking...")
     call_id = f"{ctx.run_id}-chat{uuid.uuid4().hex[:8]}"
+    backend = ctx.llm()
     try:
-        reply = ctx.backend.complete(messages, turn_schema(intent_by_rule(text)), max_tokens=160, temperature=0.3,
+        reply = backend.complete(messages, turn_schema(intent_by_rule(text)), max_tokens=160, temperature=0.3,
                                      seed=len(state["messages"]))
     except LLMError as exc:
-        ctx.history.add_llm_calls([call_record(ctx.backend, ctx.run_id, call_id, "chat.j2", messages, None,
+        ctx.history.add_llm_calls([call_record(backend, ctx.run_id, call_id, "chat.j2", messages, None,
                                                LLMOutcome.FAILED, str(exc))])
         return f"The model could not be reached ({exc.message}). Slash commands still work: /help.", pending
     turn = reply.value
-    ctx.history.add_llm_calls([call_record(ctx.backend, ctx.run_id, call_id, "chat.j2", messages, reply,
+    ctx.history.add_llm_calls([call_record(backend, ctx.run_id, call_id, "chat.j2", messages, reply,
                                            LLMOutcome.VALID if turn else LLMOutcome.SCHEMA_INVALID, reply.error)])
     if turn is None:
         return "I could not read my own answer (" + (reply.error or "no reply") + ").\n" + facts.status_line(), pending

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[dim]{text}[/]")
 
     user_prompts = settings.home / "prompts"
-    context = ChatContext(history=history, run_id=run_id, backend=make_backend(settings),
+    context = ChatContext(history=history, run_id=run_id, llm=lambda: make_backend(settings),
                           tools=get_tools, prompts=Prompts(user_prompts if user_prompts.is_dir() else None),
                           on_event=progress.event, on_note=note)
     session = ChatSession(settings.home, context)

@@ -2,7 +2,8 @@
 a duration (--hours) or a time of day (--until), and --resume to continue a run after a crash.
 
 It stops cleanly at whichever limit comes first (evaluations, wall time, device seconds, LLM
-dollars), then retrains the best on the test split as a search does. A loop killed at any
+dollars), then retrains the best on the test split as a search does, and writes the run's HTML report
+(`agent report`) for the morning. A loop killed at any
 moment (kill -9, a power cut) continues with `agent loop --resume RUN`: nothing recorded is
 lost and nothing is evaluated twice (agent/engine/resume.py).
 """
@@ -18,6 +19,7 @@ from evaluator.errors import UserInputError
 
 # A loop bounded only by time needs a budget too (the run record has one): large enough never to be the limit.
 UNBOUNDED_BUDGET = 1_000_000
+LOOP_RECHECK_EVERY = 10  # a night's best deserves more than one training seed (unless --recheck-every says otherwise)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,4 +55,6 @@ def run(args: argparse.Namespace) -> int:
         until = until_time(args.until)
     if args.budget is None and args.resume is None and (until is not None or args.minutes is not None):
         args.budget = UNBOUNDED_BUDGET  # time is the limit
-    return search.run(args, until=until)
+    if args.recheck_every is None and args.resume is None:
+        args.recheck_every = LOOP_RECHECK_EVERY
+    return search.run(args, until=until, report=True)

@@ -64,6 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tournament", type=positive_int, help="evolution: tournament sample size (default 5)")
 
 
+    again = parser.add_argument_group("rechecks (training tasks)")
+    again.add_argument("--recheck-every", dest="recheck_every", type=non_negative_int, metavar="K",
+                       help="every K evaluations, train the best candidates again with other seeds (validation "
+                            "only, not counted in the budget); the final choice is the best mean (default 0: never; "
+                            "agent loop: 10)")
+    again.add_argument("--recheck-top", dest="recheck_top", type=positive_int, metavar="N",
+                       help="rechecks: how many of the best (default 3)")
+    again.add_argument("--recheck-seeds", dest="recheck_seeds", type=positive_int, metavar="S",
+                       help="rechecks: extra seeds per candidate (default 2)")
     parser.add_argument("--max-device-seconds", dest="max_device_seconds", type=positive_float, metavar="S",
                         help="stop once the run's evaluations have used S seconds of device (training) time")
     parser.add_argument("--resume", metavar="RUN",
@@ -75,7 +84,8 @@ SETTING_FLAGS = (
     "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
     "population", "tournament", "llm", "model", "max_llm_cost", "max_device_seconds", "reflect_every", "directions",
     "portfolio_cost", "llm_after", "early_stop", "early_stop_threshold", "audit_fraction", "rungs", "reduction_factor",
-    "objectives", "max_latency_ms", "max_params", "max_flops", "proxies", "screen", "screen_factor", *TRAINING_FLAGS,
+    "objectives", "max_latency_ms", "max_params", "max_flops", "proxies", "screen", "screen_factor", "recheck_every",
+    "recheck_top", "recheck_seeds", *TRAINING_FLAGS,
 )
 
 
@@ -97,7 +107,7 @@ def search_settings(args: argparse.Namespace, until=None):
     return resume_settings(settings, given, stored["config"] or {})
 
 
-def run(args: argparse.Namespace, until=None) -> int:
+def run(args: argparse.Namespace, until=None, report: bool = False) -> int:
     from agent.progress import SearchProgress
     from agent.engine.runner import run_search
 
@@ -112,7 +122,24 @@ def run(args: argparse.Namespace, until=None) -> int:
         print_json(summary.to_json())
     else:
         render_summary(summary)
+    if report:
+        _morning_report(settings, summary.run_id)
     return 0
+
+
+def _morning_report(settings, run_id: str) -> None:
+    """The run's HTML report, written when the run ends (on stderr: --json keeps stdout one object)."""
+    from agent.reporting import write_report
+    from agent.store import History
+    from evaluator.errors import ArchAgentError
+
+    err = make_console(stderr=True)
+    try:
+        out = write_report(History(settings.home, lock_timeout=settings.lock_timeout), run_id)
+    except ArchAgentError as exc:  # matplotlib missing, a folder that cannot be written: the run itself is done
+        err.print(f"no report written: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), highlight=False)
+        return
+    err.print(f"report: {out['html']}", highlight=False)
 
 
 def render_summary(summary) -> None:
@@ -174,9 +201,11 @@ def render_summary(summary) -> None:
     test = f"{best.test_accuracy:.4f}" if best.test_accuracy is not None else "n/a"
     if best.test_accuracy is not None and best.test_accuracy_std is not None:
         test += f" +- {best.test_accuracy_std:.4f}"
+    val = f"validation {best.val_accuracy:.4f}"
+    if best.val_accuracy_mean is not None:
+        val += f" (mean {best.val_accuracy_mean:.4f} over {best.val_seeds} seeds with its rechecks)"
     console.print(f"[bold]final report[/] of the best by validation, {best.candidate_id}: "
-                  f"test accuracy [bold green]{test}[/] ({best.test_source}); validation {best.val_accuracy:.4f}",
-                  highlight=False)
+                  f"test accuracy [bold green]{test}[/] ({best.test_source}); {val}", highlight=False)
     extra = getattr(best, "arch", None)
     if extra:
         console.print(f"arch: {extra}", highlight=False)

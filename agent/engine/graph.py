@@ -125,6 +125,14 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     if ctx.halving is not None and free:
         jobs = ctx.halving.promote(free, _closing(state, ctx))
         free -= len(jobs)
+    queue, rechecking, round_at = _rechecks_due(state, ctx, running)
+    if not stopping:
+        while free and queue and queue[0]["candidate_id"] not in rechecking:
+            item = queue.pop(0)
+            ctx.pool.submit(Job(candidate_id=item["candidate_id"], spec=item["spec"], purpose=Purpose.RECHECK,
+                                seed=item["seed"]))
+            rechecking[item["candidate_id"]] = item["seed"]
+            free -= 1
     submit = ready[:free]
     jobs += [(c, ctx.halving.first_job(c) if ctx.halving is not None else Job(candidate_id=c.candidate_id, spec=c.spec))
              for c in submit]
@@ -142,10 +150,10 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         ctx.pool.submit(job)
         running[c.candidate_id] = c
     waiting = ready[len(submit):]
-    results, paused = [], []
+    results, paused, rechecked = [], [], []
     # Wait for at least one finished job, or the deadline. Once stopping, wait without a
     # deadline: every cancelled job still reports its final result.
-    while running and not results and not paused:
+    while (running or rechecking) and not results and not paused and not rechecked:
         timeout = None if ctx.deadline is None or stopping else ctx.deadline - time.monotonic()
         if timeout is not None and timeout <= 0:
             break
@@ -159,7 +167,11 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
                 if decision is not None and decision.stop:
                     ctx.pool.cancel(event.candidate_id, status=Status.STOPPED_EARLY,
                                     reason=ctx.early_stop.stop_message(decision))
-            if event.kind == "finished" and event.candidate_id in running and event.evaluation is not None:
+            if event.kind == "finished" and event.evaluation is not None \
+                    and event.evaluation.purpose is Purpose.RECHECK and event.candidate_id in rechecking:
+                rechecking.pop(event.candidate_id)
+                rechecked.append(event.evaluation)
+            elif event.kind == "finished" and event.candidate_id in running and event.evaluation is not None:
                 candidate = running.pop(event.candidate_id)
                 if ctx.halving is not None and ctx.halving.arrived(candidate, event.evaluation):
                     paused.append(candidate.candidate_id)
@@ -178,16 +190,43 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         events = ctx.halving.drain_events()
         if events:
             ctx.recorder.add_candidates([], events)
-    return {"ready": waiting, "running": running, "results": results, "unrecorded": [], "waiting": _waiting(ctx)}
+    return {"ready": waiting, "running": running, "results": results, "unrecorded": [], "waiting": _waiting(ctx),
+            "recheck_queue": queue, "rechecking": rechecking, "recheck_results": rechecked, "recheck_round": round_at}
+
+
+def _rechecks_due(state: SearchState, ctx: SearchContext, running: dict) -> tuple[list[dict], dict[str, int], int]:
+    """The rechecks waiting for a slot, after adding a new round when one is due: every
+    ``every`` evaluations, each of the ``top`` best candidates gets its missing seeds (1, 2, ...;
+    its search evaluation was seed 0). One recheck per candidate is in the pool at a time."""
+    queue, rechecking = list(state.get("recheck_queue", [])), dict(state.get("rechecking", {}))
+    round_at = state.get("recheck_round", 0)
+    r = ctx.recheck
+    if r is None or state.get("stop_reason") or state["evaluations"] < round_at + r.every:
+        return queue, rechecking, round_at
+    round_at = state["evaluations"] - state["evaluations"] % r.every
+    have = state.get("rechecks", {})
+    planned = {(q["candidate_id"], q["seed"]) for q in queue} | set(rechecking.items())
+    for t in state["top"][:r.top]:
+        for seed in range(1 + len(have.get(t["candidate_id"], [])), 1 + r.seeds):
+            if (t["candidate_id"], seed) not in planned:
+                queue.append({"candidate_id": t["candidate_id"], "spec": t["spec"], "seed": seed})
+    # a candidate's next seed waits until its recheck in the pool is done
+    queue.sort(key=lambda q: (q["candidate_id"] in rechecking or q["candidate_id"] in running, q["seed"]))
+    return queue, rechecking, round_at
 
 
 def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     ctx = runtime.context
-    results = state["results"]
-    if not results:
+    results, rechecked = state["results"], state.get("recheck_results", [])
+    if not results and not rechecked:
         return {}
     ctx.recorder.add_evaluations(ctx.run.run_id, [ev for _, ev in results])
     update = tally(ctx, state, results)
+    if rechecked:
+        ctx.recorder.add_evaluations(ctx.run.run_id, rechecked, update_status=False)
+        update |= {"recheck_results": [], "rechecks": tally_rechecks(state.get("rechecks", {}), rechecked)}
+    if not results:
+        return update
     if ctx.early_stop is not None:
         ctx.recorder.add_forecasts(ctx.early_stop.drain())
     if ctx.on_result is not None:
@@ -232,6 +271,13 @@ def tally(ctx: SearchContext, state: SearchState, results: list[tuple[Candidate,
             "device_seconds": device_seconds}
 
 
+def tally_rechecks(rechecks: dict[str, list[float | None]], evaluations: list[Evaluation]) -> dict:
+    out = {k: list(v) for k, v in rechecks.items()}
+    for ev in evaluations:
+        out.setdefault(ev.candidate_id, []).append(ev.val_accuracy if ev.status is Status.OK else None)
+    return out
+
+
 def _front_with(front: list[dict], ctx: SearchContext, candidate: Candidate, ev: Evaluation) -> list[dict]:
     """The Pareto front after an ok candidate arrives (it joins unless dominated; it removes
     the members it dominates). A candidate missing an objective's value cannot be placed."""
@@ -272,14 +318,14 @@ def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         reason = f"proposal limit reached ({ctx.max_attempts} proposals; the space may be exhausted)"
     if reason is None:
         return {}
-    for cid in state["running"]:
+    for cid in [*state["running"], *state.get("rechecking", {})]:
         ctx.pool.cancel(cid)  # each cancelled job still reports a final 'pruned' result
     return {"stop_reason": reason}
 
 
 def route(state: SearchState) -> Literal["continue", "stop"]:
     # A stopping search with candidates still waiting at a rung makes one more round to prune them.
-    if state.get("stop_reason") and not state["running"] and not state.get("waiting"):
+    if state.get("stop_reason") and not state["running"] and not state.get("waiting") and not state.get("rechecking"):
         return "stop"
     return "continue"
 
@@ -325,4 +371,5 @@ SEARCH_GRAPH = build_graph()
 def initial_state() -> SearchState:
     return SearchState(proposals=[], ready=[], unrecorded=[], running={}, results=[], seen=[], seq=0, attempts=0,
                        evaluations=0, counts={}, duplicates=0, top=[], front=[], stop_reason=None, epochs_trained=0,
-                       epochs_saved=0, wanted=0, waiting=0, proxy_scores=[], device_seconds=0.0)
+                       epochs_saved=0, wanted=0, waiting=0, proxy_scores=[], device_seconds=0.0,
+                       rechecks={}, recheck_queue=[], rechecking={}, recheck_results=[], recheck_round=0)

@@ -13,7 +13,7 @@ in memory: a candidate waiting at a rung when the run stopped trains again from 
 
 from __future__ import annotations
 
-from agent.engine.graph import initial_state, tally
+from agent.engine.graph import initial_state, tally, tally_rechecks
 from agent.engine.state import SearchContext, SearchState
 from agent.store import History
 from evaluator.records import Purpose, Status
@@ -42,6 +42,9 @@ def restore_state(ctx: SearchContext, history: History) -> SearchState:
                  evaluations=done_without, duplicates=duplicates, attempts=len(candidates) + duplicates)
     finished.sort(key=lambda pair: (pair[1].created, pair[0].seq))
     state.update(tally(ctx, state, finished))
+    state["rechecks"] = tally_rechecks({}, [ev for ev in evaluations if ev.purpose is Purpose.RECHECK])
+    if ctx.recheck is not None:  # the rounds already due were made; missing seeds come with the next round
+        state["recheck_round"] = state["evaluations"] - state["evaluations"] % ctx.recheck.every
     if ctx.early_stop is not None:
         ctx.early_stop.drain()  # what the rule noted while replaying is already in the history
     if ctx.llm_spend is not None:

@@ -23,7 +23,7 @@ from agent.engine.halving import HalvingMonitor
 from agent.engine.screen import Screen
 from agent.engine.graph import SEARCH_GRAPH, initial_state
 from agent.engine.resume import restore_state
-from agent.engine.state import SearchContext, SearchState
+from agent.engine.state import Recheck, SearchContext, SearchState
 from agent.prompting import HistoryView, Prompts
 from agent.proposers import Portfolio, Proposer, make_proposer
 from agent.proposers.llm import LLMProposer
@@ -314,7 +314,7 @@ def run_search(
 # What may change when a run is resumed: its limits and how its workers run. Everything else
 # (task, space, proposer, seed, objectives, ...) is the run's own and comes from its record.
 RESUME_OVERRIDES = ("budget", "minutes", "max_llm_cost", "max_device_seconds", "workers", "timeout", "memory_mb",
-                    "disk_mb", "device", "reflect_every", "directions")
+                    "disk_mb", "device", "reflect_every", "directions", "recheck_every", "recheck_top", "recheck_seeds")
 # Where this process runs, never taken from the record: the home, secrets, endpoints, caches.
 RESUME_LOCAL = ("home", "openai_api_key", "openai_base_url", "model_cache", "llm_timeout", "lock_timeout",
                 "llm_price_in", "llm_price_out")
@@ -414,6 +414,8 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         epochs=setup.pool.epochs,
         early_stop=early_stop, halving=halving, screen=screen, objectives=objectives,
         max_device_seconds=settings.max_device_seconds, crash_points=crash_points,
+        recheck=Recheck(settings.recheck_every, settings.recheck_top, settings.recheck_seeds)
+        if settings.recheck_every and setup.pool.seeded else None,
     )
     if screen is not None and screen.proxy:
         ctx.max_attempts *= screen.factor
@@ -501,7 +503,7 @@ def _final_report(ctx: SearchContext, state: SearchState, seeds: tuple[int, ...]
     """Evaluate the best candidate by validation on the test split (not counted in the budget)."""
     if not state["top"]:
         return None
-    best = state["top"][0]
+    best = _leader(state)
     if ctx.crash_points is not None:
         ctx.crash_points.reached("final", "before")
     # A resumed run that had already recorded its final report (it stopped right after) keeps it.
@@ -523,13 +525,29 @@ def _final_report(ctx: SearchContext, state: SearchState, seeds: tuple[int, ...]
             source += f"; {len(evaluations) - len(ok)} of {len(evaluations)} final runs failed: {_first_error(evaluations)}"
     else:
         source = _first_error(evaluations)
+    checked = _validation_seeds(state, best)
     return BestCandidate(
         candidate_id=best["candidate_id"], spec=best["spec"], val_accuracy=best["val_accuracy"],
+        val_accuracy_mean=statistics.fmean(checked) if len(checked) > 1 else None,
+        val_seeds=len(checked) if len(checked) > 1 else None,
         test_accuracy=statistics.fmean(accs) if accs else None, test_source=source,
         test_accuracy_std=(statistics.stdev(accs) if len(accs) > 1 else 0.0) if trained and accs else None,
         seeds=[int(e.metrics["seed"]) for e in ok] if trained else None,
         **ctx.space.extra_fields(best["spec"]),
     )
+
+
+def _validation_seeds(state: SearchState, top: dict) -> list[float]:
+    """A top candidate's validation accuracies: its search evaluation and every ok recheck."""
+    return [top["val_accuracy"], *(v for v in state.get("rechecks", {}).get(top["candidate_id"], []) if v is not None)]
+
+
+def _leader(state: SearchState) -> dict:
+    """The candidate the final report retrains: the best by validation accuracy, averaged over
+    the seeds it has when rechecks trained some leaders again (a single run is near the noise floor)."""
+    if not state.get("rechecks"):
+        return state["top"][0]
+    return max(state["top"], key=lambda t: (statistics.fmean(_validation_seeds(state, t)), -t["seq"]))
 
 
 def _first_error(evaluations: list[Evaluation]) -> str:
@@ -561,7 +579,15 @@ def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None,
         if ctx.objectives.multi else None,
         pretraining=ctx.screen.report() if ctx.screen is not None else None,
         proxies=_proxy_quality(state.get("proxy_scores", [])),
+        rechecks={cid: {"val_accuracies": vals, "val_accuracy_mean": _mean_of(t, vals)}
+                  for cid, vals in state.get("rechecks", {}).items()
+                  for t in [next((t for t in state["top"] if t["candidate_id"] == cid), None)]} or None,
     )
+
+
+def _mean_of(top: dict | None, rechecks: list[float | None]) -> float | None:
+    values = ([top["val_accuracy"]] if top else []) + [v for v in rechecks if v is not None]
+    return statistics.fmean(values) if top and values else None
 
 
 _OBJECTIVE_KEYS = ("val_accuracy", "latency_ms", "params", "flops")

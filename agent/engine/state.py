@@ -41,6 +41,7 @@ class SearchContext:
     screen: Screen | None = None  # measurements before training: constraints, latency, proxy screening
     objectives: Objectives = Objectives()
     max_device_seconds: float | None = None  # the search stops once its evaluations used this much device time
+    recheck: Recheck | None = None  # the top candidates trained again with other seeds, every so many evaluations
     crash_points: CrashPoints | None = None  # tests: kill the process at chosen nodes (AGENT_TEST_CRASH_AT)
 
 
@@ -64,7 +65,21 @@ class SearchState(TypedDict, total=False):
     stop_reason: str | None  # set once the search should wind down
     epochs_trained: int  # training epochs of search candidates (training tasks)
     epochs_saved: int  # epochs early stopping did not spend: the stopped candidates' remaining epochs
+    rechecks: dict[str, list[float | None]]  # candidate -> validation accuracy of each recheck (other seeds)
+    recheck_queue: list[dict[str, Any]]  # rechecks waiting for a pool slot: {"candidate_id", "spec", "seed"}
+    rechecking: dict[str, int]  # candidate -> the seed of its recheck in the pool
+    recheck_results: list[Evaluation]  # rechecks finished since the last record step
+    recheck_round: int  # evaluations at the last round of rechecks
     device_seconds: float  # device time of the run's recorded evaluations (for --max-device-seconds)
 
 
 TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Every ``every`` evaluations, the ``top`` best candidates train ``seeds`` more times."""
+
+    every: int
+    top: int
+    seeds: int

@@ -111,3 +111,37 @@ def test_unambiguous_phrasings_fix_the_intent_the_model_may_write():
     schema = turn_schema("direction").model_json_schema()
     assert schema["properties"]["intent"]["const"] == "direction"
     assert turn_schema(None).model_json_schema()["properties"]["intent"]["enum"][0] == "best"
+
+
+def test_slash_commands_read_and_write_the_history_without_the_model(tmp_path, tiny_tables):
+    from agent.chat.session import ChatContext, ChatSession
+    from agent.engine.runner import run_search
+    from agent.config import Settings
+
+    home = tmp_path / "home"
+    summary = run_search(Settings(home=home, task="nb201-cifar10", benchmark_dir=tiny_tables, proposer="random",
+                                  budget=5, seed=4))
+
+    def no_model():
+        raise AssertionError("a slash command must not need the model")
+
+    def session() -> ChatSession:
+        return ChatSession(home, ChatContext(history=History(home), run_id=summary.run_id, llm=no_model,
+                                             tools=no_model))
+
+    chat = session()
+    best = summary.best
+    assert f"1. {best.candidate_id} (ok), validation accuracy {best.val_accuracy:.4f}" in chat.send("/best 2")
+    assert "is done: 5 of 5 evaluations (5 ok)" in chat.send("/status")
+    assert "There is no proposal under review" in chat.send("/approve")
+    assert "no proposal under review to edit" in chat.send("/edit {}")
+    assert "Give the direction" in chat.send("/direct")
+    assert 'Stored as direction 1: "prefer 3x3 convolutions"' in chat.send("/direct prefer 3x3 convolutions")
+    assert "0 calls" in chat.send("/budget") and f"--resume {summary.run_id}" in chat.send("/budget")
+    assert "Unknown command /frobnicate" in chat.send("/frobnicate")
+    chat.close()
+    again = session()  # the checkpointer kept the conversation
+    assert [m["content"] for m in again.messages if m["role"] == "user"][:2] == ["/best 2", "/status"]
+    assert again.send("/directions") == "1. prefer 3x3 convolutions"
+    again.close()
+    assert History(home).directions(summary.run_id) == ["prefer 3x3 convolutions"]

@@ -61,7 +61,8 @@ def _workers_of(home: Path) -> list[str]:
 def test_a_loop_killed_eleven_times_resumes_each_time_and_loses_or_repeats_nothing(tmp_path):
     home = tmp_path / "home"
     first = ("--task", "digits", "--proposer", "evolution", "--population", "3", "--tournament", "2", "--budget", "20",
-             "--epochs", "1", "--workers", "2", "--final-seeds", "1", "--proxies", "none", "--seed", "3")
+             "--epochs", "1", "--workers", "2", "--final-seeds", "1", "--proxies", "none", "--seed", "3",
+             "--recheck-every", "2", "--recheck-top", "1", "--recheck-seeds", "1")
     rng = random.Random(20261129)
     # Deterministic crash points in every node that writes (and the two that decide), with
     # seeded random kills between them; "final" comes last, once the budget is cut to what is done.
@@ -199,3 +200,27 @@ def test_the_device_time_limit_stops_the_loop(tmp_path):
     summary = json.loads(out.stdout)
     # each replayed candidate takes 5 device seconds (1 per epoch): the third one crosses 12
     assert summary["stop_reason"] == "device time limit reached (15 of 12 s)" and summary["evaluations"] == 3
+
+
+def test_rechecks_train_the_leader_again_with_another_seed_outside_the_budget_and_the_choice_uses_the_mean(tmp_path):
+    home = tmp_path / "home"
+    out = run_cli("search", "--task", "digits", "--proposer", "random", "--budget", "4", "--epochs", "1", "--workers", "2",
+                  "--final-seeds", "1", "--proxies", "none", "--recheck-every", "2", "--recheck-top", "1",
+                  "--recheck-seeds", "1", "--json", home=home, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["evaluations"] == 4 and sum(summary["counts"].values()) == 4  # rechecks are not evaluations
+    (cid, checked), = summary["rechecks"].items()  # one round (after 2 evaluations; the one at 4 is the end)
+    assert len(checked["val_accuracies"]) == 1
+    h = History(home)
+    evs = h.get_candidate(cid)["evaluations"]
+    search = [e for e in evs if e["purpose"] == "search"]
+    again = [e for e in evs if e["purpose"] == "recheck"]
+    assert len(search) == 1 and len(again) == 1 and again[0]["metrics"]["seed"] == 1 and again[0]["test_accuracy"] is None
+    assert checked["val_accuracies"] == [again[0]["val_accuracy"]]
+    assert checked["val_accuracy_mean"] == pytest.approx((search[0]["val_accuracy"] + again[0]["val_accuracy"]) / 2)
+    means = {t["candidate_id"]: (summary["rechecks"][t["candidate_id"]]["val_accuracy_mean"]
+                                 if t["candidate_id"] in summary["rechecks"] else t["val_accuracy"])
+             for t in summary["top"]}
+    assert summary["best"]["candidate_id"] == max(means, key=means.get)
+    assert h.get_candidate(cid)["status"] == "ok"  # a recheck never changes the candidate's own status
