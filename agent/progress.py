@@ -61,10 +61,15 @@ class SearchProgress:
     def event(self, event: PoolEvent) -> None:
         """A pool event: a training started, finished an epoch, or finished."""
         d = event.data
-        label = event.candidate_id.rsplit("-", 1)[-1] + (f" final, seed {d.get('seed')}" if d.get("purpose") == "final" else "")
+        purpose = d.get("purpose")
+        label = event.candidate_id.rsplit("-", 1)[-1] + (f" {purpose}, seed {d.get('seed')}"
+                                                         if purpose in ("final", "recheck") else "")
         if self._progress is None:
-            if event.kind == "started" and d.get("purpose") == "final":
+            if event.kind == "started" and purpose == "final":
                 self.console.print(f"final report: retraining {event.candidate_id} (seed {d.get('seed')}) on the test split",
+                                   highlight=False)
+            elif event.kind == "started" and purpose == "recheck":
+                self.console.print(f"recheck: training {event.candidate_id} again with seed {d.get('seed')}",
                                    highlight=False)
             return
         if event.kind == "started" and d.get("epochs"):

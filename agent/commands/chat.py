@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm", choices=["local", "openai"],
                         help="LLM backend (default: the run's, else local: the offline model)")
     parser.add_argument("--model", help="LLM model (default: the run's, else the backend's default)")
+    parser.add_argument("--unsafe", action="store_true", default=None,
+                        help="evaluate code-mode proposals of a run started with --unsafe the same way")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     history = History(current.home, lock_timeout=current.lock_timeout)
     run_id = history.resolve_run_id(args.run)
     stored = history.get_run(run_id)
-    settings = resume_settings(current, {}, stored["config"] or {})
+    settings = resume_settings(current, {"unsafe": args.unsafe}, stored["config"] or {})
     settings = settings.model_copy(update={"llm": args.llm or settings.llm or current.llm or "local",
                                            "model": args.model or (settings.model if not args.llm else None)})
     console = Console(highlight=False)
