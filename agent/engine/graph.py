@@ -224,7 +224,8 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     update = tally(ctx, state, results)
     if rechecked:
         ctx.recorder.add_evaluations(ctx.run.run_id, rechecked, update_status=False)
-        update |= {"recheck_results": [], "rechecks": tally_rechecks(state.get("rechecks", {}), rechecked)}
+        update |= {"recheck_results": [], "rechecks": tally_rechecks(state.get("rechecks", {}), rechecked),
+                   "device_seconds": update["device_seconds"] + sum(ev.device_seconds for ev in rechecked)}
     if not results:
         return update
     if ctx.early_stop is not None:

@@ -42,7 +42,9 @@ def restore_state(ctx: SearchContext, history: History) -> SearchState:
                  evaluations=done_without, duplicates=duplicates, attempts=len(candidates) + duplicates)
     finished.sort(key=lambda pair: (pair[1].created, pair[0].seq))
     state.update(tally(ctx, state, finished))
-    state["rechecks"] = tally_rechecks({}, [ev for ev in evaluations if ev.purpose is Purpose.RECHECK])
+    rechecked = [ev for ev in evaluations if ev.purpose is Purpose.RECHECK]
+    state["rechecks"] = tally_rechecks({}, rechecked)
+    state["device_seconds"] += sum(ev.device_seconds for ev in rechecked)
     if ctx.recheck is not None:  # the rounds already due were made; missing seeds come with the next round
         state["recheck_round"] = state["evaluations"] - state["evaluations"] % ctx.recheck.every
     if ctx.early_stop is not None:
