@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agent.engine.state import UNBOUNDED_BUDGET
 from evaluator.pool import PoolEvent
 from evaluator.records import Candidate, Evaluation, Run
 
@@ -28,9 +29,11 @@ class SearchProgress:
         self._jobs: dict[str, Any] = {}  # candidate id -> its line on a terminal
 
     def start(self, run: Run, warnings: list[str]) -> None:
-        self._budget = run.budget
+        bounded = run.budget < UNBOUNDED_BUDGET
+        self._budget = run.budget if bounded else 0
         self.console.print(f"[bold]run {run.run_id}[/]: {run.task}, proposer {run.proposer}, "
-                           f"budget {run.budget} evaluations, seed {run.seed}", highlight=False)
+                           + (f"budget {run.budget} evaluations" if bounded else "no evaluation limit")
+                           + f", seed {run.seed}", highlight=False)
         for w in warnings:
             self.console.print(f"[yellow]warning:[/] {w}", highlight=False)
         if self.interactive:
@@ -39,7 +42,7 @@ class SearchProgress:
                 TextColumn("{task.fields[best]}"), console=self.console, transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("searching", total=run.budget, best="")
+            self._task = self._progress.add_task("searching", total=run.budget if bounded else None, best="")
 
     def result(self, candidate: Candidate, evaluation: Evaluation, state: dict[str, Any]) -> None:
         done = state["evaluations"]
@@ -52,11 +55,15 @@ class SearchProgress:
             self._progress.update(self._task, completed=done, best=best)
         elif evaluation.wall_seconds >= 1.0:  # a training: one line each
             val = f"val {evaluation.val_accuracy:.4f}" if evaluation.val_accuracy is not None else evaluation.status.value
-            self.console.print(f"{done}/{self._budget} {candidate.candidate_id}: {val} "
+            self.console.print(f"{done}{self._of} {candidate.candidate_id}: {val} "
                                f"({evaluation.fidelity:g} epochs, {evaluation.wall_seconds:.1f} s)  {best}", highlight=False)
-        elif done - self._last_logged >= max(1, self._budget // 10) or done == self._budget:
+        elif done - self._last_logged >= max(1, self._budget // 10 if self._budget else 10) or done == self._budget:
             self._last_logged = done
-            self.console.print(f"{done}/{self._budget} evaluations  {best}", highlight=False)
+            self.console.print(f"{done}{self._of} evaluations  {best}", highlight=False)
+
+    @property
+    def _of(self) -> str:
+        return f"/{self._budget}" if self._budget else ""
 
     def event(self, event: PoolEvent) -> None:
         """A pool event: a training started, finished an epoch, or finished."""

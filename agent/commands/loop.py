@@ -15,10 +15,9 @@ from datetime import datetime, time as clock, timedelta, timezone
 
 from agent.commands import search
 from agent.commands.options import positive_float
+from agent.engine.state import UNBOUNDED_BUDGET
 from evaluator.errors import UserInputError
 
-# A loop bounded only by time needs a budget too (the run record has one): large enough never to be the limit.
-UNBOUNDED_BUDGET = 1_000_000
 LOOP_RECHECK_EVERY = 10  # a night's best deserves more than one training seed (unless --recheck-every says otherwise)
 
 

@@ -74,6 +74,7 @@ class SearchState(TypedDict, total=False):
 
 
 TOP_K = 5
+UNBOUNDED_BUDGET = 1_000_000  # a run bounded by time only (agent loop --hours): large enough never to be the limit
 
 
 @dataclass(frozen=True)
