@@ -92,6 +92,26 @@ def report(run: str = "latest", out: Path | str | None = None, home: Path | str 
     return write_report(_history(home), run, out=out)
 
 
+def export(candidate: str, out: Path | str | None = None, onnx: bool = False, *,
+           home: Path | str | None = None) -> dict[str, Any]:
+    """``agent export ID --json``: write the candidate's standalone export (model.py, recipe.json,
+    weights.pt where a final retraining kept them, model.onnx with ``onnx``) and return
+    ``{"candidate_id", "out", "files", "params", "weights", "warnings", ...}``."""
+    from agent.exporter import export_candidate
+
+    return export_candidate(_history(home), candidate, out=out, onnx=onnx)
+
+
+def sql(query: str, params: list[Any] | None = None, *, home: Path | str | None = None,
+        max_rows: int | None = 1000) -> dict[str, Any]:
+    """``agent sql QUERY --json``: one read-only statement on the history, as ``{"columns", "rows",
+    "truncated"}`` with JSON values (times as ISO 8601, JSON columns parsed); ``max_rows=None``: all."""
+    from agent.store.json_values import json_rows
+
+    result = _history(home).query_result(query, params, max_rows=max_rows)
+    return {"columns": result.columns, "rows": json_rows(result.types, result.rows), "truncated": result.truncated}
+
+
 def _iso(value: Any) -> str | None:
     """History times are naive UTC; show them as ISO 8601 with the zone."""
     return None if value is None else value.isoformat() + "Z"

@@ -33,6 +33,8 @@ COMMANDS: dict[str, CommandInfo] = {
     "history": CommandInfo("agent.commands.history", "list runs, or one run's candidates"),
     "show": CommandInfo("agent.commands.show", "show one candidate: spec, metrics, curve, status, error"),
     "report": CommandInfo("agent.commands.report", "write a self-contained HTML report of a run, with figures"),
+    "export": CommandInfo("agent.commands.export", "write a candidate as a standalone model.py (torch only), recipe and weights"),
+    "sql": CommandInfo("agent.commands.sql", "run one read-only SQL query on the history (table, --json or --csv)"),
     "tasks": CommandInfo("agent.commands.catalog", "list the tasks"),
     "spaces": CommandInfo("agent.commands.catalog", "describe the search spaces and their proposal schemas"),
     "doctor": CommandInfo("agent.commands.doctor", "print versions, device, home and what is available"),

@@ -59,6 +59,16 @@ _NB201 = {
 TASK_NAMES: tuple[str, ...] = tuple(_NB201)  # the tabular tasks
 
 
+def tabular_task_shape(name: str) -> tuple[tuple[int, ...], int, str]:
+    """``(input_shape, num_classes, data set)`` of a tabular task's benchmark, without its tables:
+    the NAS-Bench-201 network of a cell is built for these."""
+    if name not in _NB201:
+        raise TaskError(f"unknown tabular task {name!r}{did_you_mean(name, TASK_NAMES)}",
+                        hint="tabular tasks are " + ", ".join(TASK_NAMES))
+    d = _NB201[name]
+    return d.input_shape, d.num_classes, d.about
+
+
 class _TrainDef(BaseModel):
     about: str
     default_budget: int
@@ -86,11 +96,15 @@ def is_curves_task(name: str) -> bool:
     return name.startswith(CURVES_PREFIX)
 
 
+CURVES_INPUT_SHAPE, CURVES_NUM_CLASSES = (3, 32, 32), 10  # the cells' NAS-Bench-201 CIFAR-10 network
+
+
 def curves_task(name: str, path: Path, cells: int, epochs: int) -> Task:
     """The Task of ``curves:FILE``: the NAS-Bench-201 skeleton on CIFAR-shaped input, the file's epochs."""
     return Task(name=name, kind="curves", description=f"{cells} NAS-Bench-201 cells with recorded {epochs}-epoch "
                 f"learning curves from {path.name}, replayed epoch by epoch (validation accuracy is the signal; no test split)",
-                dataset=path.stem, input_shape=(3, 32, 32), num_classes=10, default_budget=min(50, cells),
+                dataset=path.stem, input_shape=CURVES_INPUT_SHAPE, num_classes=CURVES_NUM_CLASSES,
+                default_budget=min(50, cells),
                 default_space="nb201", fidelity=epochs)
 
 

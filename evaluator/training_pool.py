@@ -17,15 +17,24 @@ far; a later job of the same candidate continues from it and its evaluation hold
 curve. Search jobs that start afresh can also score the zero-cost proxies the pool was given
 (``proxies``) before training; they are recorded in the evaluation's metrics as
 ``proxy_<name>``.
+
+A final job leaves its trained ``state_dict``; the pool copies it (a regular file only, never
+through a link) to ``weights_dir/<candidate>-seed<k>.pt`` beside a ``.json`` of what the
+trusted side knows about it (seed, epochs, input shape, classes, the input normalisation the
+trainer applied, SHA-256), and records the path in the evaluation's metrics as ``weights``
+(or why none was kept as ``weights_error``). The file comes from the sandboxed process: it is
+data to check (``torch.load(weights_only=True)``, keys and shapes), never code to run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
 import secrets
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -39,7 +48,7 @@ from evaluator.data.base import Dataset
 from evaluator.pool import EvaluationPool, Job, PoolEvent
 from evaluator.protocol import Checker, Done, Epoch, Failure, Proxies, Ready, Test
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
-from evaluator.worker import CHECKPOINT_IN, CHECKPOINT_OUT, MODEL_FILE, TEST_HOOKS_ENV
+from evaluator.worker import CHECKPOINT_IN, CHECKPOINT_OUT, MODEL_FILE, TEST_HOOKS_ENV, WEIGHTS_OUT
 from sandbox.isolation import Isolation
 from sandbox.process import ChildProcess, Limits, clean_env, redact
 
@@ -52,6 +61,17 @@ CODE_ROOT = Path(__file__).resolve().parent.parent
 WORKER_CODE = (CODE_ROOT / "evaluator", CODE_ROOT / "sandbox")  # what the worker imports: readable in the sandbox
 WORKER_BOOT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
                "runpy.run_module('evaluator.worker', run_name='__main__', alter_sys=True)")
+WEIGHTS_FORMAT = 1  # the .json written beside kept weights
+
+
+def default_weights_dir(workdir: Path) -> Path:
+    """Where final jobs' weights are kept when the pool is not told: for the runner's layout
+    ``HOME/work/RUN`` (a scratch area that may be cleaned) it is ``HOME/weights/RUN``; for any
+    other workdir, ``workdir/weights``."""
+    workdir = Path(workdir)
+    if workdir.parent.name == "work":
+        return workdir.parent.parent / "weights" / workdir.name
+    return workdir / "weights"
 
 
 @dataclass
@@ -103,6 +123,7 @@ class TrainingPool(EvaluationPool):
         test_inject: dict[str, str] | None = None,  # candidate-id suffix -> code; tests only
         proxies: tuple[str, ...] = (),  # zero-cost proxies search jobs score before training
         isolation: Isolation | None = None,  # the sandbox's layers (sandbox.isolation); None: process limits only
+        weights_dir: Path | None = None,  # where final jobs' trained weights are kept (default_weights_dir)
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
@@ -117,6 +138,8 @@ class TrainingPool(EvaluationPool):
         self.proxies = tuple(proxies)
         # the sandbox must let the worker read its own code, wherever this checkout lives
         self.isolation = None if isolation is None else replace(isolation, readable=(*isolation.readable, *WORKER_CODE))
+        self.weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir(self.workdir)
+        self._normalisation: dict[str, Any] | None = None
         self._checkpoints: dict[str, _Saved] = {}
         self._events: queue.Queue[PoolEvent] = queue.Queue()
         self._running: dict[str, _Running] = {}
@@ -171,7 +194,7 @@ class TrainingPool(EvaluationPool):
                 "num_classes": self.dataset.num_classes, "x_scale": self.dataset.x_scale, "epochs": self.epochs,
                 "stop_epoch": stop, "start_epoch": start, "save_checkpoint": job.checkpoint and stop < self.epochs,
                 "proxies": list(proxies), "seed": job.seed, "device": self.device, "threads": self.threads,
-                "want_test": want_test}
+                "want_test": want_test, "save_weights": want_test}
         extra_env = {}
         inject = next((code for suffix, code in self.test_inject.items() if job.candidate_id.endswith(suffix)), None)
         if inject is not None:
@@ -281,6 +304,7 @@ class TrainingPool(EvaluationPool):
         run.closed = True  # from here on, a message still in the pipe is late and ignored
         evaluation = self._evaluation(run, result)
         evaluation = self._keep_checkpoint(run, evaluation)
+        evaluation = self._keep_weights(run, evaluation)
         shutil.rmtree(run.scratch, ignore_errors=True)
         with self._lock:  # the event is queued before the slot frees, so no reader can miss it
             self._results[run.job.candidate_id] = evaluation
@@ -384,3 +408,58 @@ class TrainingPool(EvaluationPool):
                                             metrics=dict(evaluation.metrics), jobs=int(evaluation.metrics.get("jobs", 1)))
         return evaluation
 
+    def _keep_weights(self, run: _Running, evaluation: Evaluation) -> Evaluation:
+        """After an ok final job, copy the weights it left out of its scratch folder (which is
+        deleted next) and record where they are; say why when there are none to keep."""
+        if run.job.purpose is not Purpose.FINAL or evaluation.status is not Status.OK:
+            return evaluation
+        cid, seed = run.job.candidate_id, run.job.seed
+        keep = self.weights_dir / f"{cid}-seed{seed}.pt"
+        try:
+            digest, size = _copy_regular_file(run.scratch / WEIGHTS_OUT, keep)
+            if self._normalisation is None:
+                self._normalisation = self.dataset.input_normalisation()
+            facts = {"format": WEIGHTS_FORMAT, "candidate_id": cid, "seed": seed, "epochs": self.epochs,
+                     "space": self.space, "input_shape": list(self.dataset.input_shape),
+                     "num_classes": self.dataset.num_classes, "input": self._normalisation, "device": self.device,
+                     "sha256": digest, "bytes": size,
+                     "note": "written by the sandboxed worker: untrusted data; load with torch.load(weights_only=True)"}
+            keep.with_suffix(".json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+        except _NotKept as exc:
+            return evaluation.model_copy(update={"metrics": evaluation.metrics | {"weights_error": str(exc)}})
+        except OSError as exc:  # e.g. a full disk: the evaluation stands, the weights are not kept
+            keep.unlink(missing_ok=True)
+            return evaluation.model_copy(update={"metrics": evaluation.metrics | {
+                "weights_error": f"the weights could not be kept in {self.weights_dir}: {exc.strerror or exc}"}})
+        return evaluation.model_copy(update={"metrics": evaluation.metrics | {"weights": str(keep)}})
+
+
+class _NotKept(Exception):
+    """Why a job's weights file was not kept (the text goes into the metrics)."""
+
+
+def _copy_regular_file(source: Path, target: Path) -> tuple[str, int]:
+    """Copy ``source`` to ``target`` (through a temporary name), refusing anything but a regular
+    file (a link could point anywhere on the trusted side); return its SHA-256 and size."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the pool
+    except FileNotFoundError:
+        raise _NotKept(f"the worker left no weights file ({source.name})") from None
+    except OSError as exc:
+        raise _NotKept(f"{source.name} cannot be opened as a regular file ({exc.strerror or exc}); not kept") from None
+    partial = target.with_name(target.name + f".{secrets.token_hex(3)}.partial")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+                raise _NotKept(f"{source.name} is not a regular file; not kept")
+            with open(partial, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return digest.hexdigest(), size

@@ -15,6 +15,10 @@ proxies the job asks for (``proxies``), on a seeded batch of training images. A 
 before the end of the schedule (``stop_epoch``) and leave a checkpoint in JOB_DIR
 (``save_checkpoint``), and a later job may continue from it (``start_epoch`` > 0, the
 checkpoint copied in by the trusted side).
+
+A final job (``save_weights``) also leaves the trained network's ``state_dict`` in JOB_DIR
+(``weights_out.pt``, tensors on the CPU); the trusted side copies it out and treats it as
+untrusted data.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from evaluator.protocol import Channel
 TEST_HOOKS_ENV = "ARCHAGENT_TEST_HOOKS"  # set by the pool only when a test asks for fault injection
 CHECKPOINT_IN = "checkpoint_in.pt"  # the checkpoint a continuing job starts from (put there by the pool)
 CHECKPOINT_OUT = "checkpoint_out.pt"  # the checkpoint a job that stops early leaves behind
+WEIGHTS_OUT = "weights_out.pt"  # a final job's trained state_dict, copied out by the pool
 MODEL_FILE = "model.py"  # code mode: the candidate's model file, written by the trusted side
 PROXY_BATCH = 64  # training images the zero-cost proxies see
 
@@ -94,6 +99,9 @@ def run(job_dir: Path, channel: Channel) -> None:
         on_start=score_proxies if job.get("proxies") else None)
     if job["want_test"]:
         channel.send("test", predictions=predict(load("x_test")).tolist())
+    if job.get("save_weights"):  # before done: once the pool reads done, the file is whole
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        torch.save(state, job_dir / WEIGHTS_OUT)
     channel.send("done")
 
 

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -579,24 +580,38 @@ class History:
         files, no extensions, no other databases), with its configuration locked, so a query
         can neither change the history nor read or write anything else. DuckDB's own errors
         come back as ``HistoryError`` naming the tables to query."""
+        result = self.query_result(sql, params, max_rows=max_rows)
+        return result.columns, result.rows, result.truncated
+
+    def query_result(self, sql: str, params: Sequence[Any] | None = None, *,
+                     max_rows: int | None = None) -> "QueryResult":
+        """As :meth:`query`, with each column's DuckDB type (``JSON``, ``TIMESTAMP``, ...)."""
         if not self.exists():
             raise NotFoundError(f"no history yet at {self.path}",
                                 hint="run a search first, or point --home / AGENT_HOME at the folder that has one")
+        hint = ("the history is read-only here; tables: " + ", ".join(TABLES_BY_NAME)
+                + " (`agent sql \"DESCRIBE candidates\"` shows a table's columns)")
+        try:
+            statements = len(duckdb.extract_statements(sql))
+        except duckdb.Error as exc:
+            raise HistoryError(f"the query failed: {str(exc).strip()}", hint=hint) from None
+        if statements != 1:
+            raise HistoryError(f"give one SQL statement; the query holds {statements}",
+                               hint="run each statement on its own; " + hint)
         with self._transaction(read_only=True) as con:
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
             try:
                 cursor = con.execute(sql, list(params or []))
                 if cursor.description is None:
-                    return [], [], False
+                    return QueryResult([], [], [], False)
                 columns = [d[0] for d in cursor.description]
+                types = [str(d[1]) for d in cursor.description]
                 rows = cursor.fetchmany(max_rows + 1) if max_rows is not None else cursor.fetchall()
             except duckdb.Error as exc:
-                raise HistoryError(f"the query failed: {str(exc).strip()}",
-                                   hint="the history is read-only here; tables: " + ", ".join(TABLES_BY_NAME)
-                                        + " (`agent sql \"DESCRIBE candidates\"` shows a table's columns)") from None
+                raise HistoryError(f"the query failed: {str(exc).strip()}", hint=hint) from None
         truncated = max_rows is not None and len(rows) > max_rows
-        return columns, rows[:max_rows] if truncated else rows, truncated
+        return QueryResult(columns, types, rows[:max_rows] if truncated else rows, truncated)
 
     # -- resuming a run ------------------------------------------------------------------
 
@@ -713,3 +728,13 @@ def _alive(pid: int | None) -> bool:
             return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
     except OSError:
         return True
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """What :meth:`History.query_result` returns."""
+
+    columns: list[str]
+    types: list[str]  # DuckDB's type of each column, as text: "JSON", "TIMESTAMP", "BIGINT", ...
+    rows: list[tuple[Any, ...]]
+    truncated: bool  # more rows than max_rows matched

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,23 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def input_normalisation(self) -> dict[str, Any]:
+        """What the trainer does to an image before the network sees it (evaluator.trainer):
+        ``(x / scale - mean) / std`` with the per-channel mean and standard deviation (unbiased,
+        at least 1e-3) of the training split after dividing by ``scale``. Computed here, on the
+        trusted side, so that exported networks and kept weights can be used on new images."""
+        x, channels = self.x_train, self.x_train.shape[1]
+        total, squares = np.zeros(channels), np.zeros(channels)
+        for start in range(0, len(x), 1024):  # in chunks: a float copy of all of CIFAR-10 would take 1 GB
+            unit = x[start:start + 1024].astype(np.float64) / self.x_scale
+            total += unit.sum(axis=(0, 2, 3))
+            squares += (unit * unit).sum(axis=(0, 2, 3))
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        mean = total / n
+        std = np.sqrt(np.maximum(squares - n * mean * mean, 0.0) / max(n - 1, 1))
+        return {"scale": float(self.x_scale), "mean": [float(m) for m in mean],
+                "std": [float(s) for s in np.maximum(std, 1e-3)]}
 
     def check(self) -> "Dataset":
         """Raise TaskError naming the first array that is malformed; return self otherwise."""

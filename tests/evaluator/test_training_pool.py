@@ -6,15 +6,22 @@ runs in the worker exactly where candidate code runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from evaluator.data import load_dataset
+from evaluator.models import build_model
 from evaluator.pool import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces import get_space
-from evaluator.training_pool import TrainingPool
+from evaluator.trainer import channel_stats, to_unit
+from evaluator.training_pool import TrainingPool, default_weights_dir
 from sandbox.process import Limits
 
 HOSTILE = r'''
@@ -86,9 +93,51 @@ def test_honest_training_is_measured_on_the_trusted_side(digits, spec, tmp_path)
     assert not {"y_val.npy", "y_test.npy"} & staged  # labels the worker must not see are never written
 
 
-def test_final_evaluation_reports_test_accuracy(digits, spec, tmp_path):
+def test_final_evaluation_reports_test_accuracy_and_keeps_the_trained_weights(digits, spec, tmp_path):
     ev, _ = run_one(digits, tmp_path, spec, purpose=Purpose.FINAL)
     assert ev.status is Status.OK and ev.purpose is Purpose.FINAL and 0.0 <= ev.test_accuracy <= 1.0
+    kept = Path(ev.metrics["weights"])
+    assert kept == tmp_path / "work" / "weights" / "run-c0001-seed0.pt" and "weights_error" not in ev.metrics
+    facts = json.loads(kept.with_suffix(".json").read_text())
+    assert facts["sha256"] == hashlib.sha256(kept.read_bytes()).hexdigest() and facts["bytes"] == kept.stat().st_size
+    assert facts["seed"] == 0 and facts["epochs"] == 2 and facts["input"] == digits.input_normalisation()
+    # the kept state_dict is the trained network: it predicts the test split as the worker did
+    net = build_model("layers", spec, digits.input_shape, digits.num_classes)
+    net.load_state_dict(torch.load(kept, weights_only=True))  # strict: every key and shape
+    net.eval()
+    unit = to_unit(digits.x_train, digits.x_scale, torch.device("cpu"))
+    mean, std = channel_stats(unit)
+    with torch.no_grad():
+        predictions = net((to_unit(digits.x_test, digits.x_scale, torch.device("cpu")) - mean) / std).argmax(1)
+    assert float(np.mean(predictions.numpy() == digits.y_test)) == ev.test_accuracy
+    # the normalisation recorded beside the weights is the one the trainer applied
+    assert facts["input"]["mean"] == pytest.approx(mean.flatten().tolist(), rel=1e-5)
+    assert facts["input"]["std"] == pytest.approx(std.flatten().tolist(), rel=1e-5)
+    assert not (tmp_path / "work" / "jobs").exists() or not any((tmp_path / "work" / "jobs").iterdir())
+
+
+def test_weights_are_kept_beside_the_history_not_in_the_runs_scratch_folder(tmp_path):
+    assert default_weights_dir(tmp_path / "home" / "work" / "run-1") == tmp_path / "home" / "weights" / "run-1"
+    assert default_weights_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere" / "weights"
+
+
+LINKED_WEIGHTS = r'''
+import os, torch
+_save = torch.save
+def save(obj, f, *args, **kwargs):  # the weights file becomes a link to a file of the trusted side
+    if str(f).endswith("weights_out.pt"):
+        os.symlink("/etc/hostname", f)
+    else:
+        _save(obj, f, *args, **kwargs)
+torch.save = save
+'''
+
+
+def test_a_final_job_that_leaves_a_link_instead_of_weights_keeps_none(digits, spec, tmp_path):
+    ev, _ = run_one(digits, tmp_path, spec, purpose=Purpose.FINAL, inject=LINKED_WEIGHTS, epochs=1)
+    assert ev.status is Status.OK and ev.test_accuracy is not None  # the measured result stands
+    assert "weights" not in ev.metrics and "weights_out.pt cannot be opened as a regular file" in ev.metrics["weights_error"]
+    assert not any((tmp_path / "work" / "weights").glob("*.pt"))
 
 
 def test_hostile_code_cannot_change_the_recorded_accuracy(digits, spec, tmp_path):

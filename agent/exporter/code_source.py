@@ -1,0 +1,81 @@
+"""model.py for a code-mode candidate: its own file, unchanged, and a wrapper around it.
+
+The candidate's file is written beside model.py as ``candidate_model.py``, byte for byte what
+the sandbox trained; model.py loads it from there and calls its ``build_model`` exactly as the
+worker did (``evaluator.models.code.build_from_file``): ``build_model(tuple(input_shape),
+int(num_classes))``, then one forward pass of two zero images in eval mode (which creates any
+lazily built layers), then train mode. Nothing here imports or runs the candidate: its file
+is only parsed, to list what it imports. An import of anything other than torch and the
+standard library is a warning, because the export then needs that package too.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+
+from agent.exporter.template import Source
+
+CANDIDATE_FILE = "candidate_model.py"
+ALLOWED_ROOTS = frozenset({"torch"})  # besides the standard library
+
+BODY = f'''
+CANDIDATE_FILE = Path(__file__).resolve().with_name("{CANDIDATE_FILE}")  # the candidate's own file, unchanged
+
+
+def load_candidate(path=CANDIDATE_FILE):
+    """Import the candidate's file as the module ``candidate_model``."""
+    spec = importlib.util.spec_from_file_location("candidate_model", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{{path}} cannot be imported as a Python module; it must lie beside model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_model(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
+    """The candidate's network, built as archagent's evaluator built it: its build_model, then one
+    forward pass of two zero images in eval mode (this creates any lazily built layers), then train mode."""
+    model = load_candidate().build_model(tuple(input_shape), int(num_classes))
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(2, *input_shape))
+    model.train()
+    return model
+'''
+
+
+def code_source(source: str) -> Source:
+    """The wrapper, the candidate's file as an extra file, and a warning for foreign imports."""
+    foreign = foreign_imports(source)
+    warnings = ()
+    if foreign:
+        warnings = (f"{CANDIDATE_FILE} imports {', '.join(foreign)}, which {'is' if len(foreign) == 1 else 'are'} "
+                    "neither torch nor the standard library: the export needs "
+                    f"{'it' if len(foreign) == 1 else 'them'} installed wherever it is used",)
+    # The summary (the candidate's own docstring and knobs) goes only into the card's comments,
+    # which template.plain keeps comments; never into this docstring, where quotes could end it.
+    docstring = (f"An archagent code-mode candidate: its own file is {CANDIDATE_FILE} (unchanged, as the sandbox\n"
+                 "trained it); this wrapper gives it the export's interface. Input (B, C, H, W) normalised images\n"
+                 "(see normalise), output (B, NUM_CLASSES) logits.")
+    needs = (f"Needs {CANDIDATE_FILE} beside it and torch"
+             + (f", and {', '.join(foreign)}, which it imports." if foreign else " (it imports nothing else)."),
+             f"{CANDIDATE_FILE} is candidate code (perhaps LLM-written) that archagent ran only in its sandbox: "
+             "read it before you run it.")
+    return Source(docstring=docstring, body=BODY.strip(), imports=("import importlib.util",),
+                  extra_files={CANDIDATE_FILE: source}, warnings=warnings, needs=needs)
+
+
+def foreign_imports(source: str) -> list[str]:
+    """Top-level modules the file imports that are neither torch nor in the standard library."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # the space's checks passed it once; a file that no longer parses imports nothing we can see
+        return []
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return sorted(r for r in roots if r not in ALLOWED_ROOTS and r not in sys.stdlib_module_names)
