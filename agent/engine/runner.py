@@ -114,6 +114,7 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
         dataset, space.name, workdir=settings.home / "work" / run_id, epochs=settings.epochs or int(task.fidelity),
         capacity=settings.workers, limits=Limits(wall_seconds=settings.timeout, memory_mb=settings.memory_mb),
         device=device, test_inject=test_inject, proxies=tuple(settings.proxies), isolation=isolation,
+        weights_dir=settings.home / "weights" / run_id,
     )
     return Setup(task=task, space=space, pool=pool, final_seeds=tuple(range(settings.final_seeds)),
                  config={"data": dataset.source, "epochs": pool.epochs, "device": pool.device,
