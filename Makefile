@@ -3,7 +3,7 @@
 # make demo     installs, then trains a 12-candidate search on scikit-learn's digits with the offline LLM and the
 #               proposer portfolio (about 3.5 min on 2 cores; the first run also prepares the model, about 1 min)
 # make demo-nb201  the same on the NAS-Bench-201 tables (tabular, seconds)
-# make test     installs, then runs the whole test suite
+# make test     installs, then runs the whole test suite, in parallel (PYTEST_WORKERS, PYTEST_ARGS)
 # make bench    reproduces docs/benchmarks.md (hours on 2 cores)
 
 SYS_PYTHON ?= python3
@@ -11,6 +11,10 @@ SYS_PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 BENCHDATA ?= ../shared/benchdata
 PYTEST_ARGS ?=
+# `make test` runs the tests in parallel (pytest-xdist): one worker per core, at most 4 (each worker
+# holds its own torch, and many tests train in 2 processes of their own; beyond 4 the longest tests
+# bound the time). PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 
 PYTHON := $(shell $(SYS_PYTHON) -c "import os, sys, sysconfig; managed = os.path.exists(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')); print('.venv/bin/python' if managed and sys.prefix == sys.base_prefix else sys.executable)")
 STAMP := .make/installed
@@ -55,8 +59,10 @@ demo-nb201: $(STAMP)
 	  exit 1; fi
 	$(PYTHON) -m agent search --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201" --proposer evolution --budget 100 --seed 0
 
+# --dist loadgroup: tests one at a time to whichever worker is free (tests/conftest.py puts the slow
+# ones first), except that a group (xdist_group: the offline-model tests) runs on one worker.
 test: $(STAMP)
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PYTHON) bench/search_nb201.py --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201"

@@ -22,6 +22,29 @@ BENCHDATA = Path(os.environ.get("ARCHAGENT_BENCHDATA", ROOT.parent / "shared" / 
 NB201_DIR = BENCHDATA / "nb201"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker gets its share of the cores for torch, in the worker and in
+    the processes it starts (the CLI, bench scripts; OMP_NUM_THREADS): processes that each run
+    torch on every core make each other's OpenMP threads wait at every barrier. On 2 busy cores
+    the offline model answered 5x slower with 2 threads than with 1. (Training jobs set their own
+    threads: TrainingPool.)"""
+    if hasattr(config, "workerinput"):  # an xdist worker
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // int(config.workerinput["workercount"]))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`) the tests marked slow come first: the scheduler hands
+    tests out in this order, so the long ones start early, beside the many short ones, rather
+    than last, with one worker busy and the others idle. A plain run keeps the files' order."""
+    if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts alike
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def nb201_dir() -> Path:
     if not (NB201_DIR / "nb201_12epoch_accuracy.csv").is_file():

@@ -10,11 +10,16 @@ SHA-256 before anything reads them: they are an unofficial repackage.
 
 A GGUF is converted once to bf16 safetensors in the cache folder (about 35 s and 3.8 GB of RAM
 for the default model on 2 cores); later loads read the converted copy (about a second).
+Preparing (joining, converting) holds an exclusive lock on ``<cache>/prepare.lock``: processes
+that start at once on a fresh machine (parallel test workers, two searches) wait for the first
+one and then read what it made, instead of preparing the same model side by side.
 ``HF_HUB_OFFLINE=1`` is set whenever the model is local, so nothing calls the hub.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata as md
 import json
@@ -22,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +93,24 @@ def _converted_dir(gguf: Path, cache_dir: Path) -> Path:
     return cache_dir / f"{gguf.stem}-{tag}-bf16"
 
 
+@contextlib.contextmanager
+def preparing(cache_dir: Path) -> Iterator[None]:
+    """Hold the cache's preparation lock (``fcntl.flock`` on ``<cache_dir>/prepare.lock``; the
+    kernel drops it when its holder exits, however it exits). A cache whose lock cannot be
+    created (a read-only cache) is used unlocked: nothing can be prepared there anyway."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(cache_dir / "prepare.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another process prepares
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def load_model(model: str | None, cache_dir: Path) -> tuple[Any, Any, str]:
     """(model, tokenizer, description) for ``model`` (see the module doc)."""
     try:
@@ -95,18 +119,10 @@ def load_model(model: str | None, cache_dir: Path) -> tuple[Any, Any, str]:
     except ImportError:
         raise LLMError("the local backend needs transformers (and gguf, accelerate, xgrammar)", hint=INSTALL_HINT) from None
     cache_dir = Path(cache_dir).expanduser()
-    if model is None:
-        gguf = materialize(default_parts(), cache_dir / f"{DEFAULT_NAME}.gguf")
-    elif model.endswith(".gguf"):
-        gguf = Path(model).expanduser()
-        if not gguf.is_file():
-            raise LLMError(f"--model {model}: no such GGUF file", hint="give the path of a .gguf file")
-    else:
-        gguf = None
-    local = gguf is not None or Path(model).expanduser().is_dir()
-    if local:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # a local model: nothing may call the hub
-    if gguf is None:
+    if model is not None and not model.endswith(".gguf"):
+        local = Path(model).expanduser().is_dir()
+        if local:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # a local model: nothing may call the hub
         source = str(Path(model).expanduser()) if local else model
         try:
             tok = AutoTokenizer.from_pretrained(source)
@@ -116,25 +132,41 @@ def load_model(model: str | None, cache_dir: Path) -> tuple[Any, Any, str]:
                            hint="give a model folder with config.json and weights, a .gguf file, or a hub id "
                                 "(hub ids need internet)") from None
         return net.eval(), tok, source
-    converted = _converted_dir(gguf, cache_dir)
-    if not (converted / "config.json").is_file():
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        net = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
-        net.hf_quantizer = None  # saved as plain bf16 weights
-        if hasattr(net.config, "quantization_config"):
-            del net.config.quantization_config
-        staging = Path(tempfile.mkdtemp(prefix=converted.name + ".", dir=cache_dir))
-        try:
-            net.save_pretrained(staging)
-            tok.save_pretrained(staging)
-            if converted.exists():  # another process converted it meanwhile
-                shutil.rmtree(staging)
-            else:
-                os.replace(staging, converted)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return net.eval(), tok, f"{gguf} (converted to {converted})"
+    if model is not None and not Path(model).expanduser().is_file():
+        raise LLMError(f"--model {model}: no such GGUF file", hint="give the path of a .gguf file")
+    parts = default_parts() if model is None else None  # missing packages: said before the cache is touched
+    os.environ["HF_HUB_OFFLINE"] = "1"  # a local model: nothing may call the hub
+    with preparing(cache_dir):  # one process at a time joins and converts; the others then read its copy
+        gguf = Path(model).expanduser() if parts is None else materialize(parts, cache_dir / f"{DEFAULT_NAME}.gguf")
+        converted = _converted_dir(gguf, cache_dir)
+        if not (converted / "config.json").is_file():
+            net, tok = convert(gguf, converted)
+            return net.eval(), tok, f"{gguf} (converted to {converted})"
     return (*_load_converted(converted), f"{gguf} (from {converted})")
+
+
+def convert(gguf: Path, converted: Path) -> tuple[Any, Any]:
+    """Load ``gguf`` as a bf16 model and save it, with its tokenizer, to the folder ``converted``
+    (staged beside it, then renamed into place); returns (model, tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    net = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    net.hf_quantizer = None  # saved as plain bf16 weights
+    if hasattr(net.config, "quantization_config"):
+        del net.config.quantization_config
+    staging = Path(tempfile.mkdtemp(prefix=converted.name + ".", dir=converted.parent))
+    try:
+        net.save_pretrained(staging)
+        tok.save_pretrained(staging)
+        if converted.exists():  # made meanwhile by a process that did not take the lock
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, converted)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return net, tok
 
 
 def _load_converted(folder: Path) -> tuple[Any, Any]:

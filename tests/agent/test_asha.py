@@ -21,6 +21,7 @@ EPOCHS = 4
 BUDGET = 4
 
 
+@pytest.mark.slow
 def test_asha_trains_the_best_to_the_end_and_prunes_the_rest_at_their_rung(tmp_path):
     home = tmp_path / "home"
     summary = small_search(home, budget=BUDGET, epochs=EPOCHS, early_stop="asha", rungs=[1], proxies=[])

@@ -41,6 +41,7 @@ def small_search(home, test_inject=None, **kw):
                       test_inject=test_inject)
 
 
+@pytest.mark.slow
 def test_a_search_stops_hopeless_candidates_audits_some_and_records_every_forecast(tmp_path):
     home = tmp_path / "home"
     inject = {f"c{i:04d}": FROZEN for i in range(3, 6)}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -13,6 +14,7 @@ from agent.store import History, HistoryError
 from agent.store.schema import SCHEMA_VERSION, TABLES, Migration
 from evaluator.errors import NotFoundError
 from evaluator.records import Candidate, CurvePoint, Evaluation, LLMCall, LLMOutcome, Purpose, Run, RunStatus, Status
+from tests.conftest import ROOT
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -258,29 +260,38 @@ def test_unknown_ids_and_empty_home(tmp_path):
     assert "agent history" in info.value.hint
 
 
+def _python(code: str, *args: str, **popen) -> subprocess.Popen:
+    """Another process running ``code`` with this checkout's packages. A plain child, not
+    multiprocessing: that starts a resource tracker process that outlives the test (it stays a
+    child of pytest until the session ends)."""
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, text=True, **popen)
+
+
+HOLD_OPEN = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+print("opened", flush=True)
+sys.stdin.readline()  # until the test lets go (or ends: its end closes the pipe)
+con.close()
+"""
+
+
 def test_lock_held_too_long_gives_a_clear_error(tmp_path):
     h = History(tmp_path, lock_timeout=0.3)
     h.create_run(_run("r1"))
-    ctx = multiprocessing.get_context("spawn")
-    opened, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_open, args=(str(h.path), opened, release))
-    holder.start()
+    holder = _python(HOLD_OPEN, str(h.path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        assert opened.wait(timeout=60), "the child never opened the database"
+        assert holder.stdout.readline().strip() == "opened", "the child never opened the database"
         with pytest.raises(HistoryError, match="stayed locked") as info:
             History(tmp_path, lock_timeout=0.3).list_runs()
         assert "lock_timeout" in info.value.hint
     finally:
-        release.set()
-        holder.join(timeout=30)
+        holder.stdin.close()  # the child closes the database and exits
+        try:
+            holder.wait(timeout=30)
+        finally:
+            holder.kill()
     assert History(tmp_path).list_runs()[0]["run_id"] == "r1"  # usable again once released
-
-
-def _hold_open(path: str, opened, release) -> None:
-    con = duckdb.connect(path)
-    opened.set()
-    release.wait(timeout=60)
-    con.close()
 
 
 def _writer(home: str, run_id: str, n: int) -> None:
@@ -291,19 +302,22 @@ def _writer(home: str, run_id: str, n: int) -> None:
         h.add_evaluations(run_id, [Evaluation(candidate_id=f"{run_id}-c{i:04d}", status=Status.OK, val_accuracy=0.5)])
 
 
+WRITER = "import sys\nfrom tests.agent.test_history import _writer\n_writer(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
+
+
 def test_two_writer_processes_and_a_reader_lose_nothing(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(tmp_path), f"w{i}", 30)) for i in range(2)]
-    for p in procs:
-        p.start()
+    procs = [_python(WRITER, str(tmp_path), f"w{i}", "30") for i in range(2)]
     reads = 0
     h = History(tmp_path)
-    while any(p.is_alive() for p in procs):
-        h.list_runs()
-        reads += 1
-    for p in procs:
-        p.join()
-        assert p.exitcode == 0
+    try:
+        while any(p.poll() is None for p in procs):
+            h.list_runs()
+            reads += 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.wait() for p in procs] == [0, 0]
     assert reads > 0
     for run_id in ("w0", "w1"):
         rows = h.run_candidates(run_id)

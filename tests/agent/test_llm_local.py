@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from pydantic import Field, create_model
@@ -16,6 +19,7 @@ from agent.llm.base import LLMError
 from agent.llm import local_backend
 from agent.llm.local_backend import LocalBackend, materialize
 from evaluator.spaces import get_space
+from tests.conftest import ROOT
 
 
 def _model_installed() -> bool:
@@ -28,8 +32,14 @@ def _model_installed() -> bool:
     return True
 
 
-needs_model = pytest.mark.skipif(not _model_installed(),
-                                 reason="the default local model is not installed (make install installs it)")
+def needs_model(test):
+    """For tests that run the real model. They skip where it is not installed; under pytest-xdist
+    (`make test`: --dist loadgroup) they run on one worker, one after another: they share the model
+    cache, whose preparation on a fresh machine (about a minute) would otherwise keep a second
+    worker waiting on the cache's lock, and each worker would hold its own 1 GB copy."""
+    test = pytest.mark.skipif(not _model_installed(),
+                              reason="the default local model is not installed (make install installs it)")(test)
+    return pytest.mark.xdist_group("offline-model")(test)
 
 NB201 = get_space("nb201")
 CellProposal = create_model("CellProposal", rationale=(str, Field(max_length=120)),
@@ -47,7 +57,7 @@ def cache():
 
 @pytest.fixture(scope="module")
 def backend(cache):
-    return LocalBackend(cache_dir=cache, threads=2)
+    return LocalBackend(cache_dir=cache)  # torch's threads as set for this process (tests/conftest.py)
 
 
 @needs_model
@@ -67,7 +77,7 @@ def test_every_reply_of_the_local_model_parses_and_fits_the_space(backend, cache
 @needs_model
 @pytest.mark.slow
 def test_a_second_load_reads_the_converted_copy(backend, cache):
-    again = LocalBackend(cache_dir=cache, threads=2)
+    again = LocalBackend(cache_dir=cache)
     assert "(from " in again.source  # the converted copy, not the GGUF file again
     assert again.load_seconds < backend.load_seconds or "(from " in backend.source  # both read it when the cache was warm
 
@@ -99,3 +109,83 @@ def test_missing_model_packages_say_how_to_install(monkeypatch):
 def test_a_missing_gguf_file_is_named(tmp_path):
     with pytest.raises(LLMError, match="no such GGUF file"):
         LocalBackend(str(tmp_path / "absent.gguf"), cache_dir=tmp_path)
+
+
+# Two processes prepare the model in one fresh cache at once (parallel test workers or two
+# searches on a fresh machine). Joining is real (fake chunks, their own SHA-256); converting
+# is stubbed: it logs, then takes its time, as the real one (about a minute) does.
+PREPARE = textwrap.dedent("""
+    import hashlib, os, sys, tempfile, time
+    from pathlib import Path
+    from agent.llm import local_backend as lb
+
+    cache, log = Path(sys.argv[1]), Path(sys.argv[2])
+    parts = [Path(p) for p in sys.argv[3:]]
+    sha = hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
+
+    def note(event):
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()} {event}\\n")
+
+    join = lb.materialize
+
+    def materialize(found, target):
+        fresh = not target.with_name(target.name + ".sha256").is_file()
+        out = join(found, target, sha)
+        if fresh:
+            note("joined")
+        return out
+
+    class Net:
+        def eval(self):
+            return self
+
+    def convert(gguf, converted):
+        note("converting")
+        time.sleep(2.0)  # the other process arrives meanwhile
+        staging = Path(tempfile.mkdtemp(dir=converted.parent))
+        (staging / "config.json").write_text("{}")
+        if not converted.exists():
+            os.replace(staging, converted)
+        return Net(), "tokenizer"
+
+    lb.default_parts, lb.materialize, lb.convert = (lambda: parts), materialize, convert
+    lb._load_converted = lambda folder: (note("read") or Net(), "tokenizer")
+    print("ready", flush=True)
+    sys.stdin.readline()  # both start preparing at the same moment
+    print(lb.load_model(None, cache)[2], flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_two_processes_preparing_one_cache_at_once_join_and_convert_it_once(tmp_path):
+    pytest.importorskip("transformers")
+    parts = []
+    for i in range(3):
+        parts.append(tmp_path / f"part{i}.bin")
+        parts[-1].write_bytes(bytes([i]) * 200_000)
+    cache, log = tmp_path / "cache", tmp_path / "events.log"
+    procs = [subprocess.Popen([sys.executable, "-c", PREPARE, str(cache), str(log), *map(str, parts)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    events = sorted(line.split()[1] for line in log.read_text().splitlines())
+    assert events == ["converting", "joined", "read"], events  # one preparation; the other process read it
+    sources = sorted(out.strip() for out, _ in results)
+    assert "(converted to " in sources[0] and "(from " in sources[1]
+    converted = sources[0].split("(converted to ")[1].rstrip(")")
+    assert sources[1].endswith(f"(from {converted})")  # both use the same copy
+    gguf = cache / f"{local_backend.DEFAULT_NAME}.gguf"
+    assert gguf.read_bytes() == b"".join(p.read_bytes() for p in parts)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([gguf.name, gguf.name + ".sha256", "prepare.lock",
+                                                              converted.rsplit("/", 1)[1]])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.proposers.base import Proposal, ProposalContext, Proposer
@@ -108,6 +110,7 @@ def test_screening_trains_the_best_of_each_batch_by_the_proxy(tmp_path):
     assert ev["metrics"]["proxy_synflow"] > 0
 
 
+@pytest.mark.slow
 def test_the_acceptance_command_returns_the_front_and_trains_nothing_over_the_limit(tmp_path):
     home = tmp_path / "home"
     out = run_cli("search", "--task", "digits", "--objectives", "accuracy,latency", "--max-latency-ms", "1.0",

@@ -28,6 +28,7 @@ FAULTS = {
 }  # a hang (timeout) is in the security battery (tests/security) and tests/evaluator/test_training_pool.py
 
 
+@pytest.mark.slow
 def test_faults_are_recorded_and_the_search_goes_on(tmp_path):
     home = tmp_path / "home"
     # small networks (--max-flops) train an epoch in seconds
@@ -71,6 +72,7 @@ def test_cli_digits_search_records_curves_and_the_three_seed_final_report(tmp_pa
     assert runs[0]["evaluations"] == 3 and runs[0]["status"] == "done"
 
 
+@pytest.mark.slow
 def test_cli_search_on_your_own_npz_file(tmp_path):
     rng = np.random.default_rng(0)
     y = np.arange(90) % 3
@@ -84,6 +86,7 @@ def test_cli_search_on_your_own_npz_file(tmp_path):
     assert summary["best"]["test_accuracy"] is not None
 
 
+@pytest.mark.slow
 def test_cli_cifar10_from_a_local_copy(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -150,6 +153,7 @@ def test_stopping_during_training_marks_the_run_interrupted_and_requeues_the_can
     assert finished and finished[-1]["payload"]["requeued"]
 
 
+@pytest.mark.slow
 def test_cli_eval_trains_one_layers_spec_and_rejects_a_bad_one(tmp_path):
     from tests.evaluator.test_cuda import SPEC
 

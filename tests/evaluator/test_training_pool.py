@@ -212,6 +212,7 @@ def _finish(pool: TrainingPool, job: Job):
     return events[-1].evaluation, events
 
 
+@pytest.mark.slow
 def test_a_job_stopped_at_a_rung_continues_from_its_checkpoint_as_one_run(digits, spec, tmp_path):
     """What successive halving relies on: 2 epochs + 2 more from the checkpoint give the curve of 4 in one go."""
     straight_pool = TrainingPool(digits, "layers", workdir=tmp_path / "a", epochs=4, threads=1)
