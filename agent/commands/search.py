@@ -62,8 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "after the 3 random warm-up proposals, for a strong model)")
     parser.add_argument("--population", type=positive_int, help="evolution: population size (default 20)")
     parser.add_argument("--tournament", type=positive_int, help="evolution: tournament sample size (default 5)")
-
-
     again = parser.add_argument_group("rechecks (training tasks)")
     again.add_argument("--recheck-every", dest="recheck_every", type=non_negative_int, metavar="K",
                        help="every K evaluations, train the best candidates again with other seeds (validation "
