@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 from pydantic import BaseModel, Field, create_model
@@ -53,9 +53,6 @@ directions ("keep it under 20k parameters", "never use pooling"), or ask for a p
   /direct TEXT       store a direction            /directions      the run's directions
   /budget            budget and spend so far      /help            this text
   /quit              leave (the conversation is kept; `agent chat --run RUN` resumes it)"""
-
-
-INTENTS = ("best", "status", "candidate", "direction", "propose", "chat")
 
 
 class ChatTurn(BaseModel):
