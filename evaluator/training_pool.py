@@ -107,6 +107,19 @@ class _Running:
     closed: bool = False  # the job ended: nothing it sends counts any more
 
 
+def job_threads(capacity: int) -> int:
+    """Threads of each job when the pool is given none: the cores shared among the ``capacity``
+    jobs that run at once. The cores are ``OMP_NUM_THREADS`` when it is set (a process told to
+    use that many keeps its jobs within them: a shared machine, parallel test workers; torch's
+    threads on more cores than a process gets wait for each other at every step, several times
+    slower), else ``os.cpu_count()``."""
+    try:
+        cores = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:  # unset, or a list of per-level counts
+        cores = 0
+    return max(1, (cores if cores > 0 else os.cpu_count() or 1) // capacity)
+
+
 class TrainingPool(EvaluationPool):
     seeded = True
     def __init__(
@@ -132,7 +145,7 @@ class TrainingPool(EvaluationPool):
         # limit is enforced on resident memory only (sandbox.process.Limits).
         self.limits = replace(limits, address_space=False) if device.startswith("cuda") else limits
         self.device = device
-        self.threads = threads or max(1, (os.cpu_count() or 1) // capacity)
+        self.threads = threads or job_threads(capacity)
         self.workdir = Path(workdir)
         self.test_inject = test_inject or {}
         self.proxies = tuple(proxies)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from evaluator.pool import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces import get_space
 from evaluator.trainer import channel_stats, to_unit
-from evaluator.training_pool import TrainingPool, default_weights_dir
+from evaluator.training_pool import TrainingPool, default_weights_dir, job_threads
 from sandbox.process import Limits
 
 HOSTILE = r'''
@@ -200,6 +201,22 @@ def test_the_pool_trains_up_to_its_capacity_at_once(digits, spec, tmp_path):
             finished |= {e.candidate_id: e.evaluation for e in pool.events(timeout=None) if e.kind == "finished"}
         assert all(ev.status is Status.OK for ev in finished.values())
         assert pool.free_slots() == 2 and all(ev.metrics["peak_memory_mb"] > 50 for ev in finished.values())
+    finally:
+        pool.close()
+
+
+def test_jobs_share_the_cores_or_the_threads_this_process_was_given(digits, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert (job_threads(1), job_threads(3), job_threads(16)) == (8, 2, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # e.g. a parallel test worker's share of the cores
+    assert (job_threads(1), job_threads(2)) == (2, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # threads per nesting level: not a number of cores
+    assert job_threads(2) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    pool = TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=1)
+    try:
+        assert pool.threads == 3  # what every job of this pool gets (its OMP_NUM_THREADS, torch threads, CPU quota)
     finally:
         pool.close()
 
