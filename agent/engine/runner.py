@@ -29,6 +29,7 @@ from agent.proposers import Portfolio, Proposer, make_proposer
 from agent.proposers.llm import LLMProposer
 from agent.reflection import LLMSpend, Reflector
 from agent.store import History
+from agent.store.history import interrupted
 from agent.store.recorder import Recorder
 from agent.summaries import BestCandidate, SearchSummary
 from evaluator.errors import UserInputError
@@ -432,9 +433,13 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     except KeyboardInterrupt:
         recorder.finish_run(run.run_id, RunStatus.INTERRUPTED, None)
         raise
-    except BaseException:
-        recorder.finish_run(run.run_id, RunStatus.FAILED, None)
-        raise
+    except BaseException as exc:
+        if not interrupted(exc):
+            recorder.finish_run(run.run_id, RunStatus.FAILED, None)
+            raise
+        # a signal DuckDB noticed first comes back as its "Query interrupted": a stop, not a failure
+        recorder.finish_run(run.run_id, RunStatus.INTERRUPTED, None)
+        raise KeyboardInterrupt() from exc
     finally:
         if screen is not None:
             screen.probe.close()

@@ -713,6 +713,20 @@ def _evaluation(row: dict[str, Any], curve: list[dict[str, Any]]) -> Evaluation:
         device_seconds=row["device_seconds"], error=row["error"], created=row["created"].replace(tzinfo=timezone.utc))
 
 
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was raised while handling, an interrupt: Ctrl-C or SIGTERM
+    (KeyboardInterrupt), including one DuckDB noticed first and reported as its own error
+    ("Query interrupted"), so that a stopped run is marked interrupted, not failed."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
+                isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _alive(pid: int | None) -> bool:
     """Whether a process with this pid runs here (a process we may not signal counts as alive)."""
     if not pid or pid <= 0:
