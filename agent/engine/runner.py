@@ -585,15 +585,16 @@ def _summary(ctx: SearchContext, state: SearchState, best: BestCandidate | None,
         if ctx.objectives.multi else None,
         pretraining=ctx.screen.report() if ctx.screen is not None else None,
         proxies=_proxy_quality(state.get("proxy_scores", [])),
-        rechecks={cid: {"val_accuracies": vals, "val_accuracy_mean": _mean_of(t, vals)}
-                  for cid, vals in state.get("rechecks", {}).items()
-                  for t in [next((t for t in state["top"] if t["candidate_id"] == cid), None)]} or None,
+        rechecks=_recheck_report(state),
     )
 
 
-def _mean_of(top: dict | None, rechecks: list[float | None]) -> float | None:
-    values = ([top["val_accuracy"]] if top else []) + [v for v in rechecks if v is not None]
-    return statistics.fmean(values) if top and values else None
+def _recheck_report(state: SearchState) -> dict[str, Any] | None:
+    """Each rechecked candidate's recheck accuracies, and its mean with the search's (while it is in the top)."""
+    top = {t["candidate_id"]: t for t in state["top"]}
+    return {cid: {"val_accuracies": vals, "val_accuracy_mean":
+                  statistics.fmean(_validation_seeds(state, top[cid])) if cid in top else None}
+            for cid, vals in state.get("rechecks", {}).items()} or None
 
 
 _OBJECTIVE_KEYS = ("val_accuracy", "latency_ms", "params", "flops")
