@@ -50,11 +50,16 @@ class Settings(BaseModel):
     lock_timeout: float = Field(default=60.0, gt=0, description="seconds to wait for the history database")
     data_dir: Path | None = Field(default=None, description="an existing copy of a data set (cifar10: the folder with cifar-10-batches-py)")
     epochs: int | None = Field(default=None, gt=0, description="epochs per candidate on training tasks; None: the task's")
-    workers: int = Field(default=1, ge=1, le=64, description="candidates trained at once")
+    workers: int | None = Field(default=None, ge=1, le=1024, description="candidates trained at once; None: 1 (local pool), or as many as the Ray cluster holds (pool ray)")
     timeout: float = Field(default=600.0, gt=0, description="wall-clock seconds one candidate may train")
     memory_mb: int = Field(default=4096, ge=256, description="memory limit of one worker, MB (address space and resident memory)")
     disk_mb: int = Field(default=2048, ge=16, description="disk quota of one worker's scratch folder, MB (the only place it may write)")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where candidates train")
+    pool: Literal["local", "ray"] = Field(default="local", description="where training jobs run: local (processes on this machine) or ray (actors on a Ray cluster; pip install 'archagent[ray]')")
+    ray_address: str | None = Field(default=None, description="pool ray: the cluster to join (auto, or HOST:PORT of `ray start --head`); None: start a private cluster on 127.0.0.1")
+    ray_cpus: float = Field(default=1.0, gt=0, description="pool ray: CPUs each candidate asks for (also its training threads)")
+    ray_gpus: float | None = Field(default=None, ge=0, description="pool ray: GPUs each candidate asks for (0.5 shares a GPU between two); None: 1 when the cluster has GPUs and device is not cpu, else 0")
+    ray_retries: int = Field(default=2, ge=0, le=10, description="pool ray: times a candidate whose worker or node was lost is queued again before it fails")
     final_seeds: int = Field(default=3, ge=1, le=10, description="seeds of the final retraining of the best candidate")
     llm: Literal["local", "openai"] | None = Field(default=None, description="LLM backend: local (in-process model) or openai (any OpenAI-compatible endpoint)")
     model: str | None = Field(default=None, description="LLM model: a GGUF file, a model folder or a hub id (local), a model name (openai); None: the default offline model")
@@ -88,6 +93,10 @@ class Settings(BaseModel):
     sandbox: Literal["auto", "bwrap", "unshare", "none"] = Field(default="auto", description="what isolates training jobs: auto (the strongest layer here), bwrap, unshare, or none (process limits only; code mode then needs --unsafe)")
     unsafe: bool = Field(default=False, description="run code-mode candidates even where no sandbox layer can cut the network (the --unsafe flag only; recorded on the run)")
 
+
+    def worker_count(self) -> int:
+        """Candidates trained at once on this machine (the local pools): the setting, else 1."""
+        return self.workers or 1
 
     def proposer_name(self) -> str:
         """The proposer a search uses: the one set, else portfolio with an LLM and evolution without."""

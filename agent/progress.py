@@ -71,6 +71,14 @@ class SearchProgress:
         purpose = d.get("purpose")
         label = event.candidate_id.rsplit("-", 1)[-1] + (f" {purpose}, seed {d.get('seed')}"
                                                          if purpose in ("final", "recheck") else "")
+        if event.kind == "lost":  # a Ray worker died under the job: say so whether or not bars are shown
+            task = self._jobs.pop(event.candidate_id + str(d.get("seed")), None)
+            if task is not None and self._progress is not None:
+                self._progress.remove_task(task)
+            then = "queued again" if d.get("retrying") else "no retries left: failed"
+            self.console.print(f"{label}: {d.get('error', 'worker lost')} (attempt {d.get('attempt')}); {then}",
+                               highlight=False, markup=False)
+            return
         if self._progress is None:
             if event.kind == "started" and purpose == "final":
                 self.console.print(f"final report: retraining {event.candidate_id} (seed {d.get('seed')}) on the test split",

@@ -137,6 +137,7 @@ class TrainingPool(EvaluationPool):
         proxies: tuple[str, ...] = (),  # zero-cost proxies search jobs score before training
         isolation: Isolation | None = None,  # the sandbox's layers (sandbox.isolation); None: process limits only
         weights_dir: Path | None = None,  # where final jobs' trained weights are kept (default_weights_dir)
+        staged: Path | None = None,  # a folder already holding the arrays (stage_arrays), shared with other pools
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
@@ -158,19 +159,10 @@ class TrainingPool(EvaluationPool):
         self._running: dict[str, _Running] = {}
         self._results: dict[str, Evaluation] = {}
         self._lock = threading.Lock()
-        self._staged = self._stage()
+        self._own_staged = staged is None
+        self._staged = stage_arrays(dataset, self.workdir / "data") if staged is None else Path(staged)
 
     # -- data ------------------------------------------------------------------------
-
-    def _stage(self) -> Path:
-        """Write the arrays a worker may see, once per pool. Validation and test labels stay here."""
-        staged = self.workdir / "data"
-        staged.mkdir(parents=True, exist_ok=True)
-        d = self.dataset
-        for name, array in (("x_train", d.x_train), ("y_train", d.y_train.astype(np.int64)),
-                            ("x_val", d.x_val), ("x_test", d.x_test)):
-            np.save(staged / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-        return staged
 
     def _scratch(self, job: Job, job_id: str) -> Path:
         """The job's own folder, the only place it may write: copies of the arrays it may see
@@ -281,7 +273,8 @@ class TrainingPool(EvaluationPool):
     def close(self) -> None:
         for cid in list(self._running):
             self.cancel(cid)
-        shutil.rmtree(self.workdir / "data", ignore_errors=True)
+        if self._own_staged:
+            shutil.rmtree(self._staged, ignore_errors=True)
         shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
         self._checkpoints.clear()
 
@@ -445,6 +438,47 @@ class TrainingPool(EvaluationPool):
             return evaluation.model_copy(update={"metrics": evaluation.metrics | {
                 "weights_error": f"the weights could not be kept in {self.weights_dir}: {exc.strerror or exc}"}})
         return evaluation.model_copy(update={"metrics": evaluation.metrics | {"weights": str(keep)}})
+
+
+    # -- checkpoints that travel (the Ray pool keeps them at the coordinator) -------------
+
+    def take_checkpoint(self, candidate_id: str) -> tuple[bytes, dict[str, Any]] | None:
+        """Hand over the candidate's checkpoint (its bytes and what its jobs measured) and
+        forget it here; None when the pool holds none."""
+        with self._lock:
+            saved = self._checkpoints.pop(candidate_id, None)
+        if saved is None:
+            return None
+        data = saved.path.read_bytes()
+        saved.path.unlink(missing_ok=True)
+        facts = {"epoch": saved.epoch, "curve": [p.model_dump() for p in saved.curve],
+                 "device_seconds": saved.device_seconds, "wall_seconds": saved.wall_seconds,
+                 "metrics": saved.metrics, "jobs": saved.jobs}
+        return data, facts
+
+    def adopt_checkpoint(self, candidate_id: str, data: bytes, facts: dict[str, Any]) -> None:
+        """Hold a checkpoint another pool made (``take_checkpoint``), so a resume job of the
+        candidate continues from it. The bytes came from a sandboxed job: the worker that
+        loads them is sandboxed too."""
+        keep = self.workdir / "checkpoints" / f"{candidate_id}.pt"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        keep.write_bytes(data)
+        saved = _Saved(path=keep, epoch=int(facts["epoch"]), curve=[CurvePoint(**p) for p in facts["curve"]],
+                       device_seconds=float(facts["device_seconds"]), wall_seconds=float(facts["wall_seconds"]),
+                       metrics=dict(facts["metrics"]), jobs=int(facts["jobs"]))
+        with self._lock:
+            self._checkpoints[candidate_id] = saved
+
+
+def stage_arrays(dataset: Dataset, folder: Path) -> Path:
+    """Write the arrays a worker may see (training images and labels, validation and test
+    images); validation and test labels never leave the trusted side."""
+    folder.mkdir(parents=True, exist_ok=True)
+    d = dataset
+    for name, array in (("x_train", d.x_train), ("y_train", d.y_train.astype(np.int64)),
+                        ("x_val", d.x_val), ("x_test", d.x_test)):
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+    return folder
 
 
 class _NotKept(Exception):

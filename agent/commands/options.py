@@ -38,6 +38,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
 def comma_list(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
@@ -71,7 +81,17 @@ def add_task_data(parser: argparse.ArgumentParser) -> None:
     train = parser.add_argument_group("training tasks")
     train.add_argument("--data-dir", dest="data_dir", help="an existing copy of the data set (cifar10: holds cifar-10-batches-py)")
     train.add_argument("--epochs", type=positive_int, help="epochs per candidate (default: the task's)")
-    train.add_argument("--workers", type=positive_int, help="candidates trained at once (default 1)")
+    train.add_argument("--workers", type=positive_int,
+                       help="candidates trained at once (default 1; with --pool ray, as many as the cluster holds)")
+    train.add_argument("--pool", choices=["local", "ray"],
+                       help="where training jobs run: local (default) or ray (a Ray cluster: docs/ray.md)")
+    train.add_argument("--ray-address", dest="ray_address",
+                       help="--pool ray: join this cluster (auto, or HOST:PORT); default: a private cluster on 127.0.0.1")
+    train.add_argument("--ray-cpus", dest="ray_cpus", type=positive_float, help="--pool ray: CPUs per candidate (default 1)")
+    train.add_argument("--ray-gpus", dest="ray_gpus", type=non_negative_float,
+                       help="--pool ray: GPUs per candidate, fractions share one (default: 1 when the cluster has GPUs)")
+    train.add_argument("--ray-retries", dest="ray_retries", type=non_negative_int,
+                       help="--pool ray: re-queues of a candidate whose worker was lost (default 2)")
     train.add_argument("--timeout", type=positive_float, help="wall-clock seconds one candidate may train (default 600)")
     train.add_argument("--memory-mb", dest="memory_mb", type=positive_int, help="memory limit of one worker, MB (default 4096)")
     train.add_argument("--disk-mb", dest="disk_mb", type=positive_int,
@@ -87,7 +107,7 @@ def add_task_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-TRAINING_FLAGS = ("data_dir", "epochs", "workers", "timeout", "memory_mb", "disk_mb", "device", "final_seeds", "sandbox", "unsafe")
+TRAINING_FLAGS = ("data_dir", "epochs", "workers", "pool", "ray_address", "ray_cpus", "ray_gpus", "ray_retries", "timeout", "memory_mb", "disk_mb", "device", "final_seeds", "sandbox", "unsafe")
 
 
 def settings_flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:

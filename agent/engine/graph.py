@@ -160,6 +160,9 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         for event in ctx.pool.events(timeout=timeout):
             if ctx.on_event is not None:
                 ctx.on_event(event)
+            if event.kind == "lost":  # a Ray worker or node died under a job; the pool re-queued or failed it
+                ctx.recorder.add_candidates([], [{"run_id": ctx.run.run_id, "kind": "worker_lost",
+                                                  "payload": {"candidate_id": event.candidate_id, **event.data}}])
             if event.kind == "progress" and ctx.early_stop is not None and event.candidate_id in running \
                     and event.data.get("purpose") == Purpose.SEARCH.value and event.data.get("val_accuracy") is not None:
                 decision = ctx.early_stop.on_epoch(event.candidate_id, event.data["epoch"], event.data["val_accuracy"],

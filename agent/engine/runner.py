@@ -75,8 +75,14 @@ def prepare(settings: Settings, run_id: str, test_inject: dict[str, str] | None 
         raise UserInputError("no task given", hint="pass --task (for example --task digits); `agent tasks` lists them")
     if is_training_task(settings.task):
         return _prepare_training(settings, run_id, test_inject)
-    if is_curves_task(settings.task):
-        return _prepare_curves(settings)
+    setup = _prepare_curves(settings) if is_curves_task(settings.task) else _prepare_table(settings)
+    if settings.pool == "ray":
+        setup.warnings.append(f"--pool ray: task {settings.task} looks its results up in this process (no training); "
+                              "the Ray pool is not used")
+    return setup
+
+
+def _prepare_table(settings: Settings) -> Setup:
     from evaluator.tabular import TabularBenchmark, TabularPool
 
     task = resolve_task(settings.task, benchmark_dir=settings.benchmark_dir,
@@ -109,21 +115,70 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
     task = training_task(settings.task, dataset.input_shape, dataset.num_classes, dataset.source)
     space = get_space(name or task.default_space, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
                       max_params=settings.max_params, max_flops=settings.max_flops, task=settings.task)
-    device = _device(settings.device)
-    isolation = job_isolation(settings, dataset.files, device, code=space.name == "code")
-    pool = TrainingPool(
-        dataset, space.name, workdir=settings.home / "work" / run_id, epochs=settings.epochs or int(task.fidelity),
-        capacity=settings.workers, limits=Limits(wall_seconds=settings.timeout, memory_mb=settings.memory_mb),
-        device=device, test_inject=test_inject, proxies=tuple(settings.proxies), isolation=isolation,
-        weights_dir=settings.home / "weights" / run_id,
-    )
+    epochs = settings.epochs or int(task.fidelity)
+    limits = Limits(wall_seconds=settings.timeout, memory_mb=settings.memory_mb)
+    extra: dict[str, Any] = {}
+    if settings.pool == "ray":
+        pool, device, extra = _ray_pool(settings, run_id, dataset, space.name, epochs, limits, test_inject)
+        isolation = pool.isolation
+    else:
+        device = _device(settings.device)
+        isolation = job_isolation(settings, dataset.files, device, code=space.name == "code")
+        pool = TrainingPool(
+            dataset, space.name, workdir=settings.home / "work" / run_id, epochs=epochs,
+            capacity=settings.worker_count(), limits=limits,
+            device=device, test_inject=test_inject, proxies=tuple(settings.proxies), isolation=isolation,
+            weights_dir=settings.home / "weights" / run_id,
+        )
     return Setup(task=task, space=space, pool=pool, final_seeds=tuple(range(settings.final_seeds)),
-                 config={"data": dataset.source, "epochs": pool.epochs, "device": pool.device,
+                 warnings=list(getattr(pool, "notes", [])),
+                 config={"data": dataset.source, "epochs": pool.epochs, "device": device,
                          "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
-                         "sandbox": describe_isolation(isolation), "unsafe": settings.unsafe},
-                 device=pool.device.split(":")[0],
+                         "sandbox": describe_isolation(isolation), "unsafe": settings.unsafe,
+                         "workers": pool.capacity, **extra},
+                 device=device.split(":")[0],
                  proxy_batch=training_batch(dataset.x_train, dataset.y_train, dataset.x_scale, seed=settings.seed)
                  if settings.screen else None)
+
+
+def _ray_pool(settings: Settings, run_id: str, dataset: Any, space: str, epochs: int, limits: Any,
+              test_inject: dict[str, str] | None) -> tuple[EvaluationPool, str, dict[str, Any]]:
+    """The Ray pool: join (or start) the cluster, size one candidate's resources, start the actors.
+    Returns the pool, the device candidates train on, and what the run records about the cluster."""
+    from evaluator.ray_cluster import RayUnavailable, connect
+    from evaluator.ray_pool import RayPool, Resources
+
+    try:
+        cluster = connect(settings.ray_address)
+    except RayUnavailable as exc:
+        raise UserInputError(str(exc), hint="docs/ray.md shows how to run on a Ray cluster") from None
+    try:
+        cluster_gpus = cluster.resources.get("GPU", 0.0)
+        gpus = settings.ray_gpus
+        if gpus is None:
+            gpus = 1.0 if cluster_gpus and settings.device != "cpu" else 0.0
+        if settings.device == "cuda" and not gpus:
+            raise UserInputError(f"--device cuda, but {cluster.describe()} and each candidate asks for no GPU",
+                                 hint="pass --ray-gpus 1 (or 0.5 to share a GPU), or --device cpu")
+        if settings.device == "cpu" and gpus:
+            raise UserInputError(f"--device cpu contradicts --ray-gpus {gpus:g}", hint="drop one of them")
+        device = "cuda" if gpus else "cpu"
+        resources = Resources(cpus=settings.ray_cpus, gpus=gpus, memory_mb=settings.memory_mb)
+        if resources.slots(cluster.resources) < 1:
+            raise UserInputError(f"no candidate fits {cluster.describe()}: each asks for {resources.describe()}",
+                                 hint="lower --ray-cpus, --ray-gpus or --memory-mb, or add nodes (docs/ray.md)")
+        isolation = job_isolation(settings, dataset.files, device, code=space == "code")
+        pool = RayPool(dataset, space, cluster=cluster, run_id=run_id, workdir=settings.home / "work" / run_id,
+                       epochs=epochs, resources=resources, workers=settings.workers, limits=limits,
+                       threads=max(1, int(settings.ray_cpus)), proxies=tuple(settings.proxies), isolation=isolation,
+                       weights_dir=settings.home / "weights" / run_id, retries=settings.ray_retries,
+                       pool_options={"test_inject": test_inject} if test_inject else None, owns_cluster=True)
+    except BaseException:
+        cluster.close()
+        raise
+    pool.isolation = isolation
+    return pool, device, {"pool": "ray", "ray": {"address": cluster.address, "nodes": cluster.nodes,
+                                                   "per_candidate": resources.describe(), "workers": pool.capacity}}
 
 
 def job_isolation(settings: Settings, data_files: tuple[Path, ...], device: str, *, code: bool) -> Isolation:
@@ -165,7 +220,7 @@ def _prepare_curves(settings: Settings) -> Setup:
                              hint="drop --space or pass --space nb201")
     space = Nb201Space(cells=frozenset(table.archs), cells_source=path.name, max_params=settings.max_params,
                        max_flops=settings.max_flops)
-    return Setup(task=task, space=space, pool=CurvePool(table, capacity=settings.workers), final_seeds=(0,),
+    return Setup(task=task, space=space, pool=CurvePool(table, capacity=settings.worker_count()), final_seeds=(0,),
                  config={"curves": str(path.resolve()), "epochs": table.epochs})
 
 
@@ -315,7 +370,8 @@ def run_search(
 
 # What may change when a run is resumed: its limits and how its workers run. Everything else
 # (task, space, proposer, seed, objectives, ...) is the run's own and comes from its record.
-RESUME_OVERRIDES = ("budget", "minutes", "max_llm_cost", "max_device_seconds", "workers", "timeout", "memory_mb",
+RESUME_OVERRIDES = ("budget", "minutes", "max_llm_cost", "max_device_seconds", "workers", "pool", "ray_address",
+                    "ray_cpus", "ray_gpus", "ray_retries", "timeout", "memory_mb",
                     "disk_mb", "device", "reflect_every", "directions", "recheck_every", "recheck_top", "recheck_seeds")
 # Where this process runs, never taken from the record: the home, secrets, endpoints, caches.
 RESUME_LOCAL = ("home", "openai_api_key", "openai_base_url", "model_cache", "llm_timeout", "lock_timeout",

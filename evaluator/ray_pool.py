@@ -1,0 +1,518 @@
+"""The Ray evaluation pool: the local pool's sandboxed jobs, on every node of a Ray cluster.
+
+Each slot is a long-lived actor (``CandidateRunner``) holding its own one-slot
+:class:`~evaluator.training_pool.TrainingPool` on its node: every candidate still runs in a
+fresh sandboxed process there, with the same limits, isolation and protocol checks, and the
+actor computes the metrics from labels the sandbox never sees. An actor asks the cluster for
+one candidate's resources (``Resources``: CPUs, GPUs including fractions, memory), so the
+cluster places as many as fit and a GPU goes to one candidate (or to ``1 / gpus`` of them).
+
+Data travel once: the coordinator puts the data set in Ray's object store, each node fetches it
+once, and the first actor on a node writes the arrays to the node's disk (under a lock) for every
+actor there. Records travel back: actors return events and evaluations, and the coordinator,
+the only writer of the history, records them. Checkpoints (multi-fidelity) and a final job's
+weights come back to the coordinator too, so losing a node loses neither.
+
+Failure: an actor or node lost in the middle of a job (the process killed, the machine gone)
+is replaced, and its job goes back to the front of the queue, up to ``retries`` times; each
+loss is reported as a ``lost`` event (node, error, attempt). A job that loses its worker more
+often finishes ``failed`` with every loss named. A job finishes exactly once: a dead actor
+sends nothing more, and a finished event already received stands.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import queue
+import secrets
+import shutil
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from evaluator.data.base import Dataset
+from evaluator.pool import EvaluationPool, Job, PoolEvent
+from evaluator.ray_cluster import Cluster
+from evaluator.records import Evaluation, Purpose, Status
+from sandbox.isolation import Isolation
+from sandbox.process import Limits
+
+POLL_SECONDS = 1.0  # how long one poll of an actor waits for its job's next event
+START_TIMEOUT = 180.0  # seconds to wait for the first actor before saying the cluster has no room
+NODE_ROOT = Path(tempfile.gettempdir()) / "archagent-ray"  # per node: staged data, actors' job folders
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one candidate asks the cluster for (one actor holds them while it lives)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0  # a fraction shares one GPU: 0.5 puts two candidates on each GPU
+    memory_mb: int | None = None  # reserved on the node (Ray's "memory" resource); the job's own limit is Limits.memory_mb
+
+    def __post_init__(self) -> None:
+        if self.cpus <= 0:
+            raise ValueError(f"cpus={self.cpus} must be positive")
+        if self.gpus < 0 or (self.gpus > 1 and self.gpus != int(self.gpus)):
+            raise ValueError(f"gpus={self.gpus}: a fraction of one GPU (0.25, 0.5) or a whole number")
+
+    def slots(self, cluster: dict[str, float]) -> int:
+        """How many candidates the cluster's totals hold at once."""
+        fits = [cluster.get("CPU", 0.0) / self.cpus]
+        if self.gpus:
+            fits.append(cluster.get("GPU", 0.0) / self.gpus)
+        if self.memory_mb:
+            fits.append(cluster.get("memory", 0.0) / (self.memory_mb * 2**20))
+        return int(min(fits) + 1e-9)
+
+    def describe(self) -> str:
+        mem = f", {self.memory_mb} MB" if self.memory_mb else ""
+        return f"{self.cpus:g} CPU, {self.gpus:g} GPU{mem}"
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """Names the staged arrays on a node: equal data sets share them."""
+    h = hashlib.sha256(dataset.name.encode())
+    for array in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.x_test):
+        h.update(str((array.shape, str(array.dtype))).encode())
+        h.update(memoryview(array.reshape(-1)).cast("B") if array.flags.c_contiguous else array.tobytes())
+    return h.hexdigest()[:16]
+
+
+def stage_on_node(dataset: Dataset, root: Path, print_: str) -> Path:
+    """The node's copy of the arrays, written by the first actor that needs it (a file lock
+    orders the actors of one node; a ``complete`` mark makes a half-written copy redo)."""
+    from evaluator.training_pool import stage_arrays
+
+    folder = root / "data" / print_
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(root / "data" / f"{print_}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "complete").exists():
+            stage_arrays(dataset, folder)
+            (folder / "complete").write_text("ok\n")
+    return folder
+
+
+class CandidateRunner:
+    """One slot of the Ray pool (made into a Ray actor by ``_actor_class``): a one-slot
+    training pool on this node. Every method is called by the coordinator only."""
+
+    def __init__(self, config: dict[str, Any], data: list[Any]) -> None:
+        import ray
+
+        from evaluator.training_pool import TrainingPool
+
+        self.ray = ray
+        ctx = ray.get_runtime_context()
+        self.node_id, self.ip = ctx.get_node_id(), ray.util.get_node_ip_address()
+        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        dataset: Dataset = ray.get(data[0])  # from the node's object store: fetched over the network once per node
+        self.root = NODE_ROOT / config["run"]
+        staged = stage_on_node(dataset, self.root, config["fingerprint"])
+        device = "cuda" if self.gpu_ids else "cpu"
+        isolation: Isolation | None = config["isolation"]
+        if isolation is not None and device == "cuda":  # this node's GPU device files, not the coordinator's
+            isolation = replace(isolation, devices=tuple(str(d) for d in sorted(Path("/dev").glob("nvidia*"))))
+        limits: Limits = config["limits"]
+        self.workdir = self.root / "actors" / secrets.token_hex(4)
+        self.pool = TrainingPool(dataset, config["space"], workdir=self.workdir, epochs=config["epochs"], capacity=1,
+                                 limits=limits, device=device, threads=config["threads"], proxies=config["proxies"],
+                                 isolation=isolation, weights_dir=self.workdir / "weights", staged=staged,
+                                 **config.get("pool_options", {}))
+
+    def info(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "ip": self.ip, "pid": os.getpid(), "gpus": self.gpu_ids,
+                "device": self.pool.device}
+
+    def submit(self, job: Job, checkpoint: tuple[bytes, dict[str, Any]] | None = None) -> None:
+        if checkpoint is not None:
+            self.pool.adopt_checkpoint(job.candidate_id, *checkpoint)
+        self.pool.submit(job)
+
+    def poll(self, timeout: float) -> list[tuple[PoolEvent, dict[str, Any]]]:
+        """The job's events since the last poll (waiting up to ``timeout`` s for one), each with
+        what travels beside a finished one: the checkpoint it left, the weights it kept."""
+        out = []
+        for event in self.pool.events(timeout=timeout):
+            extra: dict[str, Any] = {}
+            if event.kind == "finished" and event.evaluation is not None:
+                taken = self.pool.take_checkpoint(event.candidate_id)
+                if taken is not None:
+                    extra["checkpoint"] = taken
+                weights = event.evaluation.metrics.get("weights")
+                if weights:
+                    pt = Path(weights)
+                    extra["weights"] = (pt.read_bytes(), pt.with_suffix(".json").read_text(encoding="utf-8"))
+                    pt.unlink(missing_ok=True)
+                    pt.with_suffix(".json").unlink(missing_ok=True)
+            out.append((event, extra))
+        return out
+
+    def cancel(self, candidate_id: str, status: Status, reason: str | None) -> bool:
+        return self.pool.cancel(candidate_id, status=status, reason=reason)
+
+    def close(self, last_on_node: bool) -> None:
+        self.pool.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if last_on_node:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+_ACTOR = None
+
+
+def _actor_class():
+    global _ACTOR
+    if _ACTOR is None:
+        import ray
+
+        _ACTOR = ray.remote(max_restarts=0, max_concurrency=4)(CandidateRunner)
+    return _ACTOR
+
+
+@dataclass
+class _Slot:
+    """One actor as the coordinator sees it."""
+
+    handle: Any
+    ready_ref: Any  # info(), resolved once the actor has started
+    info: dict[str, Any] | None = None
+    job: _Pending | None = None
+    poll_ref: Any = None
+    submit_ref: Any = None
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Pending:
+    job: Job
+    token: str
+    losses: list[str] = field(default_factory=list)  # why each earlier attempt ended: node and error
+
+
+class RayPool(EvaluationPool):
+    """The pool interface (evaluator.pool) over actors on a Ray cluster; see the module text."""
+
+    seeded = True
+
+    def __init__(self, dataset: Dataset, space: str, *, cluster: Cluster, run_id: str, workdir: Path, epochs: int,
+                 resources: Resources = Resources(), workers: int | None = None, limits: Limits = Limits(),
+                 threads: int | None = None, proxies: tuple[str, ...] = (), isolation: Isolation | None = None,
+                 weights_dir: Path | None = None, retries: int = 2, pool_options: dict[str, Any] | None = None,
+                 owns_cluster: bool = False) -> None:
+        import ray
+
+        if retries < 0:
+            raise ValueError(f"retries={retries} must be 0 or more")
+        fits = resources.slots(cluster.resources)
+        if fits < 1:
+            raise ValueError(f"no node of {cluster.describe()} can hold one candidate's {resources.describe()}: "
+                             "ask for less (--ray-cpus, --ray-gpus, --memory-mb) or add nodes")
+        self.cluster, self.resources, self.retries, self.owns_cluster = cluster, resources, retries, owns_cluster
+        self.isolation = isolation
+        self.capacity = min(workers, fits) if workers else fits
+        self.epochs, self.space, self.dataset = epochs, space, dataset
+        self.workdir = Path(workdir)
+        self.weights_dir = Path(weights_dir) if weights_dir is not None else self.workdir / "weights"
+        self.notes: list[str] = []
+        if workers and workers > fits:
+            self.notes.append(f"--workers {workers}: the cluster holds {fits} candidates of {resources.describe()} "
+                              f"at once; using {fits}")
+        threads = threads or max(1, int(resources.cpus))
+        self._config = {"run": f"{run_id}-{secrets.token_hex(3)}", "fingerprint": fingerprint(dataset),
+                        "space": space, "epochs": epochs, "limits": limits, "threads": threads,
+                        "proxies": tuple(proxies), "isolation": isolation, "pool_options": pool_options or {}}
+        self._data = [ray.put(dataset)]  # in a list: Ray passes a nested reference through unresolved
+        self._queue: deque[_Pending] = deque()
+        self._slots: list[_Slot] = []
+        self._local: queue.SimpleQueue[PoolEvent] = queue.SimpleQueue()  # events made here (cancelled in queue, lost)
+        self._results: dict[str, Evaluation] = {}
+        self._checkpoints: dict[str, tuple[Path, dict[str, Any]]] = {}
+        self.lost = 0  # actors lost so far
+        for _ in range(self.capacity):
+            self._slots.append(self._new_slot())
+        self._wait_ready()
+
+    # -- actors ------------------------------------------------------------------------
+
+    def _new_slot(self) -> _Slot:
+        options: dict[str, Any] = {"num_cpus": self.resources.cpus, "num_gpus": self.resources.gpus}
+        if self.resources.memory_mb:
+            options["memory"] = self.resources.memory_mb * 2**20
+        handle = _actor_class().options(**options).remote(self._config, self._data)
+        return _Slot(handle=handle, ready_ref=handle.info.remote())
+
+    def _wait_ready(self) -> None:
+        import ray
+
+        refs = [s.ready_ref for s in self._slots]
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT)
+        if not done:
+            self.owns_cluster = False  # the caller closes the cluster it gave
+            self.close()
+            raise RuntimeError(f"no Ray actor started within {START_TIMEOUT:g} s on {self.cluster.describe()} "
+                               f"(each asks for {self.resources.describe()}); `ray status` shows what is free")
+        for slot in self._slots:
+            if slot.ready_ref in done:
+                self._take_info(slot)
+
+    def _take_info(self, slot: _Slot) -> None:
+        import ray
+
+        try:
+            slot.info = ray.get(slot.ready_ref)
+        except Exception as exc:  # noqa: BLE001 - an actor that cannot start is replaced once; say why
+            message = _first_line(exc)
+            self._slots.remove(slot)
+            if "ModuleNotFoundError" in str(exc) or "No module named" in str(exc):
+                raise RuntimeError(f"a Ray worker cannot import archagent: {message}. Install the same archagent "
+                                   "version on every node of the cluster (docs/ray.md)") from None
+            raise RuntimeError(f"a Ray actor failed to start: {message}") from None
+
+    @property
+    def nodes(self) -> list[dict[str, Any]]:
+        return [s.info for s in self._slots if s.info is not None]
+
+    # -- the pool interface ----------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        stop = self._stop_epoch(job)
+        if job.purpose is Purpose.FINAL and (stop != self.epochs or job.resume or job.checkpoint):
+            raise ValueError("a final evaluation trains the whole schedule from scratch: no fidelity, checkpoint or resume")
+        if job.resume:
+            held = self._checkpoints.get(job.candidate_id)
+            if held is None or held[1]["epoch"] >= stop:
+                have = f"one at epoch {held[1]['epoch']}" if held else "none"
+                raise ValueError(f"cannot resume {job.candidate_id} to epoch {stop}: the pool holds {have}")
+        self._queue.append(_Pending(job=job, token=secrets.token_hex(4)))
+        self._dispatch()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue) + sum(1 for s in self._slots if s.job is not None)
+
+    def result(self, candidate_id: str) -> Evaluation | None:
+        return self._results.get(candidate_id)
+
+    def cancel(self, candidate_id: str, *, status: Status = Status.PRUNED, reason: str | None = None) -> bool:
+        hit = False
+        for pending in [p for p in self._queue if p.job.candidate_id == candidate_id]:
+            self._queue.remove(pending)
+            self._finish_here(pending, status, reason or "cancelled by the coordinator before it started")
+            hit = True
+        for slot in self._slots:
+            if slot.job is not None and slot.job.job.candidate_id == candidate_id:
+                slot.handle.cancel.remote(candidate_id, status, reason)
+                hit = True
+        return hit
+
+    def discard(self, candidate_id: str) -> None:
+        held = self._checkpoints.pop(candidate_id, None)
+        if held is not None:
+            held[0].unlink(missing_ok=True)
+
+    def events(self, timeout: float | None = None) -> list[PoolEvent]:
+        import ray
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = self._drain_local()
+        while True:
+            self._dispatch()
+            out += self._drain_local()
+            refs = self._refs()
+            if not refs:
+                return out
+            wait = 0.0 if out else (None if deadline is None else max(0.0, deadline - time.monotonic()))
+            ready, _ = ray.wait(refs, num_returns=1, timeout=wait)
+            for ref in ready:
+                out += self._handle(ref)
+            out += self._drain_local()
+            if out or (deadline is not None and time.monotonic() >= deadline):
+                return out
+
+    def close(self) -> None:
+        import ray
+
+        for pending in list(self._queue):
+            self._finish_here(pending, Status.PRUNED, "the pool closed before it started")
+        self._queue.clear()
+        closing, seen_nodes = [], {}
+        for slot in self._slots:  # the last actor of each node also removes the node's staged data
+            if slot.info is not None:
+                seen_nodes[slot.info["node_id"]] = slot
+        for slot in self._slots:
+            last = slot.info is not None and seen_nodes.get(slot.info["node_id"]) is slot
+            closing.append(slot.handle.close.remote(last))
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=30)
+        for slot in self._slots:
+            ray.kill(slot.handle, no_restart=True)
+        self._slots.clear()
+        shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
+        self._checkpoints.clear()
+        if self.owns_cluster:
+            self.owns_cluster = False
+            self.cluster.close()
+
+    # -- the coordinator's bookkeeping -------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Hand queued jobs to idle started actors, start a replacement for a lost one."""
+        for slot in self._slots:
+            if not self._queue:
+                return
+            if slot.info is None or slot.job is not None:
+                continue
+            pending = self._queue.popleft()
+            held = self._checkpoints.get(pending.job.candidate_id) if pending.job.resume else None
+            checkpoint = (held[0].read_bytes(), held[1]) if held else None
+            slot.job = pending
+            slot.submit_ref = slot.handle.submit.remote(pending.job, checkpoint)
+            slot.poll_ref = None
+
+    def _refs(self) -> list[Any]:
+        refs = []
+        for slot in self._slots:
+            if slot.info is None:
+                refs.append(slot.ready_ref)
+                continue
+            if slot.submit_ref is not None:
+                refs.append(slot.submit_ref)
+            elif slot.job is not None:
+                if slot.poll_ref is None:
+                    slot.poll_ref = slot.handle.poll.remote(POLL_SECONDS)
+                refs.append(slot.poll_ref)
+        return refs
+
+    def _slot_of(self, ref: Any) -> tuple[_Slot, str]:
+        for slot in self._slots:
+            for what in ("ready_ref", "submit_ref", "poll_ref"):
+                if getattr(slot, what) is not None and getattr(slot, what) == ref:
+                    return slot, what
+        raise KeyError(ref)
+
+    def _handle(self, ref: Any) -> list[PoolEvent]:
+        import ray
+
+        slot, what = self._slot_of(ref)
+        try:
+            value = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError,
+                ray.exceptions.NodeDiedError) as exc:
+            return self._lost(slot, exc)
+        except ray.exceptions.RayTaskError as exc:  # the actor is fine; the call raised (a refused job)
+            if what == "ready_ref":
+                self._take_info(slot)  # raises with the reason
+            slot.submit_ref = None
+            pending, slot.job = slot.job, None
+            if pending is not None:
+                self._finish_here(pending, Status.FAILED, f"the Ray worker refused the job: {_first_line(exc)}")
+            return []
+        if what == "ready_ref":
+            slot.info = value
+            return []
+        if what == "submit_ref":
+            slot.submit_ref = None
+            return []
+        slot.poll_ref = None
+        out = []
+        node = slot.info.get("ip") if slot.info else None
+        for event, extra in value:
+            if event.kind == "finished" and event.evaluation is not None:
+                evaluation = self._received(event.evaluation, extra)
+                if slot.job is not None:
+                    evaluation = _with_losses(evaluation, slot.job.losses, node)
+                event = replace(event, evaluation=evaluation)
+                self._results[event.candidate_id] = evaluation
+                slot.job = None
+            out.append(replace(event, data={**event.data, "node": node}))
+        return out
+
+    def _received(self, evaluation: Evaluation, extra: dict[str, Any]) -> Evaluation:
+        """Keep what travelled with a finished job at the coordinator: the checkpoint (for the
+        candidate's next rung) and a final job's weights (beside the history, as locally)."""
+        cid = evaluation.candidate_id
+        if "checkpoint" in extra:
+            data, facts = extra["checkpoint"]
+            path = self.workdir / "checkpoints" / f"{cid}.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            self._checkpoints[cid] = (path, facts)
+        elif evaluation.purpose is Purpose.SEARCH:
+            self.discard(cid)
+        if "weights" in extra:
+            data, facts = extra["weights"]
+            keep = self.weights_dir / Path(evaluation.metrics["weights"]).name
+            try:
+                keep.parent.mkdir(parents=True, exist_ok=True)
+                keep.write_bytes(data)
+                keep.with_suffix(".json").write_text(facts, encoding="utf-8")
+                return evaluation.model_copy(update={"metrics": evaluation.metrics | {"weights": str(keep)}})
+            except OSError as exc:
+                keep.unlink(missing_ok=True)
+                metrics = {k: v for k, v in evaluation.metrics.items() if k != "weights"}
+                return evaluation.model_copy(update={"metrics": metrics | {
+                    "weights_error": f"the weights could not be kept in {self.weights_dir}: {exc.strerror or exc}"}})
+        return evaluation
+
+    def _lost(self, slot: _Slot, exc: BaseException) -> list[PoolEvent]:
+        """An actor died (its process killed, its node gone): replace it and re-queue its job."""
+        self.lost += 1
+        node = slot.info.get("ip") if slot.info else "a node not yet known"
+        index = self._slots.index(slot)
+        self._slots[index] = self._new_slot()
+        pending = slot.job
+        if pending is None:
+            return []
+        why = f"worker on {node} lost: {_first_line(exc)}"
+        pending.losses.append(why)
+        attempt = len(pending.losses)
+        retrying = attempt <= self.retries
+        event = PoolEvent(kind="lost", candidate_id=pending.job.candidate_id,
+                          data={"node": node, "error": why, "attempt": attempt, "retrying": retrying,
+                                "purpose": pending.job.purpose.value, "seed": pending.job.seed})
+        if retrying:
+            self._queue.appendleft(pending)
+        else:
+            self._finish_here(pending, Status.FAILED,
+                              f"lost its Ray worker {attempt} times, more than the {self.retries} retries allowed "
+                              f"(--ray-retries): " + "; ".join(pending.losses))
+        return [event]
+
+    def _finish_here(self, pending: _Pending, status: Status, error: str) -> None:
+        job = pending.job
+        evaluation = Evaluation(candidate_id=job.candidate_id, purpose=job.purpose, status=status, fidelity=0.0,
+                                metrics={"seed": job.seed, "worker_losses": len(pending.losses)},
+                                source="ray pool", wall_seconds=0.0, device_seconds=0.0, error=error)
+        self._results[job.candidate_id] = evaluation
+        self._local.put(PoolEvent(kind="finished", candidate_id=job.candidate_id, evaluation=evaluation))
+
+    def _drain_local(self) -> list[PoolEvent]:
+        out = []
+        while True:
+            try:
+                out.append(self._local.get_nowait())
+            except queue.Empty:
+                return out
+
+
+def _with_losses(evaluation: Evaluation, losses: list[str], node: str | None) -> Evaluation:
+    metrics = evaluation.metrics | {"node": node}
+    if losses:
+        metrics |= {"worker_losses": len(losses), "worker_lost": "; ".join(losses)[:1000]}
+    return evaluation.model_copy(update={"metrics": metrics, "source": f"{evaluation.source} (ray)"})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for ln in lines:  # Ray's messages start with a banner; the cause is the last "Error: ..." line
+        if "Error:" in ln or "error:" in ln:
+            text = ln.strip()
+    return (lines[0] if text == str(exc).strip() and lines else text)[:300]
