@@ -20,6 +20,7 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MARKER_ENV = "ARCHAGENT_RAY_CLUSTER"  # set on every process of a cluster this process started: the reaper's handle
@@ -114,23 +115,57 @@ def connect(address: str | None, *, num_cpus: int | None = None, num_gpus: int |
         return _described(Cluster(address=address or "this process's", started_here=False, _owned_init=False), ray)
     if address is None:
         return _start_local(num_cpus, num_gpus)
+    if _is_loopback(address):  # a cluster on 127.0.0.1 (ray start --node-ip-address 127.0.0.1): stay on loopback
+        _use_loopback()
     ray = _import_ray()
+    _use_token_if_any()
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayUnavailable(
             f"could not join the Ray cluster at {address!r}: {str(exc).strip().splitlines()[0][:300]}. "
             "Start one with `ray start --head` (see docs/ray.md), check the address (`ray status` on the head "
-            "prints it), or drop --ray-address to start a private cluster on this machine") from None
+            "prints it) and, for a cluster with token authentication (Ray's default), that this machine has its "
+            "token (~/.ray/auth_token, or RAY_AUTH_TOKEN); or drop --ray-address to start a private cluster here") from None
     return _described(Cluster(address=address, started_here=False), ray)
 
 
-def _start_local(num_cpus: int | None, num_gpus: int | None) -> Cluster:
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]") if address.count(":") == 1 or address.startswith("[") else address
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def _use_loopback() -> None:
+    """Make this process's Ray, and every process it starts, use 127.0.0.1 as the node address."""
     os.environ[LOOPBACK_SWITCH] = "0"
     ray = _import_ray()
     from ray._private import ray_constants  # read once at import: a Ray imported earlier needs telling too
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+    del ray
+
+
+def _use_token_if_any() -> None:
+    """Ray clusters authenticate with a token by default, but a driver joining one only sends it
+    when told: do so when this machine has a token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token) and RAY_AUTH_MODE is not set."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # a Ray already imported caches its configuration: refresh it
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except (ImportError, AttributeError):
+        pass
+
+
+def _start_local(num_cpus: int | None, num_gpus: int | None) -> Cluster:
+    _use_loopback()
+    ray = _import_ray()
     marker = f"{MARKER_ENV}={secrets.token_hex(8)}"
     read, write = os.pipe()
     reaper = subprocess.Popen([sys.executable, "-I", "-c", REAPER, marker], stdin=read, stdout=subprocess.DEVNULL,
