@@ -1,4 +1,4 @@
-# make install  installs archagent with every extra the tests need (test, local: the offline LLM, report, onnx) into the current Python
+# make install  installs archagent with every extra the tests need (test, local: the offline LLM, report, onnx, ray) into the current Python
 #               environment (or into ./.venv when that Python is externally managed, PEP 668)
 # make demo     installs, then trains a 12-candidate search on scikit-learn's digits with the offline LLM and the
 #               proposer portfolio (about 3.5 min on 2 cores; the first run also prepares the model, about 1 min)
@@ -23,7 +23,7 @@ STAMP := .make/installed
 
 install: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install -e ".[test,local,report,onnx]"
+	$(PYTHON) -m pip install -e ".[test,local,report,onnx,ray]"
 	@$(MAKE) --no-print-directory sandbox-tools
 	@mkdir -p .make && touch $(STAMP)
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.commands.options import JSON_OUT
 from evaluator.errors import ArchAgentError
 
 
@@ -71,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     previous = signal.signal(signal.SIGTERM, _terminate)  # `kill PID` stops as cleanly as Ctrl-C
+    json_mode = bool(getattr(args, "json", False))
+    stdout = sys.stdout
+    if json_mode:  # stdout is the JSON object's alone (agent.commands.options.print_json)
+        JSON_OUT.append(stdout)
+        sys.stdout = sys.stderr
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except Terminated:
@@ -86,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # the reader went away (`agent history --json | head`): not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stdout.fileno())
         return 0
     except Exception as exc:  # an internal error: say so, and how to see more
         if getattr(args, "debug", False):
@@ -99,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if json_mode:
+            JSON_OUT.pop()
+            sys.stdout = stdout
 
 
 class Terminated(KeyboardInterrupt):

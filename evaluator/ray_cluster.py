@@ -175,7 +175,8 @@ def _start_local(num_cpus: int | None, num_gpus: int | None) -> Cluster:
     name, value = marker.split("=", 1)
     os.environ[name] = value  # inherited by every process the cluster starts
     try:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", include_dashboard=False,
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1",
+                 include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     except Exception as exc:
         os.close(write)

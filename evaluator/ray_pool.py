@@ -43,7 +43,8 @@ from sandbox.isolation import Isolation
 from sandbox.process import Limits
 
 POLL_SECONDS = 1.0  # how long one poll of an actor waits for its job's next event
-START_TIMEOUT = 180.0  # seconds to wait for the first actor before saying the cluster has no room
+START_TIMEOUT = 180.0  # seconds to wait for an actor to start before saying the cluster has no room for it
+STUCK_CHECK = 5.0  # while jobs wait for a replacement actor, how often to check whether it can start at all
 NODE_ROOT = Path(tempfile.gettempdir()) / "archagent-ray"  # per node: staged data, actors' job folders
 
 
@@ -186,6 +187,7 @@ class _Slot:
     job: _Pending | None = None
     poll_ref: Any = None
     submit_ref: Any = None
+    cancel_after_submit: tuple[Status, str | None] | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -277,7 +279,13 @@ class RayPool(EvaluationPool):
 
     @property
     def nodes(self) -> list[dict[str, Any]]:
+        """What each started actor said of itself: node id, ip, pid, GPUs, device."""
         return [s.info for s in self._slots if s.info is not None]
+
+    def running_on(self, candidate_id: str) -> list[dict[str, Any]]:
+        """The actors (as in ``nodes``) running a job of the candidate now."""
+        return [s.info for s in self._slots if s.info is not None and s.job is not None
+                and s.job.job.candidate_id == candidate_id and s.submit_ref is None]
 
     # -- the pool interface ----------------------------------------------------------
 
@@ -308,7 +316,10 @@ class RayPool(EvaluationPool):
             hit = True
         for slot in self._slots:
             if slot.job is not None and slot.job.job.candidate_id == candidate_id:
-                slot.handle.cancel.remote(candidate_id, status, reason)
+                if slot.submit_ref is not None:  # the actor may not have the job yet: cancel once it has
+                    slot.cancel_after_submit = (status, reason)
+                else:
+                    slot.handle.cancel.remote(candidate_id, status, reason)
                 hit = True
         return hit
 
@@ -329,9 +340,12 @@ class RayPool(EvaluationPool):
             if not refs:
                 return out
             wait = 0.0 if out else (None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if self._queue and any(s.info is None for s in self._slots):
+                wait = min(wait, STUCK_CHECK) if wait is not None else STUCK_CHECK
             ready, _ = ray.wait(refs, num_returns=1, timeout=wait)
             for ref in ready:
                 out += self._handle(ref)
+            self._retire_stuck()
             out += self._drain_local()
             if out or (deadline is not None and time.monotonic() >= deadline):
                 return out
@@ -372,7 +386,7 @@ class RayPool(EvaluationPool):
             pending = self._queue.popleft()
             held = self._checkpoints.get(pending.job.candidate_id) if pending.job.resume else None
             checkpoint = (held[0].read_bytes(), held[1]) if held else None
-            slot.job = pending
+            slot.job, slot.cancel_after_submit = pending, None
             slot.submit_ref = slot.handle.submit.remote(pending.job, checkpoint)
             slot.poll_ref = None
 
@@ -419,6 +433,9 @@ class RayPool(EvaluationPool):
             return []
         if what == "submit_ref":
             slot.submit_ref = None
+            if slot.cancel_after_submit is not None and slot.job is not None:
+                slot.handle.cancel.remote(slot.job.job.candidate_id, *slot.cancel_after_submit)
+                slot.cancel_after_submit = None
             return []
         slot.poll_ref = None
         out = []
@@ -480,10 +497,37 @@ class RayPool(EvaluationPool):
         if retrying:
             self._queue.appendleft(pending)
         else:
+            times = "once" if attempt == 1 else f"{attempt} times"
             self._finish_here(pending, Status.FAILED,
-                              f"lost its Ray worker {attempt} times, more than the {self.retries} retries allowed "
-                              f"(--ray-retries): " + "; ".join(pending.losses))
+                              f"its Ray worker was lost {times}, and --ray-retries allows {self.retries} "
+                              f"retr{'y' if self.retries == 1 else 'ies'}: " + "; ".join(pending.losses))
         return [event]
+
+    def _retire_stuck(self) -> None:
+        """A replacement actor the cluster could not place within START_TIMEOUT (its node is
+        gone for good and no other has room): give up its slot while others work; with none
+        left, fail the queued jobs rather than wait for ever."""
+        import ray
+
+        now = time.monotonic()
+        stuck = [s for s in self._slots if s.info is None and now - s.started > START_TIMEOUT]
+        if not stuck:
+            return
+        alive = [s for s in self._slots if s.info is not None]
+        for slot in stuck if alive else []:
+            ray.kill(slot.handle, no_restart=True)
+            self._slots.remove(slot)
+            self.capacity = max(1, self.capacity - 1)
+            self.notes.append(f"a lost Ray worker could not be replaced within {START_TIMEOUT:g} s "
+                              f"({self.resources.describe()} free nowhere); going on with {len(self._slots)}")
+        if not alive:
+            while self._queue:
+                self._finish_here(self._queue.popleft(), Status.FAILED,
+                                  f"no Ray worker could be started within {START_TIMEOUT:g} s after the cluster lost "
+                                  f"its workers ({self.cluster.describe()}; each candidate asks for "
+                                  f"{self.resources.describe()}); `ray status` shows what is free")
+            for slot in stuck:
+                slot.started = now  # keep waiting for a node to join; fail what queues meanwhile
 
     def _finish_here(self, pending: _Pending, status: Status, error: str) -> None:
         job = pending.job

@@ -114,10 +114,17 @@ def settings_flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in ("home", *names)}
 
 
+# With --json, stdout carries the JSON object only: the CLI points sys.stdout at stderr while the
+# command runs (libraries that print, Ray's driver among them, cannot break the JSON) and keeps
+# the real stdout here.
+JSON_OUT: list[Any] = []
+
+
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    out = JSON_OUT[-1] if JSON_OUT else sys.stdout
+    json.dump(obj, out, indent=2, default=str)
+    out.write("\n")
+    out.flush()
 
 
 def console(stderr: bool = False):
