@@ -34,6 +34,11 @@ class SearchProgress:
         self.console.print(f"[bold]run {run.run_id}[/]: {run.task}, proposer {run.proposer}, "
                            + (f"budget {run.budget} evaluations" if bounded else "no evaluation limit")
                            + f", seed {run.seed}", highlight=False)
+        ray = (run.config or {}).get("ray")
+        if ray:
+            where = "a private cluster on 127.0.0.1" if ray["address"] == "local" else f"the cluster at {ray['address']}"
+            self.console.print(f"training on Ray: {where}, {ray['nodes']} node(s), {ray['workers']} candidates at once, "
+                               f"each {ray['per_candidate']}", highlight=False, markup=False)
         for w in warnings:
             self.console.print(f"[yellow]warning:[/] {w}", highlight=False)
         if self.interactive:

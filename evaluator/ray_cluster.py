@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -115,6 +116,8 @@ def connect(address: str | None, *, num_cpus: int | None = None, num_gpus: int |
         return _described(Cluster(address=address or "this process's", started_here=False, _owned_init=False), ray)
     if address is None:
         return _start_local(num_cpus, num_gpus)
+    if address != "auto":
+        _check_reachable(address)
     if _is_loopback(address):  # a cluster on 127.0.0.1 (ray start --node-ip-address 127.0.0.1): stay on loopback
         _use_loopback()
     ray = _import_ray()
@@ -128,6 +131,24 @@ def connect(address: str | None, *, num_cpus: int | None = None, num_gpus: int |
             "prints it) and, for a cluster with token authentication (Ray's default), that this machine has its "
             "token (~/.ray/auth_token, or RAY_AUTH_TOKEN); or drop --ray-address to start a private cluster here") from None
     return _described(Cluster(address=address, started_here=False), ray)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once on an address nothing answers at: Ray itself retries for minutes."""
+    if "://" in address:
+        raise RayUnavailable(f"--ray-address {address!r}: give the head's HOST:PORT (as `ray start --head` prints it) "
+                             "or auto; Ray Client addresses (ray://) are not supported")
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise RayUnavailable(f"--ray-address {address!r} is not HOST:PORT (for example 10.0.0.5:6379) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayUnavailable(
+            f"could not join the Ray cluster at {address!r}: nothing answers there ({exc.strerror or exc}). Start one "
+            "with `ray start --head` (docs/ray.md), check the address (`ray status` on the head prints it), or drop "
+            "--ray-address to start a private cluster here") from None
 
 
 def _is_loopback(address: str) -> bool:
