@@ -72,6 +72,8 @@ def add_task_data(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--data-dir", dest="data_dir", help="an existing copy of the data set (cifar10: holds cifar-10-batches-py)")
     train.add_argument("--epochs", type=positive_int, help="epochs per candidate (default: the task's)")
     train.add_argument("--workers", type=positive_int, help="candidates trained at once (default 1)")
+    train.add_argument("--warm-workers", dest="warm_workers", type=non_negative_int,
+                       help="workers kept started ahead of their candidates, one candidate each (default 1; 0: cold starts)")
     train.add_argument("--timeout", type=positive_float, help="wall-clock seconds one candidate may train (default 600)")
     train.add_argument("--memory-mb", dest="memory_mb", type=positive_int, help="memory limit of one worker, MB (default 4096)")
     train.add_argument("--disk-mb", dest="disk_mb", type=positive_int,
@@ -87,7 +89,7 @@ def add_task_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-TRAINING_FLAGS = ("data_dir", "epochs", "workers", "timeout", "memory_mb", "disk_mb", "device", "final_seeds", "sandbox", "unsafe")
+TRAINING_FLAGS = ("data_dir", "epochs", "workers", "warm_workers", "timeout", "memory_mb", "disk_mb", "device", "final_seeds", "sandbox", "unsafe")
 
 
 def settings_flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:
