@@ -1,31 +1,35 @@
 """Per-candidate overhead of an evaluation pool: the time a candidate spends outside training.
 
 What it measures
-    Trivial candidates (a tiny ``layers`` spec: an 8-channel stem and one 16-channel stage, 1
-    epoch on a small slice of the digits data, so training takes well under a second) go through
-    each pool in ``POOLS``, every candidate in its own sandboxed process (the strongest isolation
-    this machine has, as in a search), with the pool's own threads per job (a search with
-    ``--workers 1``). From each evaluation's ``overhead`` (measured on the trusted side by the
-    pool, evaluator.training_pool):
+    Candidates of one workload go through each pool in ``POOLS``, every candidate in its own
+    sandboxed process (the strongest isolation this machine has, as in a search), with the
+    pool's own threads per job (a search with ``--workers 1``). Workloads:
+      tiny    a tiny layers spec, 1 epoch on 256 digits images: training takes well under a
+              second, so what is left is the overhead (the default)
+      digits  a small residual spec, 5 epochs on all the digits training images: a typical
+              digits candidate, to see how a spare's start competes with training for the cores
+    From each evaluation's ``overhead`` (measured on the trusted side by the pool,
+    evaluator.training_pool):
       first_step  submission to the worker's ready message: just before the first training step
       boot        spawn (cold) or release of a spare (warm) to ready; first_step = prepare + boot
       prepare     the submit call's own work: the job's folder and files
       finish      the worker's last message to the recorded evaluation: exit, checks, cleanup
       overhead    first_step + finish: what a candidate costs beyond its training
-      train       the worker's training seconds (epochs, as it reports them)
-    Median and p90 over the candidates. Two modes, each pool in its own block:
+      train       the worker's training seconds (its epochs, as it reports them)
+    Median and p90 over the candidates. Two modes, each pool in its own block (the order of the
+    pools alternates between modes):
       one-at-a-time  each candidate submitted ``--gap`` seconds after the previous one finished
                      (a coordinator that thinks between candidates; an LLM proposal takes longer),
                      so a warm pool's spare has had time to start
       back-to-back   the next candidate submitted the moment the previous one finished: the row
-                     gives candidates per minute, the spare's start competing with training
+                     gives candidates per minute, with the spare's start competing with training
     ``POOLS`` maps a name to a function building an EvaluationPool from (dataset, workdir): a new
     kind of pool is one more entry.
 
 How to run (from the repository root; about 4 minutes on 2 cores)
-    python bench/pool_overhead.py                        # updates docs/benchmarks.md
+    python bench/pool_overhead.py                        # tiny candidates; updates docs/benchmarks.md
+    python bench/pool_overhead.py --workload digits --modes back-to-back --n 12
     python bench/pool_overhead.py --quick --no-write     # 3 candidates per pool and mode
-    python bench/pool_overhead.py --pools local-warm --modes back-to-back --n 20 --json /tmp/po.json
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +58,32 @@ from evaluator.training_pool import TrainingPool  # noqa: E402
 from sandbox.isolation import Isolation  # noqa: E402
 from sandbox.process import Limits  # noqa: E402
 
-EPOCHS = 1
-SLICE = {"train": 256, "val": 128, "test": 128}  # images of each digits split the candidates see
-TINY_SPEC = {"stem": {"channels": 8}, "stages": [{"channels": 16, "stride": 2}]}
+POOL_EPOCHS = 15  # the digits task's schedule; a workload's jobs train ``epochs`` of it (Job.fidelity)
+
+
+@dataclass(frozen=True)
+class Workload:
+    spec: dict[str, Any]
+    epochs: int
+    images: int | None  # digits training images the candidates see (and half as many of validation and test); None: all
+    what: str
+
+
+WORKLOADS = {
+    "tiny": Workload({"stem": {"channels": 8}, "stages": [{"channels": 16, "stride": 2}]}, 1, 256,
+                     "a tiny layers spec (an 8-channel stem, one 16-channel stage), 1 epoch on 256 digits images"),
+    "digits": Workload({"stem": {"channels": 16}, "stages": [{"channels": 32, "block": "residual"},
+                                                             {"channels": 64, "stride": 2}]}, 5, None,
+                       "a small residual layers spec (16-32-64 channels), 5 epochs on all 1,077 digits training images: "
+                       "a typical digits candidate's few seconds of training"),
+}
 PHASES = ("first_step", "boot", "prepare", "finish", "overhead", "train")
 MODES = ("one-at-a-time", "back-to-back")
 
 
 def local_pool(warm: int) -> Callable[[Dataset, Path], EvaluationPool]:
     def make(dataset: Dataset, workdir: Path) -> EvaluationPool:
-        return TrainingPool(dataset, "layers", workdir=workdir, epochs=EPOCHS, limits=Limits(wall_seconds=300),
+        return TrainingPool(dataset, "layers", workdir=workdir, epochs=POOL_EPOCHS, limits=Limits(wall_seconds=300),
                             isolation=Isolation(), warm=warm)
     return make
 
@@ -74,14 +94,16 @@ POOLS: dict[str, Callable[[Dataset, Path], EvaluationPool]] = {
 }
 
 
-def small_digits(cache: Path) -> Dataset:
+def digits(cache: Path, images: int | None) -> Dataset:
     d = load_dataset("digits", cache_dir=cache)
-    return replace(d, x_train=d.x_train[:SLICE["train"]], y_train=d.y_train[:SLICE["train"]],
-                   x_val=d.x_val[:SLICE["val"]], y_val=d.y_val[:SLICE["val"]],
-                   x_test=d.x_test[:SLICE["test"]], y_test=d.y_test[:SLICE["test"]]).check()
+    if images is None:
+        return d
+    half = images // 2
+    return replace(d, x_train=d.x_train[:images], y_train=d.y_train[:images], x_val=d.x_val[:half],
+                   y_val=d.y_val[:half], x_test=d.x_test[:half], y_test=d.y_test[:half]).check()
 
 
-def run_block(pool: EvaluationPool, spec: dict[str, Any], n: int, mode: str, gap: float, name: str,
+def run_block(pool: EvaluationPool, spec: dict[str, Any], epochs: int, n: int, mode: str, gap: float, name: str,
               advance: Callable[..., None]) -> dict[str, Any]:
     """``n`` candidates through ``pool``, one at a time or back to back; one record per candidate."""
     records = []
@@ -91,7 +113,7 @@ def run_block(pool: EvaluationPool, spec: dict[str, Any], n: int, mode: str, gap
         if mode == "one-at-a-time" and i:
             time.sleep(gap)
         submitted = time.monotonic()
-        pool.submit(Job(candidate_id=f"{name}-{mode}-c{i:03d}", spec=spec, seed=i))
+        pool.submit(Job(candidate_id=f"{name}-{mode}-c{i:03d}", spec=spec, seed=i, fidelity=epochs))
         evaluation = None
         while evaluation is None:
             evaluation = next((e.evaluation for e in pool.events(timeout=60) if e.kind == "finished"), None)
@@ -131,15 +153,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--pools", nargs="+", choices=list(POOLS), default=list(POOLS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--n", type=int, default=10, help="candidates per pool and mode (default 10)")
-    parser.add_argument("--gap", type=float, default=5.0,
-                        help="one-at-a-time: seconds between a result and the next submission (default 5)")
-    parser.add_argument("--quick", action="store_true", help="3 candidates per pool and mode, a 4 s gap")
+    parser.add_argument("--workload", choices=list(WORKLOADS), default="tiny",
+                        help="tiny (default): overhead alone; digits: how a spare's start competes with real training")
+    parser.add_argument("--n", type=int, help="candidates per pool and mode (default 10; --quick 3)")
+    parser.add_argument("--gap", type=float,
+                        help="one-at-a-time: seconds between a result and the next submission (default 5; --quick 4)")
+    parser.add_argument("--quick", action="store_true", help="fewer candidates and a shorter gap, for a quick look")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every candidate's numbers here")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(REPO_ROOT)}")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.n, args.gap = 3, 4.0
+    args.n = args.n if args.n is not None else 3 if args.quick else 10
+    args.gap = args.gap if args.gap is not None else 4.0 if args.quick else 5.0
     if args.n < 1 or args.gap < 0:
         parser.error("--n must be at least 1 and --gap not negative")
     return args
@@ -152,24 +176,26 @@ def main(argv: list[str] | None = None) -> int:
     blocks = []
     with tempfile.TemporaryDirectory(prefix="pool-overhead-") as tmp, \
             stderr_progress(len(args.pools) * len(args.modes) * args.n, "pool overhead") as advance:
-        dataset = small_digits(Path(tmp) / "cache")
-        spec = get_space("layers", input_shape=dataset.input_shape, num_classes=dataset.num_classes).validate(TINY_SPEC)
+        workload = WORKLOADS[args.workload]
+        dataset = digits(Path(tmp) / "cache", workload.images)
+        spec = get_space("layers", input_shape=dataset.input_shape, num_classes=dataset.num_classes).validate(workload.spec)
         for m, mode in enumerate(args.modes):
             order = args.pools if m % 2 == 0 else list(reversed(args.pools))  # each pool first once
             for name in order:
                 pool = POOLS[name](dataset, Path(tmp) / f"{name}-{mode}")
                 try:
-                    blocks.append(run_block(pool, spec, args.n, mode, args.gap, name, advance))
+                    blocks.append(run_block(pool, spec, workload.epochs, args.n, mode, args.gap, name, advance))
                 finally:
                     pool.close()
     blocks.sort(key=lambda b: (args.modes.index(b["mode"]), args.pools.index(b["pool"])))
     info = run_info(REPO_ROOT, started)
     sandbox = next((r["sandbox"] for b in blocks for r in b["candidates"] if r.get("sandbox")), "none")
-    lines = ["## Per-candidate overhead of the evaluation pool (bench/pool_overhead.py)", "",
+    workload = WORKLOADS[args.workload]
+    lines = [f"## Per-candidate overhead of the evaluation pool: {args.workload} candidates (bench/pool_overhead.py)", "",
              *info.bullets()[:3], *info.bullets()[4:],
              f"- load average {load_before:.2f} when it started; wall time {info.wall_seconds} s",
-             f"- {args.n} candidates per pool and mode: a tiny layers spec, {EPOCHS} epoch on {SLICE['train']} digits "
-             f"images, the pool's default threads per job; every job sandboxed ({sandbox}); one-at-a-time with "
+             f"- {args.n} candidates per pool and mode: {workload.what}; the pool's default threads per job "
+             f"({os.cpu_count()} cores, 1 job at a time); every job sandboxed ({sandbox}); one-at-a-time with "
              f"{args.gap:g} s between a result and the next submission",
              "- seconds, median / p90; first_step = submission to just before the first training step, finish = "
              "the worker's last message to the recorded result, overhead = first_step + finish; train = the "
@@ -178,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"run": vars(info), "load_average_at_start": load_before,
                                          "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                                          "blocks": blocks}, indent=2) + "\n", encoding="utf-8")
-    publish("pool_overhead", "\n".join(lines), write=not args.no_write)
+    publish(f"pool_overhead:{args.workload}", "\n".join(lines), write=not args.no_write)
     return 0
 
 

@@ -269,22 +269,27 @@ class TrainingPool(EvaluationPool):
         key = secrets.token_bytes(32)
         want_test = job.purpose is Purpose.FINAL
         proxies = self.proxies if job.purpose is Purpose.SEARCH and not saved else ()
-        inject = next((code for suffix, code in self.test_inject.items() if job.candidate_id.endswith(suffix)), None)
-        spare = self._take_spare() if inject is None else None  # fault injection needs its own environment: cold
-        scratch = spare.scratch if spare is not None else self._scratch(job_id)
-        self._job_files(job, scratch)
-        if saved is not None:  # a copy: the job may write to it, the kept one must not change
-            shutil.copyfile(saved.path, scratch / CHECKPOINT_IN)
         spec = {"job": job_id, "space": self.space, "spec": job.spec, "input_shape": list(self.dataset.input_shape),
                 "num_classes": self.dataset.num_classes, "x_scale": self.dataset.x_scale, "epochs": self.epochs,
                 "stop_epoch": stop, "start_epoch": start, "save_checkpoint": job.checkpoint and stop < self.epochs,
                 "proxies": list(proxies), "seed": job.seed, "device": self.device, "threads": self.threads,
                 "want_test": want_test, "save_weights": want_test}
         extra_env = {}
+        inject = next((code for suffix, code in self.test_inject.items() if job.candidate_id.endswith(suffix)), None)
         if inject is not None:
             spec["test_inject"] = inject
             extra_env[TEST_HOOKS_ENV] = "1"
-        (scratch / "job.json").write_text(json.dumps(spec))
+        spare = self._take_spare() if inject is None else None  # fault injection needs its own environment: cold
+        scratch = spare.scratch if spare is not None else self._scratch(job_id)
+        try:
+            self._job_files(job, scratch)
+            if saved is not None:  # a copy: the job may write to it, the kept one must not change
+                shutil.copyfile(saved.path, scratch / CHECKPOINT_IN)
+            (scratch / "job.json").write_text(json.dumps(spec))
+        except BaseException:
+            if spare is not None:  # e.g. a full disk: the spare never runs this half-written job
+                self._end_spare(spare)
+            raise
         checker = Checker(key=key, job=job_id, n_val=len(self.dataset.y_val),
                           n_test=len(self.dataset.y_test) if want_test else 0,
                           num_classes=self.dataset.num_classes, epochs=stop, start_epoch=start,

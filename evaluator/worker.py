@@ -1,7 +1,8 @@
 """The worker: ``python -I -m evaluator.worker JOB_DIR``, a fresh process per candidate.
 
 It imports the libraries every job needs (``PRELOAD``: numpy, torch, the model builders, the
-trainer, the proxies; our code, no candidate's), then reads its message key and opens its
+trainer, the proxies; our code, no candidate's) and trains a toy network for one step (torch
+loads much of itself at the first optimizer step), then reads its message key and opens its
 channel, then reads ``job.json`` and the arrays the trusted side put in JOB_DIR (training images with labels; validation and test images
 without), builds the candidate, trains it and sends predictions (see evaluator.protocol).
 It never holds a validation or test label and never computes a metric.
@@ -22,7 +23,7 @@ A final job (``save_weights``) also leaves the trained network's ``state_dict`` 
 untrusted data.
 
 A pre-started ("warm") worker is the same program started before its job exists: it imports
-``PRELOAD`` and then blocks reading its key until the pool has written the job into JOB_DIR
+``PRELOAD``, warms up, and then blocks reading its key until the pool has written the job into JOB_DIR
 and released it (``sandbox.process.ChildProcess(held=True)``). Nothing of the job, and no
 candidate code, is read before the key.
 """
@@ -54,13 +55,34 @@ PRELOAD = ("numpy", "torch", "evaluator.models", "evaluator.models.layers_net", 
 
 
 def _preload() -> BaseException | None:
-    """Import ``PRELOAD``; the exception that stopped it (reported once the channel is open), or None."""
+    """Import ``PRELOAD`` and warm the trainer up; the exception that stopped it (reported once
+    the channel is open), or None."""
     try:
         for name in PRELOAD:
             importlib.import_module(name)
+        _warm_up()
     except BaseException as exc:  # noqa: BLE001 - e.g. torch does not fit the memory limit: run() reports it
         return exc
     return None
+
+
+def _warm_up() -> None:
+    """Train a toy network for one step with each optimizer the trainer knows, on the CPU: torch
+    loads much of itself lazily at the first optimizer step (torch._dynamo, sympy: about 1.4 s on
+    2 cores), which would otherwise fall between the ready message and a job's first step. Every
+    job reseeds torch before it builds its network, so this changes no result."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from evaluator.trainer import TrainConfig, train
+
+    x, y = np.zeros((8, 1, 4, 4), dtype=np.uint8), np.zeros(8, dtype=np.int64)
+    for optimizer in ("sgd", "adam", "adamw"):
+        net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(4, 2))
+        train(net, x, y, x[:2], 255.0, TrainConfig(epochs=1, optimizer=optimizer, batch_size=4,
+                                                   threads=torch.get_num_threads()), lambda report: None)
 
 
 def _read_key(fd: int) -> bytes:
