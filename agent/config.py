@@ -51,6 +51,7 @@ class Settings(BaseModel):
     data_dir: Path | None = Field(default=None, description="an existing copy of a data set (cifar10: the folder with cifar-10-batches-py)")
     epochs: int | None = Field(default=None, gt=0, description="epochs per candidate on training tasks; None: the task's")
     workers: int | None = Field(default=None, ge=1, le=1024, description="candidates trained at once; None: 1 (local pool), or as many as the Ray cluster holds (pool ray)")
+    warm_workers: int = Field(default=1, ge=0, le=64, description="training workers kept started ahead of their candidates (each runs one candidate, in its own sandbox); 0: every candidate starts its worker cold")
     timeout: float = Field(default=600.0, gt=0, description="wall-clock seconds one candidate may train")
     memory_mb: int = Field(default=4096, ge=256, description="memory limit of one worker, MB (address space and resident memory)")
     disk_mb: int = Field(default=2048, ge=16, description="disk quota of one worker's scratch folder, MB (the only place it may write)")

@@ -24,6 +24,24 @@ trusted side knows about it (seed, epochs, input shape, classes, the input norma
 trainer applied, SHA-256), and records the path in the evaluation's metrics as ``weights``
 (or why none was kept as ``weights_error``). The file comes from the sandboxed process: it is
 data to check (``torch.load(weights_only=True)``, keys and shapes), never code to run.
+
+With ``warm`` > 0 the pool keeps that many spare workers started ahead of their jobs: each a
+held sandboxed process (``sandbox.process.ChildProcess(held=True)``, every limit and layer
+applied) with its own fresh scratch folder that already holds the arrays every job gets; it has
+imported torch and the trainer and waits for its key. ``submit`` hands a job to a spare when one
+is ready (writes the job's files into its scratch folder, then releases the key) and a keeper
+thread starts a replacement; with none ready, the job starts cold. A spare runs exactly one job
+(candidate code is hostile: a process it touched never sees another candidate); one that died
+while waiting is discarded and replaced, never given a job; jobs that need an environment of
+their own (the tests' fault injection) always start cold. Spares are not jobs: they do not count
+in ``in_flight`` or against ``capacity``; ``close()`` kills them and removes their folders.
+
+Every evaluation's metrics hold ``overhead``: seconds measured on this side (``time.monotonic``,
+never a time the worker sends) of ``prepare`` (submit: the job's folder and files), ``boot``
+(spawn, or a spare's release, to the worker's ready message: the network is built),
+``first_step`` (submit to ready: just before proxies and the first training step), ``finish``
+(the worker's last message to the evaluation made: process exit, checks, checkpoint and weights
+kept, folder removed), and ``warm`` (whether a spare ran the job).
 """
 
 from __future__ import annotations
@@ -62,6 +80,9 @@ WORKER_CODE = (CODE_ROOT / "evaluator", CODE_ROOT / "sandbox")  # what the worke
 WORKER_BOOT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
                "runpy.run_module('evaluator.worker', run_name='__main__', alter_sys=True)")
 WEIGHTS_FORMAT = 1  # the .json written beside kept weights
+SHARED_ARRAYS = ("x_train", "y_train", "x_val")  # what every job's folder holds (a final job also gets x_test)
+SPARE_POLL_SECONDS = 1.0  # how often the keeper looks for spares that died while waiting
+SPARE_BACKOFF_SECONDS = 30.0  # the longest pause before replacing spares that keep dying unused
 
 
 def default_weights_dir(workdir: Path) -> Path:
@@ -93,7 +114,7 @@ class _Running:
     checker: Checker
     process: ChildProcess
     scratch: Path
-    started: float
+    started: float  # submit() began (time.monotonic, as every time below)
     cancelled: bool = False
     stop_status: Status = Status.PRUNED  # the status a cancelled job finishes with
     stop_reason: str | None = None
@@ -105,6 +126,19 @@ class _Running:
     saved: _Saved | None = None  # the checkpoint this job continues
     proxies: Proxies | None = None
     closed: bool = False  # the job ended: nothing it sends counts any more
+    warm: bool = False  # a spare ran it
+    launched: float | None = None  # the process was spawned, or the spare released
+    ready_at: float | None = None  # its ready message arrived
+    last_message_at: float | None = None  # its last accepted message arrived
+
+
+@dataclass
+class _Spare:
+    """A held worker waiting for a job, in its own fresh scratch folder holding SHARED_ARRAYS."""
+
+    process: ChildProcess
+    scratch: Path
+    holder: dict[str, _Running]  # the job's run once it has one: where its messages go
 
 
 def job_threads(capacity: int) -> int:
@@ -138,9 +172,12 @@ class TrainingPool(EvaluationPool):
         isolation: Isolation | None = None,  # the sandbox's layers (sandbox.isolation); None: process limits only
         weights_dir: Path | None = None,  # where final jobs' trained weights are kept (default_weights_dir)
         staged: Path | None = None,  # a folder already holding the arrays (stage_arrays), shared with other pools
+        warm: int = 0,  # spare workers kept started ahead of their jobs; 0: every job starts cold
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
+        if warm < 0:
+            raise ValueError(f"warm={warm} must be 0 (no spares) or more")
         self.dataset, self.space, self.epochs, self.capacity = dataset, space, epochs, capacity
         # The CUDA driver reserves far more address space than it uses: on a GPU the memory
         # limit is enforced on resident memory only (sandbox.process.Limits).
@@ -161,25 +198,57 @@ class TrainingPool(EvaluationPool):
         self._lock = threading.Lock()
         self._own_staged = staged is None
         self._staged = stage_arrays(dataset, self.workdir / "data") if staged is None else Path(staged)
+        self.warm = warm
+        self._spares: list[_Spare] = []  # ready for a job, oldest first
+        self._dead: list[_Spare] = []  # found dead while waiting: the keeper ends them
+        self._closing = threading.Event()
+        self._wake = threading.Event()  # the keeper has work: a spare was taken or found dead
+        self._keeper: threading.Thread | None = None
+        if warm:
+            self._keeper = threading.Thread(target=self._keep_spares, name="spare-keeper", daemon=True)
+            self._keeper.start()
 
     # -- data ------------------------------------------------------------------------
 
-    def _scratch(self, job: Job, job_id: str) -> Path:
-        """The job's own folder, the only place it may write: copies of the arrays it may see
-        (copies, not links: a job that wrote into a linked file would change every later job's
-        data) and, in code mode, the candidate's model file."""
-        scratch = self.workdir / "jobs" / job_id
+    def _scratch(self, name: str) -> Path:
+        """A job's own folder, the only place it may write, holding copies of the arrays every job
+        sees (copies, not links: a job that wrote into a linked file would change every later
+        job's data)."""
+        scratch = self.workdir / "jobs" / name
         scratch.mkdir(parents=True)
-        names = ["x_train", "y_train", "x_val"] + (["x_test"] if job.purpose is Purpose.FINAL else [])
-        for name in names:
-            shutil.copyfile(self._staged / f"{name}.npy", scratch / f"{name}.npy")
+        for array in SHARED_ARRAYS:
+            shutil.copyfile(self._staged / f"{array}.npy", scratch / f"{array}.npy")
+        return scratch
+
+    def _job_files(self, job: Job, scratch: Path) -> None:
+        """What only this job gets: the test inputs (a final job) and, in code mode, the candidate's model file."""
+        if job.purpose is Purpose.FINAL:
+            shutil.copyfile(self._staged / "x_test.npy", scratch / "x_test.npy")
         if self.space == "code":
             (scratch / MODEL_FILE).write_text(job.spec["source"], encoding="utf-8")
-        return scratch
+
+    def _process(self, scratch: Path, holder: dict[str, _Running], *, key: bytes | None = None,
+                 extra_env: dict[str, str] | None = None) -> ChildProcess:
+        """The worker of one job in ``scratch``; without ``key``, a held one (a spare) that waits for it."""
+        threads_env = {k: str(self.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        if not self.device.startswith("cuda"):
+            threads_env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job never touches (or holds memory on) a GPU
+
+        def on_message(line: bytes) -> None:
+            run = holder.get("run")
+            if run is not None:  # a held worker sends nothing before its key: a line without a job is dropped
+                self._on_message(run, line)
+
+        return ChildProcess(
+            [sys.executable, "-I", "-c", WORKER_BOOT, str(CODE_ROOT), str(scratch)], cwd=scratch,
+            env=clean_env(threads_env | (extra_env or {}), home=scratch), limits=self.limits, key=key,
+            on_message=on_message, threads=self.threads, isolation=self.isolation, held=key is None,
+        )
 
     # -- the pool interface ----------------------------------------------------------
 
     def submit(self, job: Job) -> None:
+        submitted = time.monotonic()
         stop = self._stop_epoch(job)
         if job.purpose is Purpose.FINAL and (stop != self.epochs or job.resume or job.checkpoint):
             raise ValueError("a final evaluation trains the whole schedule from scratch: no fidelity, checkpoint or resume")
@@ -192,9 +261,6 @@ class TrainingPool(EvaluationPool):
         key = secrets.token_bytes(32)
         want_test = job.purpose is Purpose.FINAL
         proxies = self.proxies if job.purpose is Purpose.SEARCH and not saved else ()
-        scratch = self._scratch(job, job_id)
-        if saved is not None:  # a copy: the job may write to it, the kept one must not change
-            shutil.copyfile(saved.path, scratch / CHECKPOINT_IN)
         spec = {"job": job_id, "space": self.space, "spec": job.spec, "input_shape": list(self.dataset.input_shape),
                 "num_classes": self.dataset.num_classes, "x_scale": self.dataset.x_scale, "epochs": self.epochs,
                 "stop_epoch": stop, "start_epoch": start, "save_checkpoint": job.checkpoint and stop < self.epochs,
@@ -205,28 +271,38 @@ class TrainingPool(EvaluationPool):
         if inject is not None:
             spec["test_inject"] = inject
             extra_env[TEST_HOOKS_ENV] = "1"
-        (scratch / "job.json").write_text(json.dumps(spec))
+        spare = self._take_spare() if inject is None else None  # fault injection needs its own environment: cold
+        scratch = spare.scratch if spare is not None else self._scratch(job_id)
+        try:
+            self._job_files(job, scratch)
+            if saved is not None:  # a copy: the job may write to it, the kept one must not change
+                shutil.copyfile(saved.path, scratch / CHECKPOINT_IN)
+            (scratch / "job.json").write_text(json.dumps(spec))
+        except BaseException:
+            if spare is not None:  # e.g. a full disk: the spare never runs this half-written job
+                self._end_spare(spare)
+            raise
         checker = Checker(key=key, job=job_id, n_val=len(self.dataset.y_val),
                           n_test=len(self.dataset.y_test) if want_test else 0,
                           num_classes=self.dataset.num_classes, epochs=stop, start_epoch=start,
                           proxies=frozenset(proxies))
-        threads_env = {k: str(self.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        if not self.device.startswith("cuda"):
-            threads_env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job never touches (or holds memory on) a GPU
-        holder: dict[str, _Running] = {}
-        process = ChildProcess(
-            [sys.executable, "-I", "-c", WORKER_BOOT, str(CODE_ROOT), str(scratch)], cwd=scratch,
-            env=clean_env(threads_env | extra_env, home=scratch), limits=self.limits, key=key,
-            on_message=lambda line: self._on_message(holder["run"], line), threads=self.threads,
-            isolation=self.isolation,
-        )
-        run = holder["run"] = _Running(job=job, checker=checker, process=process, scratch=scratch, started=time.monotonic(),
-                                       curve=list(saved.curve) if saved else [],
-                                       device_seconds=saved.device_seconds if saved else 0.0,
-                                       start_epoch=start, stop_epoch=stop, saved=saved)
+        if spare is not None:
+            holder, process = spare.holder, spare.process
+        else:
+            holder = {}
+            process = self._process(scratch, holder, key=key, extra_env=extra_env)
+        run = _Running(job=job, checker=checker, process=process, scratch=scratch, started=submitted,
+                       curve=list(saved.curve) if saved else [], device_seconds=saved.device_seconds if saved else 0.0,
+                       start_epoch=start, stop_epoch=stop, saved=saved, warm=spare is not None)
+        holder["run"] = run
         with self._lock:
             self._running[job.candidate_id] = run
-        process.start()
+        run.launched = time.monotonic()
+        if spare is not None:
+            process.release(key)
+            self._wake.set()  # the keeper starts its replacement
+        else:
+            process.start()
         self._events.put(PoolEvent(kind="started", candidate_id=job.candidate_id,
                                    data={"job": job_id, "purpose": job.purpose.value, "seed": job.seed, "epochs": stop,
                                          "from_epoch": start}))
@@ -271,6 +347,7 @@ class TrainingPool(EvaluationPool):
             saved.path.unlink(missing_ok=True)
 
     def close(self) -> None:
+        self._close_spares()
         for cid in list(self._running):
             self.cancel(cid)
         if self._own_staged:
@@ -278,12 +355,93 @@ class TrainingPool(EvaluationPool):
         shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
         self._checkpoints.clear()
 
+    # -- spares ----------------------------------------------------------------------
+
+    def _take_spare(self) -> _Spare | None:
+        """The oldest spare still alive, or None; the dead ones found go to the keeper."""
+        with self._lock:
+            while self._spares:
+                spare = self._spares.pop(0)
+                if spare.process.poll() is None:
+                    return spare
+                self._dead.append(spare)  # died while waiting (killed, out of memory): never given a job
+                self._wake.set()
+        return None
+
+    def _start_spare(self) -> _Spare:
+        scratch = self._scratch(f"spare-{secrets.token_hex(4)}")
+        holder: dict[str, _Running] = {}
+        process = self._process(scratch, holder)
+        try:
+            process.start()
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return _Spare(process=process, scratch=scratch, holder=holder)
+
+    @staticmethod
+    def _end_spare(spare: _Spare) -> None:
+        """Kill a spare that never got a job (or died waiting) and remove its folder."""
+        spare.process.kill()
+        spare.process.wait()
+        shutil.rmtree(spare.scratch, ignore_errors=True)
+
+    def _keep_spares(self) -> None:
+        """The keeper thread: keeps ``warm`` spares started, one start at a time, and replaces the
+        ones that died waiting (pausing longer each time spares keep dying unused). It stops making
+        spares when one cannot be started at all (e.g. the sandbox is unavailable): every job then
+        starts cold, and a cold start raises the same error where the caller sees it."""
+        deaths = 0
+        while not self._closing.is_set():
+            self._wake.clear()
+            with self._lock:
+                alive = []
+                for spare in self._spares:
+                    (alive if spare.process.poll() is None else self._dead).append(spare)
+                self._spares, dead, self._dead = alive, self._dead, []
+                missing = self.warm - len(self._spares)
+            for spare in dead:
+                self._end_spare(spare)
+            deaths += len(dead)
+            if dead and self._closing.wait(min(SPARE_BACKOFF_SECONDS, 0.5 * 2 ** deaths)):
+                break
+            if missing <= 0:
+                self._wake.wait(SPARE_POLL_SECONDS)
+                continue
+            try:
+                spare = self._start_spare()
+            except Exception:  # noqa: BLE001 - e.g. the sandbox is unavailable: submit() starts cold and raises it
+                return
+            with self._lock:
+                if not self._closing.is_set():
+                    self._spares.append(spare)
+                    spare = None
+            if spare is not None:
+                self._end_spare(spare)
+            if not dead:
+                deaths = 0
+
+    def _close_spares(self) -> None:
+        self._closing.set()
+        self._wake.set()
+        if self._keeper is not None:
+            self._keeper.join()
+        with self._lock:
+            spares, self._spares, self._dead = self._spares + self._dead, [], []
+        for spare in spares:
+            self._end_spare(spare)
+
     # -- one job ---------------------------------------------------------------------
 
     def _on_message(self, run: _Running, line: bytes) -> None:
         if run.closed:  # late: the job's evaluation is already made
             return
+        arrived = time.monotonic()
         msg = run.checker.feed(line)
+        if msg is not None:
+            run.last_message_at = arrived
+            if isinstance(msg, Ready):
+                run.ready_at = arrived
         if len(run.checker.rejected) > MAX_REJECTED and not run.cancelled:
             run.stop_status, run.stop_reason = Status.FAILED, (
                 f"the worker sent more than {MAX_REJECTED} messages that failed the protocol checks "
@@ -312,10 +470,24 @@ class TrainingPool(EvaluationPool):
         evaluation = self._keep_checkpoint(run, evaluation)
         evaluation = self._keep_weights(run, evaluation)
         shutil.rmtree(run.scratch, ignore_errors=True)
+        evaluation = evaluation.model_copy(update={"metrics": evaluation.metrics | {"overhead": self._overhead(run)}})
         with self._lock:  # the event is queued before the slot frees, so no reader can miss it
             self._results[run.job.candidate_id] = evaluation
             self._events.put(PoolEvent(kind="finished", candidate_id=run.job.candidate_id, evaluation=evaluation))
             self._running.pop(run.job.candidate_id, None)
+
+    @staticmethod
+    def _overhead(run: _Running) -> dict[str, float | bool | None]:
+        """Where the job's time outside training went, in seconds (see the module's docstring);
+        None where the worker never got that far."""
+        now = time.monotonic()
+
+        def span(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else round(max(0.0, b - a), 4)
+
+        return {"prepare": span(run.started, run.launched), "boot": span(run.launched, run.ready_at),
+                "first_step": span(run.started, run.ready_at), "finish": span(run.last_message_at, now),
+                "warm": run.warm}
 
     def _evaluation(self, run: _Running, result: Any) -> Evaluation:
         accepted = run.checker.accepted

@@ -1,7 +1,9 @@
 """The worker: ``python -I -m evaluator.worker JOB_DIR``, a fresh process per candidate.
 
-It reads its message key and opens its channel first, then reads ``job.json`` and the arrays
-the trusted side put in JOB_DIR (training images with labels; validation and test images
+It imports the libraries every job needs (``PRELOAD``: numpy, torch, the model builders, the
+trainer, the proxies; our code, no candidate's) and trains a toy network for one step (torch
+loads much of itself at the first optimizer step), then reads its message key and opens its
+channel, then reads ``job.json`` and the arrays the trusted side put in JOB_DIR (training images with labels; validation and test images
 without), builds the candidate, trains it and sends predictions (see evaluator.protocol).
 It never holds a validation or test label and never computes a metric.
 
@@ -19,10 +21,16 @@ checkpoint copied in by the trusted side).
 A final job (``save_weights``) also leaves the trained network's ``state_dict`` in JOB_DIR
 (``weights_out.pt``, tensors on the CPU); the trusted side copies it out and treats it as
 untrusted data.
+
+A pre-started ("warm") worker is the same program started before its job exists: it imports
+``PRELOAD``, warms up, and then blocks reading its key until the pool has written the job into JOB_DIR
+and released it (``sandbox.process.ChildProcess(held=True)``). Nothing of the job, and no
+candidate code, is read before the key.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -38,6 +46,43 @@ CHECKPOINT_OUT = "checkpoint_out.pt"  # the checkpoint a job that stops early le
 WEIGHTS_OUT = "weights_out.pt"  # a final job's trained state_dict, copied out by the pool
 MODEL_FILE = "model.py"  # code mode: the candidate's model file, written by the trusted side
 PROXY_BATCH = 64  # training images the zero-cost proxies see
+# What every job imports, loaded before the key is read (a held worker is then ready to train at
+# once): our own modules and their libraries only. The builders of every space are loaded, since
+# the space is in job.json, which is read after the key; the code builder module is ours, the
+# candidate's file is imported only inside run().
+PRELOAD = ("numpy", "torch", "evaluator.models", "evaluator.models.layers_net", "evaluator.models.nb201_net",
+           "evaluator.models.code", "evaluator.trainer", "evaluator.proxies")
+
+
+def _preload() -> BaseException | None:
+    """Import ``PRELOAD`` and warm the trainer up; the exception that stopped it (reported once
+    the channel is open), or None."""
+    try:
+        for name in PRELOAD:
+            importlib.import_module(name)
+        _warm_up()
+    except BaseException as exc:  # noqa: BLE001 - e.g. torch does not fit the memory limit: run() reports it
+        return exc
+    return None
+
+
+def _warm_up() -> None:
+    """Train a toy network for one step with each optimizer the trainer knows, on the CPU: torch
+    loads much of itself lazily at the first optimizer step (torch._dynamo, sympy: about 1.4 s on
+    2 cores), which would otherwise fall between the ready message and a job's first step. Every
+    job reseeds torch before it builds its network, so this changes no result."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from evaluator.trainer import TrainConfig, train
+
+    x, y = np.zeros((8, 1, 4, 4), dtype=np.uint8), np.zeros(8, dtype=np.int64)
+    for optimizer in ("sgd", "adam", "adamw"):
+        net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(4, 2))
+        train(net, x, y, x[:2], 255.0, TrainConfig(epochs=1, optimizer=optimizer, batch_size=4,
+                                                   threads=torch.get_num_threads()), lambda report: None)
 
 
 def _read_key(fd: int) -> bytes:
@@ -111,13 +156,16 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or CHANNEL_FD_ENV not in os.environ:
         print("usage: python -m evaluator.worker JOB_DIR (started by the evaluation pool)", file=sys.stderr)
         return 2
-    key = _read_key(int(os.environ.pop(KEY_FD_ENV)))
+    preload_error = _preload()
+    key = _read_key(int(os.environ.pop(KEY_FD_ENV)))  # a held worker waits here for its job
     job_dir = Path(argv[1])
     job_id = json.loads((job_dir / "job.json").read_text())["job"]
     channel = Channel(int(os.environ.pop(CHANNEL_FD_ENV)), key, job_id)
     del key
 
     try:
+        if preload_error is not None:
+            raise preload_error
         run(job_dir, channel)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the process ends
         trainer = sys.modules.get("evaluator.trainer")  # imported inside run(): torch may not load
@@ -134,5 +182,19 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - a stream the candidate replaced or closed: nothing more to say
+            pass
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    # Every message is sent and every file closed when main() returns: the process ends at once.
+    # A normal interpreter exit after training spends 1-2.5 s (measured on 2 cores) tearing torch
+    # down, which every job would wait for. Bound here, before candidate code could replace it.
+    _exit = os._exit
+    code = main(sys.argv)
+    _flush()
+    _exit(code)

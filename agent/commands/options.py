@@ -92,6 +92,8 @@ def add_task_data(parser: argparse.ArgumentParser) -> None:
                        help="--pool ray: GPUs per candidate, fractions share one (default: 1 when the cluster has GPUs)")
     train.add_argument("--ray-retries", dest="ray_retries", type=non_negative_int,
                        help="--pool ray: re-queues of a candidate whose worker was lost (default 2)")
+    train.add_argument("--warm-workers", dest="warm_workers", type=non_negative_int,
+                       help="workers kept started ahead of their candidates, one candidate each (default 1; 0: cold starts)")
     train.add_argument("--timeout", type=positive_float, help="wall-clock seconds one candidate may train (default 600)")
     train.add_argument("--memory-mb", dest="memory_mb", type=positive_int, help="memory limit of one worker, MB (default 4096)")
     train.add_argument("--disk-mb", dest="disk_mb", type=positive_int,
@@ -107,7 +109,8 @@ def add_task_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-TRAINING_FLAGS = ("data_dir", "epochs", "workers", "pool", "ray_address", "ray_cpus", "ray_gpus", "ray_retries", "timeout", "memory_mb", "disk_mb", "device", "final_seeds", "sandbox", "unsafe")
+TRAINING_FLAGS = ("data_dir", "epochs", "workers", "warm_workers", "pool", "ray_address", "ray_cpus", "ray_gpus",
+                  "ray_retries", "timeout", "memory_mb", "disk_mb", "device", "final_seeds", "sandbox", "unsafe")
 
 
 def settings_flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:

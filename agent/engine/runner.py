@@ -128,7 +128,7 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
             dataset, space.name, workdir=settings.home / "work" / run_id, epochs=epochs,
             capacity=settings.worker_count(), limits=limits,
             device=device, test_inject=test_inject, proxies=tuple(settings.proxies), isolation=isolation,
-            weights_dir=settings.home / "weights" / run_id,
+            weights_dir=settings.home / "weights" / run_id, warm=settings.warm_workers,
         )
     return Setup(task=task, space=space, pool=pool, final_seeds=tuple(range(settings.final_seeds)),
                  warnings=list(getattr(pool, "notes", [])),
@@ -370,9 +370,9 @@ def run_search(
 
 # What may change when a run is resumed: its limits and how its workers run. Everything else
 # (task, space, proposer, seed, objectives, ...) is the run's own and comes from its record.
-RESUME_OVERRIDES = ("budget", "minutes", "max_llm_cost", "max_device_seconds", "workers", "pool", "ray_address",
-                    "ray_cpus", "ray_gpus", "ray_retries", "timeout", "memory_mb",
-                    "disk_mb", "device", "reflect_every", "directions", "recheck_every", "recheck_top", "recheck_seeds")
+RESUME_OVERRIDES = ("budget", "minutes", "max_llm_cost", "max_device_seconds", "workers", "warm_workers", "pool",
+                    "ray_address", "ray_cpus", "ray_gpus", "ray_retries", "timeout", "memory_mb", "disk_mb", "device",
+                    "reflect_every", "directions", "recheck_every", "recheck_top", "recheck_seeds")
 # Where this process runs, never taken from the record: the home, secrets, endpoints, caches.
 RESUME_LOCAL = ("home", "openai_api_key", "openai_base_url", "model_cache", "llm_timeout", "lock_timeout",
                 "llm_price_in", "llm_price_out")

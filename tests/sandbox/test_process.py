@@ -147,3 +147,77 @@ def test_a_worker_dies_with_its_coordinator_even_on_kill_9(tmp_path):
         assert not alive, "the worker outlived its coordinator"
     finally:
         coordinator.kill()
+
+
+# -- held children: started ahead of their job, released with the key ----------------------
+
+def start_held(tmp_path, code="", limits=Limits(wall_seconds=30), isolation=None):
+    messages, lock = [], threading.Lock()
+
+    def on_message(line: bytes) -> None:
+        with lock:
+            messages.append(line.decode())
+
+    proc = ChildProcess([sys.executable, "-I", "-c", CHILD, code], cwd=tmp_path, env=clean_env(home=tmp_path),
+                        limits=limits, on_message=on_message, held=True, isolation=isolation)
+    proc.start()
+    return proc, messages
+
+
+def test_a_held_child_waits_for_its_key_and_its_clock_starts_at_the_release(tmp_path):
+    proc, messages = start_held(tmp_path, "open('ran', 'w').write('yes')", limits=Limits(wall_seconds=2))
+    time.sleep(2.5)  # longer than its wall-clock limit: it still waits, unharmed
+    assert proc.poll() is None and messages == [] and not (tmp_path / "ran").exists()
+    proc.release(b"late key")
+    result = proc.wait()
+    assert result.returncode == 0 and not result.timed_out, result.tail_text
+    assert messages[0] == "key late key\n" and (tmp_path / "ran").read_text() == "yes"
+    assert result.wall_seconds < 2.5  # counted from the release, not from the spawn
+    with pytest.raises(RuntimeError, match="not held"):
+        proc.release(b"again")
+
+
+def test_a_released_child_still_has_its_wall_clock_limit(tmp_path):
+    proc, _ = start_held(tmp_path, "import time; time.sleep(60)", limits=Limits(wall_seconds=1))
+    time.sleep(1.5)
+    proc.release(b"k")
+    result = proc.wait()
+    assert result.timed_out and result.killed_by == "SIGKILL" and result.wall_seconds >= 1
+
+
+def test_a_held_child_that_is_never_released_is_killed_with_nothing_left(tmp_path):
+    from sandbox.isolation import Isolation
+    from tests.security.processes import descendants, leftovers
+
+    before = descendants()
+    proc, messages = start_held(tmp_path, "open('ran', 'w').write('yes')", isolation=Isolation())
+    time.sleep(0.5)
+    assert proc.poll() is None
+    proc.kill()
+    result = proc.wait()
+    assert result.killed_by == "SIGKILL" and not result.timed_out and messages == []
+    assert not (tmp_path / "ran").exists() and not leftovers(before=before)
+    assert proc._key_w is None  # the key pipe is closed too
+
+
+def test_only_a_held_child_may_start_without_a_key(tmp_path):
+    with pytest.raises(ValueError, match="key=None"):
+        ChildProcess([sys.executable, "-c", "pass"], cwd=tmp_path, env=clean_env(), limits=Limits(),
+                     on_message=lambda line: None)
+
+
+def test_a_held_child_prepares_at_the_smallest_cpu_weight_until_its_release(tmp_path):
+    from sandbox.isolation import Isolation
+
+    proc, _ = start_held(tmp_path, isolation=Isolation())
+    try:
+        weights = {d: d / ("cpu.weight" if version == 2 else "cpu.shares")
+                   for d, (version, controllers) in (proc._cgroup.dirs.items() if proc._cgroup else ()) if "cpu" in controllers}
+        if not weights:
+            pytest.skip("no cpu cgroup here (agent doctor lists the sandbox layers)")
+        assert {f.read_text().strip() for f in weights.values()} <= {"1", "2"}  # v2 cpu.weight 1, v1 cpu.shares 2
+        proc.release(b"k")
+        assert {f.read_text().strip() for f in weights.values()} <= {"100", "1024"}  # the defaults
+    finally:
+        proc.kill()
+        proc.wait()
