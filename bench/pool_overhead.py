@@ -54,7 +54,7 @@ from evaluator.data import load_dataset  # noqa: E402
 from evaluator.data.base import Dataset  # noqa: E402
 from evaluator.pool import EvaluationPool, Job  # noqa: E402
 from evaluator.spaces import get_space  # noqa: E402
-from evaluator.training_pool import TrainingPool  # noqa: E402
+from evaluator.training_pool import TrainingPool, job_threads  # noqa: E402
 from sandbox.isolation import Isolation  # noqa: E402
 from sandbox.process import Limits  # noqa: E402
 
@@ -77,7 +77,7 @@ WORKLOADS = {
                        "a small residual layers spec (16-32-64 channels), 5 epochs on all 1,077 digits training images: "
                        "a typical digits candidate's few seconds of training"),
 }
-PHASES = ("first_step", "boot", "prepare", "finish", "overhead", "train")
+PHASES = ("first_step", "boot", "prepare", "finish", "ray", "overhead", "train")
 MODES = ("one-at-a-time", "back-to-back")
 
 
@@ -88,9 +88,29 @@ def local_pool(warm: int) -> Callable[[Dataset, Path], EvaluationPool]:
     return make
 
 
+_CLUSTER: list[Any] = []  # the private Ray cluster of the ray pools, started once and closed at the end
+
+
+def ray_pool(warm: int) -> Callable[[Dataset, Path], EvaluationPool]:
+    """A one-actor Ray pool on a private cluster (127.0.0.1): the local pool's job inside an actor,
+    plus the coordinator's queue and the round trips to the actor."""
+    def make(dataset: Dataset, workdir: Path) -> EvaluationPool:
+        from evaluator.ray_cluster import connect
+        from evaluator.ray_pool import RayPool
+
+        if not _CLUSTER:
+            _CLUSTER.append(connect(None))
+        return RayPool(dataset, "layers", cluster=_CLUSTER[0], run_id="bench", workdir=workdir, epochs=POOL_EPOCHS,
+                       workers=1, limits=Limits(wall_seconds=300), threads=job_threads(1), isolation=Isolation(),
+                       pool_options={"warm": warm})
+    return make
+
+
 POOLS: dict[str, Callable[[Dataset, Path], EvaluationPool]] = {
     "local-cold": local_pool(0),
     "local-warm": local_pool(1),
+    "ray-cold": ray_pool(0),
+    "ray-warm": ray_pool(1),
 }
 
 
@@ -121,7 +141,8 @@ def run_block(pool: EvaluationPool, spec: dict[str, Any], epochs: int, n: int, m
         if evaluation.status.value != "ok":
             raise SystemExit(f"{name}: candidate {i} ended {evaluation.status.value}: {evaluation.error}")
         over = dict(evaluation.metrics.get("overhead") or {})
-        over["overhead"] = over["first_step"] + over["finish"]
+        over["ray"] = over.get("ray_queue", 0.0) + over.get("ray_transport", 0.0)  # 0 for a local pool
+        over["overhead"] = over["first_step"] + over["finish"] + over["ray"]
         over["train"] = evaluation.device_seconds
         records.append({"candidate": i, "wall": wall, "sandbox": evaluation.metrics.get("sandbox"), **over})
         advance(f"{name} {mode} {i + 1}/{n}: first step {over['first_step']:.2f} s, finish {over['finish']:.2f} s",
@@ -187,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                     blocks.append(run_block(pool, spec, workload.epochs, args.n, mode, args.gap, name, advance))
                 finally:
                     pool.close()
+    if _CLUSTER:
+        _CLUSTER.pop().close()
     blocks.sort(key=lambda b: (args.modes.index(b["mode"]), args.pools.index(b["pool"])))
     info = run_info(REPO_ROOT, started)
     sandbox = next((r["sandbox"] for b in blocks for r in b["candidates"] if r.get("sandbox")), "none")
@@ -198,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
              f"({os.cpu_count()} cores, 1 job at a time); every job sandboxed ({sandbox}); one-at-a-time with "
              f"{args.gap:g} s between a result and the next submission",
              "- seconds, median / p90; first_step = submission to just before the first training step, finish = "
-             "the worker's last message to the recorded result, overhead = first_step + finish; train = the "
-             "worker's training seconds", "", *table(blocks)]
+             "the worker's last message to the recorded result, ray = the Ray pool's own cost (the coordinator's queue "
+             "and its round trips to the actor), overhead = first_step + finish + ray; train = the worker's training "
+             "seconds", "", *table(blocks)]
     if args.json is not None:
         args.json.write_text(json.dumps({"run": vars(info), "load_average_at_start": load_before,
                                          "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -113,6 +113,7 @@ class CandidateRunner:
         ctx = ray.get_runtime_context()
         self.node_id, self.ip = ctx.get_node_id(), ray.util.get_node_ip_address()
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        self.received = time.monotonic()
         dataset: Dataset = ray.get(data[0])  # from the node's object store: fetched over the network once per node
         self.root = NODE_ROOT / config["run"]
         staged = stage_on_node(dataset, self.root, config["fingerprint"])
@@ -132,6 +133,7 @@ class CandidateRunner:
                 "device": self.pool.device}
 
     def submit(self, job: Job, checkpoint: tuple[bytes, dict[str, Any]] | None = None) -> None:
+        self.received = time.monotonic()
         if checkpoint is not None:
             self.pool.adopt_checkpoint(job.candidate_id, *checkpoint)
         self.pool.submit(job)
@@ -143,6 +145,7 @@ class CandidateRunner:
         for event in self.pool.events(timeout=timeout):
             extra: dict[str, Any] = {}
             if event.kind == "finished" and event.evaluation is not None:
+                extra["actor_seconds"] = time.monotonic() - self.received  # the job's time on this node
                 taken = self.pool.take_checkpoint(event.candidate_id)
                 if taken is not None:
                     extra["checkpoint"] = taken
@@ -196,6 +199,8 @@ class _Pending:
     job: Job
     token: str
     losses: list[str] = field(default_factory=list)  # why each earlier attempt ended: node and error
+    submitted: float = field(default_factory=time.monotonic)  # when the coordinator took the job
+    dispatched: float | None = None  # when it was handed to an actor (the last attempt's)
 
 
 class RayPool(EvaluationPool):
@@ -387,6 +392,7 @@ class RayPool(EvaluationPool):
             held = self._checkpoints.get(pending.job.candidate_id) if pending.job.resume else None
             checkpoint = (held[0].read_bytes(), held[1]) if held else None
             slot.job, slot.cancel_after_submit = pending, None
+            pending.dispatched = time.monotonic()
             slot.submit_ref = slot.handle.submit.remote(pending.job, checkpoint)
             slot.poll_ref = None
 
@@ -445,6 +451,7 @@ class RayPool(EvaluationPool):
                 evaluation = self._received(event.evaluation, extra)
                 if slot.job is not None:
                     evaluation = _with_losses(evaluation, slot.job.losses, node)
+                    evaluation = _with_ray_overhead(evaluation, slot.job, extra.get("actor_seconds"))
                 event = replace(event, evaluation=evaluation)
                 self._results[event.candidate_id] = evaluation
                 slot.job = None
@@ -551,6 +558,20 @@ def _with_losses(evaluation: Evaluation, losses: list[str], node: str | None) ->
     if losses:
         metrics |= {"worker_losses": len(losses), "worker_lost": "; ".join(losses)[:1000]}
     return evaluation.model_copy(update={"metrics": metrics, "source": f"{evaluation.source} (ray)"})
+
+
+def _with_ray_overhead(evaluation: Evaluation, pending: _Pending, actor_seconds: float | None) -> Evaluation:
+    """Add what the cluster cost to the job's overhead (the node's pool measured the rest):
+    ``ray_queue``, from the coordinator taking the job to handing it to an actor (earlier lost
+    attempts included), and ``ray_transport``, the round trips between the coordinator and the
+    actor (from the hand-over to the record's arrival, less the job's time on the node)."""
+    now = time.monotonic()
+    overhead = dict(evaluation.metrics.get("overhead") or {})
+    dispatched = pending.dispatched or pending.submitted
+    overhead["ray_queue"] = round(dispatched - pending.submitted, 4)
+    if actor_seconds is not None:
+        overhead["ray_transport"] = round(max(0.0, now - dispatched - actor_seconds), 4)
+    return evaluation.model_copy(update={"metrics": evaluation.metrics | {"overhead": overhead}})
 
 
 def _first_line(exc: BaseException) -> str:

@@ -172,7 +172,8 @@ def _ray_pool(settings: Settings, run_id: str, dataset: Any, space: str, epochs:
                        epochs=epochs, resources=resources, workers=settings.workers, limits=limits,
                        threads=max(1, int(settings.ray_cpus)), proxies=tuple(settings.proxies), isolation=isolation,
                        weights_dir=settings.home / "weights" / run_id, retries=settings.ray_retries,
-                       pool_options={"test_inject": test_inject} if test_inject else None, owns_cluster=True)
+                       pool_options={"warm": settings.warm_workers} | ({"test_inject": test_inject} if test_inject else {}),
+                       owns_cluster=True)
     except BaseException:
         cluster.close()
         raise
