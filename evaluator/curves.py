@@ -158,17 +158,16 @@ class CurvePool(EvaluationPool):
             raise ValueError(f"cannot resume {job.candidate_id} to epoch {stop}: the pool holds "
                              f"{f'one at epoch {len(prefix)}' if prefix else 'none'}")
         run = _Job(job=job, arch=arch, next_epoch=len(prefix) + 1, stop_epoch=stop, curve=list(prefix))
-        if self.realtime:  # its first epoch ends one epoch's time from now
-            self._clock = max(self._clock, self._now())
         self._jobs[job.candidate_id] = run
         self._started.append(PoolEvent(kind="started", candidate_id=job.candidate_id,
                                        data={"purpose": job.purpose.value, "seed": job.seed, "epochs": stop,
                                              "from_epoch": len(prefix)}))
-        self._push(job.candidate_id)
+        self._push(job.candidate_id, self._now() if self.realtime else self._clock)  # the first epoch starts now
 
-    def _push(self, candidate_id: str) -> None:
+    def _push(self, candidate_id: str, start: float) -> None:
+        """The job's next epoch, started at ``start``, ends an epoch's time later."""
         self._order += 1
-        heapq.heappush(self._queue, (self._clock + self.seconds_per_epoch, self._order, candidate_id))
+        heapq.heappush(self._queue, (start + self.seconds_per_epoch, self._order, candidate_id))
 
     def _now(self) -> float:
         return time.monotonic() - self._t0
@@ -220,7 +219,7 @@ class CurvePool(EvaluationPool):
                 self._saved[cid] = list(run.curve)
             return [progress, self._finish(run, Status.OK, None)]
         run.next_epoch += 1
-        self._push(cid)
+        self._push(cid, self._clock)
         return [progress]
 
     def _finish(self, run: _Job, status: Status, error: str | None) -> PoolEvent:
