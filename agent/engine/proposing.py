@@ -15,8 +15,9 @@ search proposes exactly what a sequential loop would.
 One request is outstanding at a time, and its batch waits here until the graph takes it.
 ``pending`` is the number of candidates that request is for, from ``request`` until ``take``:
 the budget counts them. ``close`` ends the thread's work: a batch finished after it is dropped
-(the graph records nothing after its stop), a call under way is waited for ``timeout`` seconds at
-most and then abandoned; the thread is a daemon and never keeps the process alive.
+(the graph records nothing after its stop) and nothing more is proposed or reflected, while the
+outcomes already queued still reach the proposer; a call under way is waited for ``timeout``
+seconds at most and then abandoned: the thread is a daemon and never keeps the process alive.
 """
 
 from __future__ import annotations
@@ -130,8 +131,10 @@ class Proposing:
     def _work(self) -> None:
         while True:
             task = self._tasks.get()
-            if task is None or self._closed:
+            if task is None:
                 return
+            if self._closed and task[0] != "observe":  # outcomes still reach the proposer (its statistics)
+                continue
             try:
                 if task[0] == "propose":
                     batch = self._propose(*task[1:])
