@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,8 +37,6 @@ CLOSE_WAIT = 2.0  # seconds a closing search waits for a proposal under way befo
 class Batch:
     proposals: list[Proposal]
     wanted: int  # candidates they are for (fewer than the proposals when screening)
-    started: float  # time.monotonic() when the proposer began and ended
-    ended: float
 
 
 class Proposing:
@@ -65,13 +62,13 @@ class Proposing:
             raise RuntimeError(f"a request for {self.pending} candidate(s) is outstanding; take() it first")
         if asked < 1 or wanted < 1:
             raise ValueError(f"{asked=} and {wanted=} must be at least 1")
-        self.pending = wanted
         if self.background:
             self._start()
             self._tasks.put(("propose", asked, wanted, context))
         else:
             self._done = self._propose(asked, wanted, context)
             self._ready.set()
+        self.pending = wanted
 
     @property
     def ready(self) -> bool:
@@ -101,7 +98,7 @@ class Proposing:
 
     def call(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` where the proposer runs (the reflector: it uses the proposer's model)."""
-        if self._thread is None and not self.background:
+        if not self.background:
             fn()
         else:
             self._start()
@@ -124,9 +121,7 @@ class Proposing:
             self._thread.start()
 
     def _propose(self, asked: int, wanted: int, context: ProposalContext) -> Batch:
-        started = time.monotonic()
-        proposals = self.proposer.propose(asked, context)[:asked]
-        return Batch(proposals=proposals, wanted=wanted, started=started, ended=time.monotonic())
+        return Batch(proposals=self.proposer.propose(asked, context)[:asked], wanted=wanted)
 
     def _work(self) -> None:
         while True:

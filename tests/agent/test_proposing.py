@@ -173,6 +173,21 @@ def test_a_replay_in_virtual_time_proposes_inline_and_stays_reproducible(replays
     assert all(not p.background for p in pools)
 
 
+class Failing(Slow):
+    def propose(self, n: int, context: ProposalContext) -> list[Proposal]:
+        if self.calls:
+            raise RuntimeError("the proposer broke")
+        return super().propose(n, context)
+
+
+def test_an_error_in_the_proposal_thread_fails_the_run_in_the_main_thread(replays, tmp_path):
+    path, pools, space, _ = replays
+    with pytest.raises(RuntimeError, match="the proposer broke"):
+        run_search(settings(path, tmp_path / "home"), proposer=Failing(RandomSearch(space, 0)))
+    (run,) = History(tmp_path / "home").list_runs()
+    assert run["status"] == "failed"
+
+
 class Lossy(CurvePool):
     """A replay that loses each job's worker once, as a Ray pool reports: a ``lost`` event (the job
     is queued again and goes on) before the job's first epoch."""
