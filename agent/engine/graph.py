@@ -1,5 +1,6 @@
 """The search loop as a langgraph graph:
-propose -> validate -> screen -> evaluate -> record -> reflect -> decide.
+propose -> validate -> screen -> evaluate -> record -> reflect -> decide
+(evaluate -> decide when it returned only for a finished proposal: nothing to record).
 
 Nodes are plain functions of the state and the run's context; each returns only the keys
 it changed. The pool is asynchronous: ``evaluate`` submits what fits and collects what has
@@ -236,7 +237,9 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         events = ctx.halving.drain_events()
         if events:
             ctx.recorder.add_candidates([], events)
+    for_proposal = beside and proposing.ready and not results and not paused and not rechecked
     return {"ready": waiting, "running": running, "results": results, "fresh": [], "waiting": _waiting(ctx),
+            "for_proposal": for_proposal,
             "unrecorded": [c.candidate_id for c in waiting if c.candidate_id in unrecorded],
             "recheck_queue": queue, "rechecking": rechecking, "recheck_results": rechecked, "recheck_round": round_at}
 
@@ -374,6 +377,12 @@ def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     return {"stop_reason": reason}
 
 
+def after_evaluate(state: SearchState) -> Literal["record", "decide"]:
+    # A step that only made room for a finished proposal has nothing to record or reflect on; the
+    # limits are still checked. (So ``record:N`` and ``reflect:N`` crash points stay the N-th results.)
+    return "decide" if state.get("for_proposal") else "record"
+
+
 def route(state: SearchState) -> Literal["continue", "stop"]:
     # A stopping search with candidates still waiting at a rung makes one more round to prune them.
     if state.get("stop_reason") and not state["running"] and not state.get("waiting") and not state.get("rechecking"):
@@ -393,7 +402,7 @@ def build_graph():
     graph.add_edge("propose", "validate")
     graph.add_edge("validate", "screen")
     graph.add_edge("screen", "evaluate")
-    graph.add_edge("evaluate", "record")
+    graph.add_conditional_edges("evaluate", after_evaluate, {"record": "record", "decide": "decide"})
     graph.add_edge("record", "reflect")
     graph.add_edge("reflect", "decide")
     graph.add_conditional_edges("decide", route, {"continue": "propose", "stop": END})
@@ -423,4 +432,5 @@ def initial_state() -> SearchState:
     return SearchState(proposals=[], ready=[], unrecorded=[], fresh=[], running={}, results=[], seen=[], seq=0,
                        attempts=0, evaluations=0, counts={}, duplicates=0, top=[], front=[], stop_reason=None, epochs_trained=0,
                        epochs_saved=0, wanted=0, waiting=0, proxy_scores=[], device_seconds=0.0,
-                       rechecks={}, recheck_queue=[], rechecking={}, recheck_results=[], recheck_round=0)
+                       rechecks={}, recheck_queue=[], rechecking={}, recheck_results=[], recheck_round=0,
+                       for_proposal=False)

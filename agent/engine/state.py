@@ -62,6 +62,7 @@ class SearchState(TypedDict, total=False):
     running: dict[str, Candidate]  # submitted to the pool
     waiting: int  # successive halving: candidates waiting at a rung for a promotion (held by ctx.halving)
     results: list[tuple[Candidate, Evaluation]]  # finished since the last record step
+    for_proposal: bool  # the last evaluate step returned only for a finished proposal (nothing to record)
     seen: Annotated[list[str], operator.add]  # canonical keys in the run, in order
     seq: int  # next candidate sequence number
     attempts: int  # proposals made so far
