@@ -154,6 +154,8 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     ready, running = list(state["ready"]), dict(state["running"])
     stopping = bool(state.get("stop_reason"))
     free = ctx.pool.free_slots() if not stopping else 0
+    # new candidates within the budget (a resumed run may hold more queued ones than it has left)
+    allowed = ctx.budget - state["evaluations"] - len(running) - _waiting(ctx)
     jobs: list[tuple[Candidate, Job]] = []
     if ctx.halving is not None and free:
         jobs = ctx.halving.promote(free, _closing(state, ctx))
@@ -166,7 +168,7 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
                                 seed=item["seed"]))
             rechecking[item["candidate_id"]] = item["seed"]
             free -= 1
-    submit = ready[:free]
+    submit = ready[:max(0, min(free, allowed))]
     jobs += [(c, ctx.halving.first_job(c) if ctx.halving is not None else Job(candidate_id=c.candidate_id, spec=c.spec))
              for c in submit]
     # One write for the candidates this step: new ones go in as running when they get a slot (one
@@ -374,7 +376,16 @@ def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         return {}
     for cid in [*state["running"], *state.get("rechecking", {})]:
         ctx.pool.cancel(cid)  # each cancelled job still reports a final 'pruned' result
-    return {"stop_reason": reason}
+    # Candidates that never got a slot: one not yet recorded is dropped, as a proposal; one recorded
+    # queued (a resumed run's) ends invalid, not evaluated, so a finished run holds final candidates only.
+    unrecorded = set(state["unrecorded"])
+    left = [c.candidate_id for c in state["ready"] if c.candidate_id not in unrecorded]
+    counts = dict(state["counts"])
+    if left:
+        ctx.recorder.set_status(left, Status.INVALID, error=f"not evaluated: the search stopped ({reason}) before "
+                                                             "it got a pool slot")
+        counts[Status.INVALID.value] = counts.get(Status.INVALID.value, 0) + len(left)
+    return {"stop_reason": reason, "ready": [], "unrecorded": [], "counts": counts}
 
 
 def after_evaluate(state: SearchState) -> Literal["record", "decide"]:

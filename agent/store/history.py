@@ -257,14 +257,15 @@ class History:
                 "measurements": _json(c.measurements) if c.measurements else None,
             } for c in candidates])
 
-    def set_status(self, candidate_ids: Sequence[str], status: Status) -> None:
+    def set_status(self, candidate_ids: Sequence[str], status: Status, error: str | None = None) -> None:
+        """Set the candidates' status (and, given, their error text)."""
         if not candidate_ids:
             return
         now = _naive_utc(datetime.now(timezone.utc))
         with self._transaction() as con:
             con.executemany(
-                "UPDATE candidates SET status = ?, updated = ? WHERE candidate_id = ?",
-                [[status.value, now, cid] for cid in candidate_ids],
+                "UPDATE candidates SET status = ?, updated = ?, error = coalesce(?, error) WHERE candidate_id = ?",
+                [[status.value, now, error, cid] for cid in candidate_ids],
             )
 
     def add_evaluations(self, run_id: str, evaluations: Sequence[Evaluation], update_status: bool = True) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from agent.config import Settings
 from agent.engine import runner
-from agent.engine.runner import run_search
+from agent.engine.runner import resume_settings, run_search
 from agent.llm.openai_backend import OpenAIBackend
 from agent.prompting import HistoryView
 from agent.proposers import Proposal, ProposalContext, Proposer
@@ -31,7 +31,7 @@ from agent.store import History
 from agent.store.recorder import MemoryRecorder
 from evaluator.curves import CurvePool, load_curve_table
 from evaluator.pool import PoolEvent
-from evaluator.records import Candidate, Evaluation
+from evaluator.records import Candidate, Evaluation, Status
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import Nb201Space, parse_arch
 from tests.agent.test_early_stop import SmallNets
@@ -171,6 +171,28 @@ def test_a_replay_in_virtual_time_proposes_inline_and_stays_reproducible(replays
 
     assert keys(tmp_path / "a") == keys(tmp_path / "b")
     assert all(not p.background for p in pools)
+
+
+def test_a_resumed_run_holding_more_queued_candidates_than_budget_left_evaluates_only_its_budget(replays, tmp_path):
+    """Queued candidates (in flight when a process died, or a chat approval cut short) count against
+    the budget too: a resume with room for one, and two free slots, evaluates one and ends the other
+    invalid, so the finished run holds final candidates only."""
+    path, _, space, options = replays
+    options["realtime"] = False
+    home = tmp_path / "home"
+    summary = run_search(settings(path, home, budget=3, proposer="random", seed=2))
+    h = History(home)
+    seen = {r["canonical_key"] for r in h.run_candidates(summary.run_id)}
+    fresh = [c for c in load_curve_table(path).archs if c not in seen][:2]
+    h.add_candidates([Candidate(candidate_id=f"{summary.run_id}-c{3 + i:04d}", run_id=summary.run_id, seq=3 + i,
+                                space="nb201", spec=space.validate(c), canonical_key=c, proposer="chat",
+                                status=Status.QUEUED) for i, c in enumerate(fresh)])
+    again = run_search(resume_settings(Settings(home=home), {"budget": 4}, h.get_run(summary.run_id)["config"]),
+                       resume=summary.run_id)
+    assert again.evaluations == 4 == again.budget and again.counts["invalid"] == 1
+    statuses = {r["candidate_id"][-5:]: (r["status"], r["error"]) for r in h.run_candidates(summary.run_id)}
+    assert statuses["c0003"] == ("ok", None)
+    assert statuses["c0004"] == ("invalid", "not evaluated: the search stopped (budget reached) before it got a pool slot")
 
 
 class Failing(Slow):
