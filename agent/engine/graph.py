@@ -154,8 +154,6 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     ready, running = list(state["ready"]), dict(state["running"])
     stopping = bool(state.get("stop_reason"))
     free = ctx.pool.free_slots() if not stopping else 0
-    # new candidates within the budget (a resumed run may hold more queued ones than it has left)
-    allowed = ctx.budget - state["evaluations"] - len(running) - _waiting(ctx)
     jobs: list[tuple[Candidate, Job]] = []
     if ctx.halving is not None and free:
         jobs = ctx.halving.promote(free, _closing(state, ctx))
@@ -168,7 +166,7 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
                                 seed=item["seed"]))
             rechecking[item["candidate_id"]] = item["seed"]
             free -= 1
-    submit = ready[:max(0, min(free, allowed))]
+    submit = ready[:free]
     jobs += [(c, ctx.halving.first_job(c) if ctx.halving is not None else Job(candidate_id=c.candidate_id, spec=c.spec))
              for c in submit]
     # One write for the candidates this step: new ones go in as running when they get a slot (one

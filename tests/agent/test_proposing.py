@@ -176,7 +176,7 @@ def test_a_replay_in_virtual_time_proposes_inline_and_stays_reproducible(replays
 def test_a_resumed_run_holding_more_queued_candidates_than_budget_left_evaluates_only_its_budget(replays, tmp_path):
     """Queued candidates (in flight when a process died, or a chat approval cut short) count against
     the budget too: a resume with room for one, and two free slots, evaluates one and ends the other
-    invalid, so the finished run holds final candidates only."""
+    invalid at once, so the finished run holds final candidates only."""
     path, _, space, options = replays
     options["realtime"] = False
     home = tmp_path / "home"
@@ -192,7 +192,30 @@ def test_a_resumed_run_holding_more_queued_candidates_than_budget_left_evaluates
     assert again.evaluations == 4 == again.budget and again.counts["invalid"] == 1
     statuses = {r["candidate_id"][-5:]: (r["status"], r["error"]) for r in h.run_candidates(summary.run_id)}
     assert statuses["c0003"] == ("ok", None)
-    assert statuses["c0004"] == ("invalid", "not evaluated: the search stopped (budget reached) before it got a pool slot")
+    assert statuses["c0004"] == ("invalid", "not evaluated: the run's budget (4 evaluations) had no room left for it "
+                                            "when the run was resumed")
+
+
+def test_a_search_stopped_by_its_time_limit_ends_the_queued_candidates_it_did_not_start(replays, tmp_path):
+    path, _, space, _ = replays
+    home = tmp_path / "home"
+    summary = run_search(settings(path, home, budget=1, workers=1, proposer="random", seed=3))
+    h = History(home)
+    seen = {r["canonical_key"] for r in h.run_candidates(summary.run_id)}
+    fresh = [c for c in load_curve_table(path).archs if c not in seen][:3]
+    h.add_candidates([Candidate(candidate_id=f"{summary.run_id}-c{1 + i:04d}", run_id=summary.run_id, seq=1 + i,
+                                space="nb201", spec=space.validate(c), canonical_key=c, proposer="chat",
+                                status=Status.QUEUED) for i, c in enumerate(fresh)])
+    # one slot, 0.1 s a job: the time limit (0.12 s) comes before the third queued candidate gets the slot
+    again = run_search(resume_settings(Settings(home=home), {"budget": 10, "minutes": 0.002},
+                                       h.get_run(summary.run_id)["config"]), resume=summary.run_id)
+    assert again.status == "done" and again.stop_reason == "time limit reached"
+    rows = {r["candidate_id"][-5:]: r for r in h.run_candidates(summary.run_id)}
+    assert all(r["status"] not in ("queued", "running") for r in rows.values())
+    left = [k for k in ("c0001", "c0002", "c0003") if rows[k]["status"] == "invalid"]
+    assert "c0003" in left and all(rows[k]["error"] == "not evaluated: the search stopped (time limit reached) before "
+                                                      "it got a pool slot" for k in left)
+    assert again.evaluations == sum(r["status"] != "invalid" for r in rows.values())
 
 
 class Failing(Slow):
