@@ -2,10 +2,12 @@
 
 ``HistoryView`` is what a prompt shows of a run: the best candidates, the most recent, a
 seeded sample of the others and the failures with their errors, each chosen by a DuckDB query
-(``History.prompt_history``). ``Prompts.propose_messages`` renders the system and propose
+(``History.prompt_history``), and the candidates being evaluated now (``pending``: the proposer
+adds them from its ``ProposalContext``; their results are not known yet, and a proposal that
+repeats one is a duplicate). ``Prompts.propose_messages`` renders the system and propose
 templates and, while the result is over the token budget, drops history rows (the sample
-first, then the recent, the failures, and the best last, keeping at least one) and says how
-many it left out. Tokens are counted by the backend's tokenizer when given, else estimated
+first, then the recent, the pending, the failures, and the best last, keeping at least one)
+and says how many it left out. Tokens are counted by the backend's tokenizer when given, else estimated
 as ceil(characters / 4).
 """
 
@@ -53,6 +55,8 @@ class HistoryView:
     failures: list[Row] = field(default_factory=list)
     insights: list[str] = field(default_factory=list)  # the newest reflection's, never dropped for tokens
     omitted: int = 0  # rows the token budget left out
+    pending: list[Row] = field(default_factory=list)  # candidates queued or being evaluated (no outcome yet)
+    pending_omitted: int = 0  # pending rows the token budget left out
 
     @classmethod
     def from_rows(cls, rows: dict[str, list[dict[str, Any]]], describe: Callable[[dict], str], *,
@@ -141,9 +145,10 @@ class Prompts:
 
 
 def _drop_one(view: HistoryView) -> HistoryView | None:
-    """The view with one row fewer: the sample first, then recent, failures, and best (one stays)."""
-    for name, keep in (("diverse", 0), ("recent", 0), ("failures", 0), ("best", 1)):
+    """The view with one row fewer: the sample first, then recent, pending, failures, and best (one stays)."""
+    for name, keep in (("diverse", 0), ("recent", 0), ("pending", 0), ("failures", 0), ("best", 1)):
         rows = getattr(view, name)
         if len(rows) > keep:
-            return replace(view, **{name: rows[:-1]}, omitted=view.omitted + 1)
+            counter = "pending_omitted" if name == "pending" else "omitted"
+            return replace(view, **{name: rows[:-1], counter: getattr(view, counter) + 1})
     return None

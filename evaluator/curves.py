@@ -14,7 +14,10 @@ training pool does for the search: ``fidelity`` (stop at an epoch), ``checkpoint
 capacity. Time is virtual: every epoch of every job takes ``seconds_per_epoch`` (recorded as the
 evaluation's seconds), and the events of concurrent jobs come out in the order they would
 happen, so early stopping, successive halving and several workers behave as they would on real
-training, in milliseconds. A final evaluation has nothing to replay (no test split): it reports
+training, in milliseconds. With ``realtime`` the replay keeps the wall clock instead: every epoch
+takes ``seconds_per_epoch`` real seconds from its job's submission, and ``events`` waits for the
+next one as a training pool waits for its workers, so jobs progress while the coordinator does
+other work (a search then proposes beside them: ``background``). A final evaluation has nothing to replay (no test split): it reports
 the cell's last validation accuracy and no test accuracy. The task
 ``curves:FILE`` searches the file's cells this way (agent.engine.runner); bench/ uses it to
 compare stopping policies inside the real search loop.
@@ -26,6 +29,7 @@ import csv
 import heapq
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,12 +120,17 @@ class _Job:
 class CurvePool(EvaluationPool):
     """Replays recorded curves as a training pool would report them (see the module docstring)."""
 
-    def __init__(self, table: CurveTable, capacity: int = 1, seconds_per_epoch: float = 1.0) -> None:
+    def __init__(self, table: CurveTable, capacity: int = 1, seconds_per_epoch: float = 1.0,
+                 realtime: bool = False) -> None:
         from evaluator.spaces.nb201 import Nb201Space
 
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
+        if seconds_per_epoch <= 0:
+            raise ValueError(f"seconds_per_epoch={seconds_per_epoch} must be positive")
         self.table, self.capacity, self.seconds_per_epoch = table, capacity, seconds_per_epoch
+        self.realtime = self.background = realtime
+        self._t0 = time.monotonic()
         self.epochs = table.epochs
         self._space = Nb201Space()
         self._clock = 0.0
@@ -153,15 +162,37 @@ class CurvePool(EvaluationPool):
         self._started.append(PoolEvent(kind="started", candidate_id=job.candidate_id,
                                        data={"purpose": job.purpose.value, "seed": job.seed, "epochs": stop,
                                              "from_epoch": len(prefix)}))
-        self._push(job.candidate_id)
+        self._push(job.candidate_id, self._now() if self.realtime else self._clock)  # the first epoch starts now
 
-    def _push(self, candidate_id: str) -> None:
+    def _push(self, candidate_id: str, start: float) -> None:
+        """The job's next epoch, started at ``start``, ends an epoch's time later."""
         self._order += 1
-        heapq.heappush(self._queue, (self._clock + self.seconds_per_epoch, self._order, candidate_id))
+        heapq.heappush(self._queue, (start + self.seconds_per_epoch, self._order, candidate_id))
+
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
 
     def events(self, timeout: float | None = None) -> list[PoolEvent]:
         out, self._started = self._started, []
+        if self.realtime:
+            return out + self._due(0.0 if out else timeout)
         while self._queue and not any(e.kind in ("progress", "finished") for e in out):
+            when, _, cid = heapq.heappop(self._queue)
+            run = self._jobs.get(cid)
+            if run is None:
+                continue
+            self._clock = max(self._clock, when)
+            out += self._step(run)
+        return out
+
+    def _due(self, timeout: float | None) -> list[PoolEvent]:
+        """Real time: the events due now, after waiting up to ``timeout`` for the next one."""
+        if self._queue and (timeout is None or timeout > 0):
+            wait = self._queue[0][0] - self._now()
+            if wait > 0:
+                time.sleep(wait if timeout is None else min(wait, timeout))
+        out = []
+        while self._queue and self._queue[0][0] <= self._now():
             when, _, cid = heapq.heappop(self._queue)
             run = self._jobs.get(cid)
             if run is None:
@@ -188,7 +219,7 @@ class CurvePool(EvaluationPool):
                 self._saved[cid] = list(run.curve)
             return [progress, self._finish(run, Status.OK, None)]
         run.next_epoch += 1
-        self._push(cid)
+        self._push(cid, self._clock)
         return [progress]
 
     def _finish(self, run: _Job, status: Status, error: str | None) -> PoolEvent:

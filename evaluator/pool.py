@@ -21,6 +21,12 @@ Contract:
   checkpoint, and a later job of the same candidate with ``resume`` continues from it (its
   evaluation then holds the whole curve). ``discard(candidate_id)`` drops a checkpoint that will
   not be continued.
+- Events of other kinds may come (a Ray pool reports ``lost`` when a worker dies and its job is
+  queued again); a coordinator passes them on to whoever shows progress and otherwise ignores them.
+- ``background``: whether jobs make progress on their own, between calls (training processes,
+  Ray workers). Pools that compute results inside ``submit`` or ``events`` (table lookups, curve
+  replays in virtual time) say False; the search then proposes in turn with the evaluations, in a
+  reproducible order, instead of beside them (agent.engine.proposing).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class EvaluationPool(ABC):
     capacity: int = 1
     epochs: int | None = None  # a training pool's epochs per search job; None where results are looked up
     seeded: bool = False  # whether another training seed gives another result (not for tables and replays)
+    background: bool = True  # jobs progress between calls; False where submit/events compute the results
 
     @abstractmethod
     def submit(self, job: Job) -> None: ...

@@ -93,6 +93,8 @@ class TabularBenchmark:
 class TabularPool(EvaluationPool):
     """Evaluates in-process at submit time; results come out in submission order."""
 
+    background = False  # a result exists as soon as its job is submitted
+
     def __init__(self, benchmark: TabularBenchmark, capacity: int = 1) -> None:
         self.benchmark = benchmark
         self.capacity = capacity

@@ -267,7 +267,9 @@ def _propose(ctx: ChatContext, facts: RunFacts, pending: dict | None) -> tuple[s
     seen = frozenset(c["canonical_key"] for c in facts.candidates if c["canonical_key"])
     best = facts.ranked[0] if facts.ranked else None
     context = ProposalContext(seen=seen, evaluations=facts.run["evaluations"], budget=facts.run["budget"],
-                              best=(best["candidate_id"], best["spec"], best["val_accuracy"]) if best else None)
+                              best=(best["candidate_id"], best["spec"], best["val_accuracy"]) if best else None,
+                              pending=tuple((c["candidate_id"], c["spec"]) for c in facts.candidates
+                                            if c["status"] in ("queued", "running")))
     if ctx.on_note:
         ctx.on_note("asking the model for a proposal...")
     try:

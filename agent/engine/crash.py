@@ -4,7 +4,9 @@
 power cut or the OOM killer would stop it: comma-separated ``NODE[:N][:before|after]`` items.
 NODE is a graph node (propose, validate, screen, evaluate, record, reflect, decide) or
 ``final`` (the final report, after its evaluations are recorded); N counts that node's
-visits in this process (default 1); ``after`` (default) fires once the node's own writes are
+visits in this process (default 1; when proposals are made beside the pool, each finished
+proposal adds a visit of propose, validate, screen, evaluate and decide, while record and
+reflect are visited only for results); ``after`` (default) fires once the node's own writes are
 done but before the graph takes its state update, ``before`` on entry. Unset, nothing
 happens: the search never reads the variable again.
 """

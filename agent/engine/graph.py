@@ -1,10 +1,21 @@
 """The search loop as a langgraph graph:
-propose -> validate -> screen -> evaluate -> record -> reflect -> decide.
+propose -> validate -> screen -> evaluate -> record -> reflect -> decide
+(evaluate -> decide when it returned only for a finished proposal: nothing to record).
 
 Nodes are plain functions of the state and the run's context; each returns only the keys
 it changed. The pool is asynchronous: ``evaluate`` submits what fits and collects what has
-finished, so a pool with many slots keeps them busy while the proposer works. With
-successive halving, a free slot goes to a waiting candidate's promotion before a new one.
+finished. With successive halving, a free slot goes to a waiting candidate's promotion before
+a new one.
+
+Every call to the proposer goes through ``ctx.proposing`` (agent.engine.proposing). When the
+pool runs its jobs in the background, ``evaluate`` asks for the next candidate before it waits,
+and waits for a finished job or a finished proposal, whichever comes first: a proposal is made
+while the pool trains, and goes to a slot as soon as it is validated. It asks for the free
+slots plus ``lookahead`` candidates held ready (so a slot freed while the proposer is slower
+than training finds one), one candidate per request (each goes to the pool as soon as it is
+made). Otherwise (tables, replays) ``propose`` asks and gets its proposals at once, in turn
+with the evaluations. Either way the budget counts every candidate under way: validated and
+waiting for a slot, in the pool, waiting at a rung, or being proposed.
 """
 
 from __future__ import annotations
@@ -32,31 +43,53 @@ def _waiting(ctx: SearchContext) -> int:
     return len(ctx.halving.waiting) if ctx.halving is not None else 0
 
 
+POLL = 0.05  # seconds between looks at the pool while a proposal is being made beside it
+
+
 def _closing(state: SearchState, ctx: SearchContext) -> bool:
     """No new candidate will be proposed: every remaining evaluation is already under way."""
-    pending = len(state["ready"]) + len(state["running"]) + _waiting(ctx)
+    pending = len(state["ready"]) + len(state["running"]) + _waiting(ctx) + ctx.proposing.pending
     return bool(state.get("stop_reason")) or state["evaluations"] + pending >= ctx.budget \
         or state["attempts"] >= ctx.max_attempts
 
 
 def propose(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    """The proposals made for the pool: asked for now (inline), or made in the background since."""
     ctx = runtime.context
     if state.get("stop_reason"):
+        return {"proposals": []}  # one being made is dropped when the search closes
+    if not ctx.proposing.background:
+        _ask(state, ctx)
+    batch = ctx.proposing.take()
+    if batch is None:
         return {"proposals": []}
+    return {"proposals": batch.proposals, "wanted": batch.wanted, "attempts": state["attempts"] + len(batch.proposals)}
+
+
+def _ask(state: SearchState, ctx: SearchContext) -> None:
+    """Ask for the candidates the pool will want next: its free slots (promotions take them
+    first) and the lookahead, within the budget (what is under way counts) and the proposal limit."""
+    proposing = ctx.proposing
+    if proposing.pending or state.get("stop_reason"):
+        return
     queued = len(state["ready"]) + len(state["running"])  # hold or wait for a pool slot
     slots = ctx.pool.capacity - queued
     if ctx.halving is not None and slots > 0:
         slots -= ctx.halving.promotable(_closing(state, ctx))  # promotions take free slots first
-    n = min(slots, ctx.budget - state["evaluations"] - queued - _waiting(ctx))
+    n = min(slots + proposing.lookahead, ctx.budget - state["evaluations"] - queued - _waiting(ctx))
+    if proposing.background:
+        n = min(n, 1)  # one at a time: each candidate goes to the pool as soon as it is made
     factor = ctx.screen.factor if ctx.screen is not None and ctx.screen.proxy else 1
     asked = min(n * factor, ctx.max_attempts - state["attempts"])
     if n <= 0 or asked <= 0:
-        return {"proposals": []}
+        return
     top = state["top"][0] if state["top"] else None
+    waiting = [c for c, _ in ctx.halving.waiting.values()] if ctx.halving is not None else []
+    pending = tuple((c.candidate_id, c.spec) for c in [*state["running"].values(), *waiting, *state["ready"]])
     context = ProposalContext(seen=frozenset(state["seen"]), evaluations=state["evaluations"], budget=ctx.budget,
-                              best=(top["candidate_id"], top["spec"], top["val_accuracy"]) if top else None)
-    proposals = ctx.proposer.propose(asked, context)[:asked]
-    return {"proposals": proposals, "wanted": n, "attempts": state["attempts"] + len(proposals)}
+                              best=(top["candidate_id"], top["spec"], top["val_accuracy"]) if top else None,
+                              pending=pending)
+    proposing.request(asked, n, context)
 
 
 def validate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
@@ -91,16 +124,16 @@ def validate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         seq += 1
     if rejected or events:
         ctx.recorder.add_candidates(rejected, events)
-    return {"proposals": [], "ready": ready, "seen": new_keys, "seq": seq, "counts": counts,
-            "unrecorded": state["unrecorded"] + [c.candidate_id for c in ready[len(state["ready"]):]],
-            "duplicates": state["duplicates"] + len(events)}
+    fresh = [c.candidate_id for c in ready[len(state["ready"]):]]
+    return {"proposals": [], "ready": ready, "seen": new_keys, "seq": seq, "counts": counts, "fresh": fresh,
+            "unrecorded": state["unrecorded"] + fresh, "duplicates": state["duplicates"] + len(events)}
 
 
 def screen(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     """Measure the new candidates before they train; reject the ones that break a constraint
     or, when screening, rank below the best ``wanted`` by the proxy."""
     ctx = runtime.context
-    fresh = set(state["unrecorded"])
+    fresh = set(state.get("fresh", []))
     if ctx.screen is None or not fresh:
         return {}
     new = [c for c in state["ready"] if c.candidate_id in fresh]
@@ -136,13 +169,15 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     submit = ready[:free]
     jobs += [(c, ctx.halving.first_job(c) if ctx.halving is not None else Job(candidate_id=c.candidate_id, spec=c.spec))
              for c in submit]
-    # One write for the candidates this step: new ones go in as running (or queued when the
-    # pool is full); ones already recorded (queued, or waiting at a rung) are marked running.
+    # One write for the candidates this step: new ones go in as running when they get a slot (one
+    # held for a slot is written when it gets one: a search that stops first drops it, as a proposal);
+    # ones already recorded (queued on resume, or waiting at a rung) are marked running.
     unrecorded = set(state["unrecorded"])
     for c, _ in jobs:
         c.status = Status.RUNNING
-    if unrecorded:
-        ctx.recorder.add_candidates([c for c in ready if c.candidate_id in unrecorded])
+    new = [c for c, _ in jobs if c.candidate_id in unrecorded]
+    if new:
+        ctx.recorder.add_candidates(new)
     started = [c.candidate_id for c, _ in jobs if c.candidate_id not in unrecorded]
     if started:
         ctx.recorder.set_status(started, Status.RUNNING)
@@ -150,13 +185,25 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         ctx.pool.submit(job)
         running[c.candidate_id] = c
     waiting = ready[len(submit):]
+    proposing = ctx.proposing
+    beside = proposing.background and not stopping  # proposals are made while the pool works
+    if beside:
+        _ask({**state, "ready": waiting, "running": running}, ctx)
     results, paused, rechecked = [], [], []
-    # Wait for at least one finished job, or the deadline. Once stopping, wait without a
-    # deadline: every cancelled job still reports its final result.
-    while (running or rechecking) and not results and not paused and not rechecked:
+    # Wait for at least one finished job or finished proposal, or the deadline. Once stopping,
+    # wait without a deadline: every cancelled job still reports its final result.
+    while (running or rechecking or (beside and proposing.pending)) and not results and not paused \
+            and not rechecked:
+        if beside and proposing.ready:
+            break  # a proposal is made: validate it and give it a slot
         timeout = None if ctx.deadline is None or stopping else ctx.deadline - time.monotonic()
         if timeout is not None and timeout <= 0:
             break
+        if not running and not rechecking:
+            proposing.wait(timeout)
+            continue
+        if beside and proposing.pending:
+            timeout = POLL if timeout is None else min(timeout, POLL)
         for event in ctx.pool.events(timeout=timeout):
             if ctx.on_event is not None:
                 ctx.on_event(event)
@@ -193,7 +240,10 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         events = ctx.halving.drain_events()
         if events:
             ctx.recorder.add_candidates([], events)
-    return {"ready": waiting, "running": running, "results": results, "unrecorded": [], "waiting": _waiting(ctx),
+    for_proposal = beside and proposing.ready and not results and not paused and not rechecked
+    return {"ready": waiting, "running": running, "results": results, "fresh": [], "waiting": _waiting(ctx),
+            "for_proposal": for_proposal,
+            "unrecorded": [c.candidate_id for c in waiting if c.candidate_id in unrecorded],
             "recheck_queue": queue, "rechecking": rechecking, "recheck_results": rechecked, "recheck_round": round_at}
 
 
@@ -268,7 +318,7 @@ def tally(ctx: SearchContext, state: SearchState, results: list[tuple[Candidate,
             proxies = {k: v for k, v in ev.metrics.items() if k.startswith("proxy_") and k not in PROXY_EXTRAS}
             if proxies:
                 proxy_scores.append({"val_accuracy": ev.val_accuracy, **proxies})
-        ctx.proposer.observe(candidate, ev)
+        ctx.proposing.observe(candidate, ev)
     top = sorted(top, key=lambda t: (-t["val_accuracy"], t["seq"]))[:TOP_K]
     return {"results": [], "counts": counts, "evaluations": evaluations, "top": top, "front": front,
             "proxy_scores": proxy_scores, "epochs_trained": trained, "epochs_saved": saved,
@@ -301,7 +351,9 @@ def reflect(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     r = ctx.reflector
     if r is None or state.get("stop_reason") or state["evaluations"] >= ctx.budget or not r.due(state["evaluations"]):
         return {}
-    r.reflect(state["evaluations"], ctx.budget)
+    evaluations = state["evaluations"]
+    r.last = evaluations  # not due again for ``every`` evaluations, while this one waits for the proposer's turn
+    ctx.proposing.call(lambda: r.reflect(evaluations, ctx.budget))  # it shares the proposer's model
     return {}
 
 
@@ -318,13 +370,29 @@ def decide(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         reason = f"device time limit reached ({state['device_seconds']:.0f} of {ctx.max_device_seconds:g} s)"
     elif ctx.max_llm_cost is not None and ctx.llm_spend is not None and ctx.llm_spend.dollars >= ctx.max_llm_cost:
         reason = f"LLM cost limit reached (${ctx.llm_spend.dollars:.4f} of ${ctx.max_llm_cost:g})"
-    elif state["attempts"] >= ctx.max_attempts and not state["ready"] and not state["running"] and not _waiting(ctx):
+    elif state["attempts"] >= ctx.max_attempts and not state["ready"] and not state["running"] and not _waiting(ctx) \
+            and not ctx.proposing.pending:
         reason = f"proposal limit reached ({ctx.max_attempts} proposals; the space may be exhausted)"
     if reason is None:
         return {}
     for cid in [*state["running"], *state.get("rechecking", {})]:
         ctx.pool.cancel(cid)  # each cancelled job still reports a final 'pruned' result
-    return {"stop_reason": reason}
+    # Candidates that never got a slot: one not yet recorded is dropped, as a proposal; one recorded
+    # queued (a resumed run's) ends invalid, not evaluated, so a finished run holds final candidates only.
+    unrecorded = set(state["unrecorded"])
+    left = [c.candidate_id for c in state["ready"] if c.candidate_id not in unrecorded]
+    counts = dict(state["counts"])
+    if left:
+        ctx.recorder.set_status(left, Status.INVALID, error=f"not evaluated: the search stopped ({reason}) before "
+                                                             "it got a pool slot")
+        counts[Status.INVALID.value] = counts.get(Status.INVALID.value, 0) + len(left)
+    return {"stop_reason": reason, "ready": [], "unrecorded": [], "counts": counts}
+
+
+def after_evaluate(state: SearchState) -> Literal["record", "decide"]:
+    # A step that only made room for a finished proposal has nothing to record or reflect on; the
+    # limits are still checked. (So ``record:N`` and ``reflect:N`` crash points stay the N-th results.)
+    return "decide" if state.get("for_proposal") else "record"
 
 
 def route(state: SearchState) -> Literal["continue", "stop"]:
@@ -346,7 +414,7 @@ def build_graph():
     graph.add_edge("propose", "validate")
     graph.add_edge("validate", "screen")
     graph.add_edge("screen", "evaluate")
-    graph.add_edge("evaluate", "record")
+    graph.add_conditional_edges("evaluate", after_evaluate, {"record": "record", "decide": "decide"})
     graph.add_edge("record", "reflect")
     graph.add_edge("reflect", "decide")
     graph.add_conditional_edges("decide", route, {"continue": "propose", "stop": END})
@@ -373,7 +441,8 @@ SEARCH_GRAPH = build_graph()
 
 
 def initial_state() -> SearchState:
-    return SearchState(proposals=[], ready=[], unrecorded=[], running={}, results=[], seen=[], seq=0, attempts=0,
-                       evaluations=0, counts={}, duplicates=0, top=[], front=[], stop_reason=None, epochs_trained=0,
+    return SearchState(proposals=[], ready=[], unrecorded=[], fresh=[], running={}, results=[], seen=[], seq=0,
+                       attempts=0, evaluations=0, counts={}, duplicates=0, top=[], front=[], stop_reason=None, epochs_trained=0,
                        epochs_saved=0, wanted=0, waiting=0, proxy_scores=[], device_seconds=0.0,
-                       rechecks={}, recheck_queue=[], rechecking={}, recheck_results=[], recheck_round=0)
+                       rechecks={}, recheck_queue=[], rechecking={}, recheck_results=[], recheck_round=0,
+                       for_proposal=False)

@@ -6,8 +6,9 @@ transaction), so after a crash at any moment the history holds everything that h
 nothing that did not. A resumed run replays it: finished candidates go through the same
 accounting as when they finished (counts, budget, the best, the Pareto front; the proposer
 and the early-stop rule observe them again, in the order they finished), and candidates that
-were queued or in flight are evaluated again (their evaluation was never recorded). Nothing
-is evaluated twice, and nothing recorded is lost. Successive halving's rung bookkeeping lives
+were queued or in flight are evaluated again (their evaluation was never recorded), as many as
+the budget has left: the others end ``invalid``, not evaluated (a resume with a lower budget, or
+candidates queued by a chat session). Nothing is evaluated twice, and nothing recorded is lost. Successive halving's rung bookkeeping lives
 in memory: a candidate waiting at a rung when the run stopped trains again from the start.
 """
 
@@ -38,6 +39,13 @@ def restore_state(ctx: SearchContext, history: History) -> SearchState:
             counts[c.status.value] = counts.get(c.status.value, 0) + 1
             done_without += c.status.counts_against_budget
     duplicates = history.count_events(run_id, "duplicate_skipped")
+    left = max(0, ctx.budget - done_without - sum(ev.status.counts_against_budget for _, ev in finished))
+    if len(ready) > left:  # the budget counts queued candidates too: the ones beyond it are not evaluated
+        over = [c.candidate_id for c in ready[left:]]
+        history.set_status(over, Status.INVALID, error=f"not evaluated: the run's budget ({ctx.budget} evaluations) "
+                                                       "had no room left for it when the run was resumed")
+        counts[Status.INVALID.value] = counts.get(Status.INVALID.value, 0) + len(over)
+        ready = ready[:left]
     state.update(seen=seen, ready=ready, seq=max((c.seq for c in candidates), default=-1) + 1, counts=counts,
                  evaluations=done_without, duplicates=duplicates, attempts=len(candidates) + duplicates)
     finished.sort(key=lambda pair: (pair[1].created, pair[0].seq))

@@ -22,6 +22,7 @@ from agent.engine.early_stop import EarlyStopMonitor
 from agent.engine.halving import HalvingMonitor
 from agent.engine.screen import Screen
 from agent.engine.graph import SEARCH_GRAPH, initial_state
+from agent.engine.proposing import Proposing
 from agent.engine.resume import restore_state
 from agent.engine.state import Recheck, SearchContext, SearchState
 from agent.prompting import HistoryView, Prompts
@@ -464,6 +465,9 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         warnings = setup.warnings
     if on_start is not None:
         on_start(run, warnings)
+    # Proposals are made beside the pool's jobs when it runs them in the background (training,
+    # Ray), up to a pool's worth ahead; in turn with the evaluations where it computes them (tables).
+    proposing = Proposing(proposer, background=setup.pool.background, lookahead=setup.pool.capacity)
     ctx = SearchContext(
         run=run, space=space, proposer=proposer, pool=setup.pool, recorder=recorder, budget=budget,
         deadline=None if deadline is None else time.monotonic() + (deadline - datetime.now(timezone.utc)).total_seconds(),
@@ -475,6 +479,7 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         max_device_seconds=settings.max_device_seconds, crash_points=crash_points,
         recheck=Recheck(settings.recheck_every, settings.recheck_top, settings.recheck_seeds)
         if settings.recheck_every and setup.pool.seeded else None,
+        proposing=proposing,
     )
     if screen is not None and screen.proxy:
         ctx.max_attempts *= screen.factor
@@ -482,6 +487,7 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         state = restore_state(ctx, recorder) if stored is not None else initial_state()
         ctx.max_attempts += state["attempts"]
         final = SEARCH_GRAPH.invoke(state, {"recursion_limit": 20 * ctx.max_attempts + 100}, context=ctx)
+        proposing.close()  # a proposal still being made (a limit stopped the search) is dropped
         best = _final_report(ctx, final, setup.final_seeds)
         summary = _summary(ctx, final, best, started, warnings=warnings,
                            home=str(settings.home) if isinstance(recorder, History) else None)
@@ -498,6 +504,7 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         recorder.finish_run(run.run_id, RunStatus.INTERRUPTED, None)
         raise KeyboardInterrupt() from exc
     finally:
+        proposing.close(timeout=0)  # stopped or failed: an LLM call under way is abandoned (a daemon thread)
         if screen is not None:
             screen.probe.close()
 

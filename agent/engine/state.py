@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypedDict
 from agent.engine.crash import CrashPoints
 from agent.engine.early_stop import EarlyStopMonitor
 from agent.engine.halving import HalvingMonitor
+from agent.engine.proposing import Proposing
 from agent.engine.screen import Screen
 from agent.store.recorder import Recorder
 from agent.proposers import Proposal, Proposer
@@ -43,16 +44,25 @@ class SearchContext:
     max_device_seconds: float | None = None  # the search stops once its evaluations used this much device time
     recheck: Recheck | None = None  # the top candidates trained again with other seeds, every so many evaluations
     crash_points: CrashPoints | None = None  # tests: kill the process at chosen nodes (AGENT_TEST_CRASH_AT)
+    # every call to the proposer (and the reflector) goes through it: beside the pool's jobs when the
+    # pool runs them in the background, else inline; None: inline (built from ``proposer``)
+    proposing: Proposing | None = None
+
+    def __post_init__(self) -> None:
+        if self.proposing is None:
+            self.proposing = Proposing(self.proposer, background=False)
 
 
 class SearchState(TypedDict, total=False):
     proposals: list[Proposal]  # from the proposer, not yet validated
     wanted: int  # candidates the last proposals are for (fewer than the proposals when screening)
     ready: list[Candidate]  # validated and unique, waiting for a pool slot
-    unrecorded: list[str]  # ids in ``ready`` not yet written to the history
+    unrecorded: list[str]  # ids in ``ready`` not yet written to the history (written when they get a slot)
+    fresh: list[str]  # ids in ``ready`` validated this step, not yet screened
     running: dict[str, Candidate]  # submitted to the pool
     waiting: int  # successive halving: candidates waiting at a rung for a promotion (held by ctx.halving)
     results: list[tuple[Candidate, Evaluation]]  # finished since the last record step
+    for_proposal: bool  # the last evaluate step returned only for a finished proposal (nothing to record)
     seen: Annotated[list[str], operator.add]  # canonical keys in the run, in order
     seq: int  # next candidate sequence number
     attempts: int  # proposals made so far

@@ -11,7 +11,13 @@ that rank candidates (evolution's tournaments, the portfolio's parents and rewar
 
 Duplicates never reach the pool: the graph drops a proposal whose canonical key is already
 in the run and asks again, so a proposer does not need to track what was evaluated, but
-may use ``context.seen`` to avoid wasting attempts.
+may use ``context.seen`` to avoid wasting attempts. ``context.pending`` lists the candidates
+under way (validated and waiting for a slot, training, or waiting at a rung), whose results
+are not known yet: their keys are in ``seen`` too.
+
+When the pool trains in the background, the search calls ``propose`` and ``observe`` on a
+thread of their own (agent.engine.proposing), never two at once: a proposer needs no locks.
+An outcome may then arrive while a proposal is being made; it is observed right after.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class ProposalContext:
     evaluations: int
     budget: int
     best: tuple[str, dict[str, Any], float] | None = None  # (candidate id, spec, val accuracy) of the run's best so far
+    pending: tuple[tuple[str, dict[str, Any]], ...] = ()  # (candidate id, spec) of those queued or being evaluated
 
 
 class Proposer(ABC):

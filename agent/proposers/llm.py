@@ -1,9 +1,10 @@
 """The LLM proposer: one proposal per call, grounded in the history, repaired when invalid.
 
 For each proposal it renders the propose prompt from the run's history (``history()``: the
-rows DuckDB picks and the newest insights), asks the backend for a ``{"rationale", "spec"}``
-object, and checks the spec with the space. Given a ``parent`` it asks for an edit of that
-candidate instead (the portfolio's LLM-mutation operator). A reply that does not parse, a
+rows DuckDB picks and the newest insights) and the candidates being evaluated now
+(``context.pending``, under their own heading: do not propose these again), asks the backend
+for a ``{"rationale", "spec"}`` object, and checks the spec with the space. Given a ``parent``
+it asks for an edit of that candidate instead (the portfolio's LLM-mutation operator). A reply that does not parse, a
 spec the space rejects, or a spec already in the run goes back to the model with the exact
 problem (the repair prompt), up to ``max_repairs`` times. Every call is handed to ``record``
 (the history's ``llm_calls``) with its outcome. When the repairs run out, a spec that parsed
@@ -21,6 +22,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, create_model
@@ -89,7 +91,7 @@ class LLMProposer(Proposer):
             edit = self.space.edit_example(base[1] if base else None, self.rng)
             if edit is not None:
                 example = json.dumps({"rationale": "...", "spec": {"edits": [edit]}})
-        messages = self.prompts.propose_messages(history=self.history(context), token_budget=self.token_budget,
+        messages = self.prompts.propose_messages(history=self._view(context), token_budget=self.token_budget,
                                                  space=self.space.name, space_description=self.space.describe(),
                                                  parent=parent_row, base_source=shown, base_label=base_label,
                                                  edit_example=example, **self.task)
@@ -129,6 +131,14 @@ class LLMProposer(Proposer):
         return Proposal(spec=last_spec if last_spec is not None else {"raw": reply.text[:2000]}, **common, **usage,
                         rationale="the model's last invalid reply", error=last_error)
 
+    def _view(self, context: ProposalContext) -> HistoryView:
+        """The history the prompt shows, with the candidates being evaluated now (no outcome yet)."""
+        view = self.history(context)
+        if not context.pending:
+            return view
+        return replace(view, pending=[Row(candidate_id=cid, description=self.space.summary(spec), status="pending")
+                                      for cid, spec in context.pending])
+
     def _judge(self, reply: LLMReply, context: ProposalContext, base: dict[str, Any] | None
                ) -> tuple[LLMOutcome, str | None, dict | None]:
         if reply.value is None:
@@ -137,9 +147,11 @@ class LLMProposer(Proposer):
             spec = self.space.validate(self.space.apply_proposal(reply.value.spec.model_dump(), base))
         except SpecError as exc:
             return LLMOutcome.SPEC_INVALID, str(exc), None
-        if self.space.canonical_key(spec) in context.seen:
-            return LLMOutcome.SPEC_INVALID, ("duplicate: this candidate was already evaluated in this run; "
-                                             "propose a different one"), spec
+        key = self.space.canonical_key(spec)
+        if key in context.seen:
+            now = any(self.space.canonical_key(s) == key for _, s in context.pending)
+            return LLMOutcome.SPEC_INVALID, (f"duplicate: this candidate {'is being' if now else 'was already'} "
+                                             "evaluated in this run; propose a different one"), spec
         return LLMOutcome.VALID, None, spec
 
     def _record(self, proposal_id: str, attempt: int, template: str, messages: list[dict[str, str]],

@@ -59,7 +59,7 @@ CIFAR-10 without LLM operators (60 seeds, 200-epoch test accuracy of the chosen 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from agent.proposers.base import Proposal, ProposalContext, Proposer
@@ -134,8 +134,7 @@ class Portfolio(Proposer):
         out = []
         for _ in range(n):
             op = self.choose()
-            proposal = self._apply(op, ProposalContext(seen=frozenset(seen), evaluations=context.evaluations,
-                                                        budget=context.budget, best=context.best))
+            proposal = self._apply(op, replace(context, seen=frozenset(seen)))
             proposal.operator = op
             arm = self.arms[op]
             arm.proposals += 1

@@ -3,7 +3,9 @@
 Concurrency contract (DESIGN.md): no process keeps the database open. Every read or write
 opens the file for one short transaction and closes it; a process that finds the file
 locked by another retries with bounded, jittered backoff (``lock_timeout`` seconds in all).
-Readers open it read-only. Workers never write here: the coordinator does.
+Readers open it read-only. Workers never write here: the coordinator does. Threads of one
+process take turns (one lock per process): DuckDB refuses a read-only connection to a file
+that the same process has open for writing, which is no lock conflict to wait out.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -28,6 +31,9 @@ from evaluator.errors import ArchAgentError, NotFoundError
 from evaluator.records import Candidate, Evaluation, ForecastRecord, LLMCall, LLMOutcome, Run, RunStatus, Status
 
 DB_NAME = "history.duckdb"
+# Held while this process has the file open: a search's proposal thread (agent.engine.proposing)
+# reads the history and records LLM calls while the graph's thread writes.
+_IN_PROCESS = threading.RLock()
 
 
 class HistoryError(ArchAgentError):
@@ -66,6 +72,16 @@ class History:
 
     # -- connections -------------------------------------------------------------------
 
+    @contextmanager
+    def _connection(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The file, open for this thread alone until closed (see the module docstring)."""
+        with _IN_PROCESS:
+            con = self._open(read_only)
+            try:
+                yield con
+            finally:
+                con.close()
+
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
@@ -91,8 +107,7 @@ class History:
     def _transaction(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         if not self._checked:
             self._ensure_schema()
-        con = self._open(read_only)
-        try:
+        with self._connection(read_only) as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
@@ -100,8 +115,6 @@ class History:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
-        finally:
-            con.close()
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -120,8 +133,7 @@ class History:
                 hint="upgrade archagent (pip install -U archagent), or use another --home",
             )
         if version < SCHEMA_VERSION:
-            con = self._open(read_only=False)
-            try:
+            with self._connection(read_only=False) as con:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     self._create_or_migrate(con)
@@ -129,8 +141,6 @@ class History:
                     con.execute("ROLLBACK")
                     raise
                 con.execute("COMMIT")
-            finally:
-                con.close()
         self._checked = True
 
     def _create(self) -> None:
@@ -162,11 +172,8 @@ class History:
                 leftover.unlink(missing_ok=True)
 
     def _read_version(self) -> int:
-        con = self._open(read_only=True)
-        try:
+        with self._connection(read_only=True) as con:
             return self._version_of(con)
-        finally:
-            con.close()
 
     @staticmethod
     def _version_of(con: duckdb.DuckDBPyConnection) -> int:
@@ -250,14 +257,15 @@ class History:
                 "measurements": _json(c.measurements) if c.measurements else None,
             } for c in candidates])
 
-    def set_status(self, candidate_ids: Sequence[str], status: Status) -> None:
+    def set_status(self, candidate_ids: Sequence[str], status: Status, error: str | None = None) -> None:
+        """Set the candidates' status (and, given, their error text)."""
         if not candidate_ids:
             return
         now = _naive_utc(datetime.now(timezone.utc))
         with self._transaction() as con:
             con.executemany(
-                "UPDATE candidates SET status = ?, updated = ? WHERE candidate_id = ?",
-                [[status.value, now, cid] for cid in candidate_ids],
+                "UPDATE candidates SET status = ?, updated = ?, error = coalesce(?, error) WHERE candidate_id = ?",
+                [[status.value, now, error, cid] for cid in candidate_ids],
             )
 
     def add_evaluations(self, run_id: str, evaluations: Sequence[Evaluation], update_status: bool = True) -> None:

@@ -17,7 +17,7 @@ class Recorder(Protocol):
 
     def add_candidates(self, candidates: Sequence[Candidate], events: Sequence[dict[str, Any]] = ()) -> None: ...
 
-    def set_status(self, candidate_ids: Sequence[str], status: Status) -> None: ...
+    def set_status(self, candidate_ids: Sequence[str], status: Status, error: str | None = None) -> None: ...
 
     def add_evaluations(self, run_id: str, evaluations: Sequence[Evaluation], update_status: bool = True) -> None: ...
 
@@ -58,9 +58,11 @@ class MemoryRecorder:
             self.candidates[c.candidate_id] = c.model_copy()
         self.events.extend(events)
 
-    def set_status(self, candidate_ids: Sequence[str], status: Status) -> None:
+    def set_status(self, candidate_ids: Sequence[str], status: Status, error: str | None = None) -> None:
         for cid in candidate_ids:
             self.candidates[cid].status = status
+            if error is not None:
+                self.candidates[cid].error = error
 
     def add_evaluations(self, run_id: str, evaluations: Sequence[Evaluation], update_status: bool = True) -> None:
         self.evaluations.extend(evaluations)

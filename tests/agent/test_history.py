@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import duckdb
@@ -322,6 +323,33 @@ def test_two_writer_processes_and_a_reader_lose_nothing(tmp_path):
     for run_id in ("w0", "w1"):
         rows = h.run_candidates(run_id)
         assert len(rows) == 30 and all(r["status"] == "ok" for r in rows)
+
+
+def test_a_reader_thread_beside_a_writer_thread_of_one_process_loses_nothing(tmp_path):
+    """A search's proposal thread reads the history (prompts) while the graph's thread writes:
+    DuckDB refuses a read-only connection beside a read-write one of the same process, so the
+    threads take turns."""
+    h = History(tmp_path)
+    h.create_run(Run(run_id="r1", task="t", space="nb201", proposer="llm", seed=0, budget=100))
+    failures, reads, done = [], [], threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                reads.append(len(h.prompt_history("r1")["best"]))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(40):
+            h.add_candidates([_candidate("r1", i)])
+            h.add_evaluations("r1", [Evaluation(candidate_id=f"r1-c{i:04d}", status=Status.OK, val_accuracy=0.5)])
+    finally:
+        done.set()
+        reader.join()
+    assert failures == [] and reads and len(h.run_candidates("r1")) == 40
 
 
 def _call(i: int, proposal: str | None, attempt: int, outcome: LLMOutcome, **kw) -> LLMCall:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
-from agent.prompting import HistoryView, Prompts, estimate_tokens
+from agent.prompting import HistoryView, Prompts, Row, estimate_tokens
 from agent.store import History
 from evaluator.errors import UserInputError
 from evaluator.records import Candidate, Evaluation, Run, Status
@@ -63,6 +64,24 @@ def test_a_large_history_is_cut_to_the_token_budget_best_first(tmp_path):
     assert "not shown" not in roomy and roomy.count("\n- r1-c") == 150
     with pytest.raises(ValueError, match="too small"):
         Prompts().propose_messages(history=full, token_budget=50, **CONTEXT)
+
+
+def test_candidates_under_way_are_listed_and_cut_after_the_sample_and_the_recent(tmp_path):
+    h, run = history_with(tmp_path, 40)
+    pending = [Row(candidate_id=f"r1-c{100 + i:04d}", description=f"cell {i}", status="pending") for i in range(30)]
+    full = replace(view(h, run, 40, best=10, recent=10, diverse=10), pending=pending)
+    heading = "## Being evaluated now — do not propose these again"
+    roomy = Prompts().propose_messages(history=full, token_budget=100_000, **CONTEXT)[1]["content"]
+    assert heading in roomy and roomy.count("| cell ") == 30 and "not shown" not in roomy
+    assert heading not in Prompts().propose_messages(history=replace(full, pending=[]), token_budget=100_000,
+                                                     **CONTEXT)[1]["content"]
+    for budget in range(3000, 300, -20):  # the first budget that cuts a pending row
+        user = Prompts().propose_messages(history=full, token_budget=budget, **CONTEXT)[1]["content"]
+        if "more are being evaluated and not shown" in user:
+            break
+    assert "more are being evaluated and not shown" in user
+    assert "Most recent:" not in user and "A sample of other" not in user  # those went first
+    assert "Best so far" in user and heading in user and 0 < user.count("| cell ") < 30
 
 
 def test_failures_are_shown_with_their_error_cut_short(tmp_path):

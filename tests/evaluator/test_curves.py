@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 
 import pytest
 
@@ -109,6 +110,26 @@ def test_cancel_ends_a_replay_with_its_epochs_so_far_and_unknown_cells_fail(tmp_
     pool.submit(Job(candidate_id="a", spec=parse_arch(archs[1]), purpose=Purpose.FINAL))
     (final,) = pool.events()
     assert final.evaluation.test_accuracy is None and "no test split" in final.evaluation.source
+
+
+def test_a_real_time_replay_runs_on_the_wall_clock_between_calls(tmp_path):
+    archs = cells(2)
+    write_curves(tmp_path / "c.csv", archs, epochs=4)
+    table = load_curve_table(tmp_path / "c.csv")
+    assert CurvePool(table).background is False  # virtual time: results exist only inside events()
+    pool = CurvePool(table, capacity=2, seconds_per_epoch=0.02, realtime=True)
+    assert pool.background is True
+    start = time.monotonic()
+    pool.submit(Job(candidate_id="a", spec=parse_arch(archs[0])))
+    assert [e.kind for e in pool.events(timeout=0)] == ["started"]  # nothing is due yet: no wait
+    time.sleep(0.1)  # the job goes on while nobody asks: its 4 epochs (0.08 s) are done by now
+    pool.submit(Job(candidate_id="b", spec=parse_arch(archs[1])))
+    events = pool.events(timeout=0)
+    assert [(e.kind, e.candidate_id) for e in events] == [("started", "b")] + [("progress", "a")] * 4 + [("finished", "a")]
+    assert pool.events(timeout=0) == [] and pool.in_flight == 1
+    done = finish(pool)  # blocks for b's epochs, which started when it was submitted
+    assert [e.kind for e in done][-1] == "finished" and time.monotonic() - start >= 0.1 + 4 * 0.02
+    assert done[-1].evaluation.curve[-1].val_accuracy == table.val[archs[1]][-1]
 
 
 def test_a_restricted_space_stays_inside_its_cells():
