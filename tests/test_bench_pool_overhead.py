@@ -24,8 +24,9 @@ def test_pool_overhead_measures_a_cold_and_a_warm_pool(tmp_path, capsys, monkeyp
     bench = load_bench(monkeypatch)
     written = []
     monkeypatch.setattr(bench, "publish", lambda key, body, write=True: (written.append(write), print(body)))
-    assert set(bench.POOLS) >= {"local-cold", "local-warm"}
+    assert set(bench.POOLS) >= {"local-cold", "local-warm", "ray-cold", "ray-warm"}
     code = bench.main(["--quick", "--n", "1", "--gap", "1", "--modes", "back-to-back", "--no-write",
+                       "--pools", "local-cold", "local-warm",
                        "--json", str(tmp_path / "po.json")])
     assert code == 0 and written == [False]
     out = capsys.readouterr().out
@@ -38,4 +39,4 @@ def test_pool_overhead_measures_a_cold_and_a_warm_pool(tmp_path, capsys, monkeyp
         [c] = block["candidates"]
         assert c["warm"] is False if name == "local-cold" else isinstance(c["warm"], bool)  # warm: once a spare exists
         assert all(c[k] >= 0 for k in ("prepare", "boot", "first_step", "finish", "overhead", "train", "wall"))
-        assert c["overhead"] == c["first_step"] + c["finish"]
+        assert c["ray"] == 0 and c["overhead"] == c["first_step"] + c["finish"]
