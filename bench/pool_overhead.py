@@ -16,8 +16,9 @@ What it measures
       finish      the worker's last message to the recorded evaluation: exit, checks, cleanup
       overhead    first_step + finish: what a candidate costs beyond its training
       train       the worker's training seconds (its epochs, as it reports them)
-    Median and p90 over the candidates. Two modes, each pool in its own block (the order of the
-    pools alternates between modes):
+    Median and p90 over the candidates. Two modes, each pool in its own block of ``--n``
+    candidates, ``--rounds`` times (the order of the pools alternates, so that load from other jobs
+    on a shared machine hits them alike):
       one-at-a-time  each candidate submitted ``--gap`` seconds after the previous one finished
                      (a coordinator that thinks between candidates; an LLM proposal takes longer),
                      so a warm pool's spare has had time to start
@@ -28,7 +29,7 @@ What it measures
 
 How to run (from the repository root; about 4 minutes on 2 cores)
     python bench/pool_overhead.py                        # tiny candidates; updates docs/benchmarks.md
-    python bench/pool_overhead.py --workload digits --modes back-to-back --n 12
+    python bench/pool_overhead.py --workload digits --rounds 3
     python bench/pool_overhead.py --quick --no-write     # 3 candidates per pool and mode
 """
 
@@ -159,14 +160,16 @@ def cell(values: list[float]) -> str:
 
 
 def table(blocks: list[dict[str, Any]]) -> list[str]:
+    """One row per pool and mode, over every round's candidates (the rate over every round's time)."""
     lines = ["| pool | mode | n | " + " | ".join(f"{p} s" for p in PHASES) + " | warm share | candidates / min |",
              "|---|---|---|" + "---|" * len(PHASES) + "---|---|"]
-    for b in blocks:
-        rs = b["candidates"]
+    for key in dict.fromkeys((b["pool"], b["mode"]) for b in blocks):
+        mine = [b for b in blocks if (b["pool"], b["mode"]) == key]
+        rs = [r for b in mine for r in b["candidates"]]
         cells = [cell([r[p] for r in rs]) for p in PHASES]
         warm = sum(bool(r.get("warm")) for r in rs)
-        rate = f"{60 * b['n'] / b['seconds']:.1f}" if b["mode"] == "back-to-back" else "-"
-        lines.append(f"| {b['pool']} | {b['mode']} | {b['n']} | " + " | ".join(cells) + f" | {warm}/{len(rs)} | {rate} |")
+        rate = f"{60 * len(rs) / sum(b['seconds'] for b in mine):.1f}" if key[1] == "back-to-back" else "-"
+        lines.append(f"| {key[0]} | {key[1]} | {len(rs)} | " + " | ".join(cells) + f" | {warm}/{len(rs)} | {rate} |")
     return lines
 
 
@@ -176,17 +179,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--workload", choices=list(WORKLOADS), default="tiny",
                         help="tiny (default): overhead alone; digits: how a spare's start competes with real training")
-    parser.add_argument("--n", type=int, help="candidates per pool and mode (default 10; --quick 3)")
+    parser.add_argument("--n", type=int, help="candidates per pool, mode and round (default 5; --quick 3)")
+    parser.add_argument("--rounds", type=int,
+                        help="rounds of every pool and mode, the pools' order alternating, so that load from other "
+                             "jobs hits them alike (default 2; --quick 1)")
     parser.add_argument("--gap", type=float,
                         help="one-at-a-time: seconds between a result and the next submission (default 5; --quick 4)")
     parser.add_argument("--quick", action="store_true", help="fewer candidates and a shorter gap, for a quick look")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every candidate's numbers here")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(REPO_ROOT)}")
     args = parser.parse_args(argv)
-    args.n = args.n if args.n is not None else 3 if args.quick else 10
+    args.n = args.n if args.n is not None else 3 if args.quick else 5
+    args.rounds = args.rounds if args.rounds is not None else 1 if args.quick else 2
     args.gap = args.gap if args.gap is not None else 4.0 if args.quick else 5.0
-    if args.n < 1 or args.gap < 0:
-        parser.error("--n must be at least 1 and --gap not negative")
+    if args.n < 1 or args.rounds < 1 or args.gap < 0:
+        parser.error("--n and --rounds must be at least 1, --gap not negative")
     return args
 
 
@@ -196,28 +203,30 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     blocks = []
     with tempfile.TemporaryDirectory(prefix="pool-overhead-") as tmp, \
-            stderr_progress(len(args.pools) * len(args.modes) * args.n, "pool overhead") as advance:
+            stderr_progress(args.rounds * len(args.pools) * len(args.modes) * args.n, "pool overhead") as advance:
         workload = WORKLOADS[args.workload]
         dataset = digits(Path(tmp) / "cache", workload.images)
         spec = get_space("layers", input_shape=dataset.input_shape, num_classes=dataset.num_classes).validate(workload.spec)
-        for m, mode in enumerate(args.modes):
-            order = args.pools if m % 2 == 0 else list(reversed(args.pools))  # each pool first once
-            for name in order:
-                pool = POOLS[name](dataset, Path(tmp) / f"{name}-{mode}")
-                try:
-                    blocks.append(run_block(pool, spec, workload.epochs, args.n, mode, args.gap, name, advance))
-                finally:
-                    pool.close()
+        for r in range(args.rounds):
+            for m, mode in enumerate(args.modes):
+                order = args.pools if (r + m) % 2 == 0 else list(reversed(args.pools))  # each pool first in turn
+                for name in order:
+                    pool = POOLS[name](dataset, Path(tmp) / f"{name}-{mode}-{r}")
+                    try:
+                        blocks.append(run_block(pool, spec, workload.epochs, args.n, mode, args.gap, name, advance)
+                                      | {"round": r})
+                    finally:
+                        pool.close()
     if _CLUSTER:
         _CLUSTER.pop().close()
-    blocks.sort(key=lambda b: (args.modes.index(b["mode"]), args.pools.index(b["pool"])))
+    blocks.sort(key=lambda b: (args.modes.index(b["mode"]), args.pools.index(b["pool"]), b["round"]))
     info = run_info(REPO_ROOT, started)
     sandbox = next((r["sandbox"] for b in blocks for r in b["candidates"] if r.get("sandbox")), "none")
     workload = WORKLOADS[args.workload]
     lines = [f"## Per-candidate overhead of the evaluation pool: {args.workload} candidates (bench/pool_overhead.py)", "",
              *info.bullets()[:3], *info.bullets()[4:],
              f"- load average {load_before:.2f} when it started; wall time {info.wall_seconds} s",
-             f"- {args.n} candidates per pool and mode: {workload.what}; the pool's default threads per job "
+             f"- {args.rounds} round(s) of {args.n} candidates per pool and mode, the pools' order alternating: {workload.what}; the pool's default threads per job "
              f"({os.cpu_count()} cores, 1 job at a time); every job sandboxed ({sandbox}); one-at-a-time with "
              f"{args.gap:g} s between a result and the next submission",
              "- seconds, median / p90; first_step = submission to just before the first training step, finish = "

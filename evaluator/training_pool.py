@@ -27,10 +27,11 @@ data to check (``torch.load(weights_only=True)``, keys and shapes), never code t
 
 With ``warm`` > 0 the pool keeps that many spare workers started ahead of their jobs: each a
 held sandboxed process (``sandbox.process.ChildProcess(held=True)``, every limit and layer
-applied) with its own fresh scratch folder that already holds the arrays every job gets; it has
-imported torch and the trainer and waits for its key. ``submit`` hands a job to a spare when one
-is ready (writes the job's files into its scratch folder, then releases the key) and a keeper
-thread starts a replacement; with none ready, the job starts cold. A spare runs exactly one job
+applied) with its own fresh scratch folder that already holds the arrays every job gets; it
+imports torch and the trainer and warms up (evaluator.worker) at the smallest CPU weight, then
+waits for its key. ``submit`` hands a job to a living spare when there is one, booted or still
+booting (writes the job's files into its scratch folder, then releases the key), and a keeper
+thread starts a replacement; with none, the job starts cold. A spare runs exactly one job
 (candidate code is hostile: a process it touched never sees another candidate); one that died
 while waiting is discarded and replaced, never given a job; jobs that need an environment of
 their own (the tests' fault injection) always start cold. Spares are not jobs: they do not count
