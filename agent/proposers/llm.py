@@ -9,11 +9,11 @@ that does not parse, a spec the space rejects, or a spec already in the run goes
 model with the exact problem (the repair prompt), up to ``max_repairs`` times. Every call is
 handed to ``record`` (the history's ``llm_calls``) with its outcome. When the repairs run out, a
 spec that parsed but repeats an evaluated candidate is replaced by a mutation of it that is not
-in the run (so no evaluation is spent on a duplicate). In spaces whose proposals edit a file shown in the
-prompt (code: the parent, else the run's best, else the seed; with a format example of one
-edit), an edit that stayed invalid is replaced by a mutation of that file, its rationale
-saying so (the calls keep their invalid outcomes). Any other failure is returned as it is,
-and the search records it as ``invalid`` with its error.
+in the run (so no evaluation is spent on a duplicate). In spaces whose proposals edit a file
+shown in the prompt (code: the parent, else the run's best, else the seed; with a format example
+of one edit), an edit that stayed invalid is replaced by a mutation of that file, its rationale
+saying so (the calls keep their invalid outcomes). Any other failure is returned as it is, and
+the search records it as ``invalid`` with its error.
 """
 
 from __future__ import annotations
