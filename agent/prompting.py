@@ -7,8 +7,8 @@ adds them from its ``ProposalContext``; their results are not known yet, and a p
 repeats one is a duplicate). ``Prompts.propose_messages`` renders the system and propose
 templates and, while the result is over the token budget, drops history rows (the sample
 first, then the recent, the pending, the failures, and the best last, keeping at least one)
-and says how many it left out. Tokens are counted by the backend's tokenizer when given, else estimated
-as ceil(characters / 4).
+and says how many it left out. Tokens are counted by the backend's tokenizer when given, else
+estimated as ceil(characters / 4).
 """
 
 from __future__ import annotations

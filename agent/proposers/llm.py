@@ -4,16 +4,16 @@ For each proposal it renders the propose prompt from the run's history (``histor
 rows DuckDB picks and the newest insights) and the candidates being evaluated now
 (``context.pending``, under their own heading: do not propose these again), asks the backend
 for a ``{"rationale", "spec"}`` object, and checks the spec with the space. Given a ``parent``
-it asks for an edit of that candidate instead (the portfolio's LLM-mutation operator). A reply that does not parse, a
-spec the space rejects, or a spec already in the run goes back to the model with the exact
-problem (the repair prompt), up to ``max_repairs`` times. Every call is handed to ``record``
-(the history's ``llm_calls``) with its outcome. When the repairs run out, a spec that parsed
-but repeats an evaluated candidate is replaced by a mutation of it that is not in the run (so
-no evaluation is spent on a duplicate). In spaces whose proposals edit a file shown in the
-prompt (code: the parent, else the run's best, else the seed; with a format example of one
-edit), an edit that stayed invalid is replaced by a mutation of that file, its rationale
-saying so (the calls keep their invalid outcomes). Any other failure is returned as it is,
-and the search records it as ``invalid`` with its error.
+it asks for an edit of that candidate instead (the portfolio's LLM-mutation operator). A reply
+that does not parse, a spec the space rejects, or a spec already in the run goes back to the
+model with the exact problem (the repair prompt), up to ``max_repairs`` times. Every call is
+handed to ``record`` (the history's ``llm_calls``) with its outcome. When the repairs run out, a
+spec that parsed but repeats an evaluated candidate is replaced by a mutation of it that is not
+in the run (so no evaluation is spent on a duplicate). In spaces whose proposals edit a file
+shown in the prompt (code: the parent, else the run's best, else the seed; with a format example
+of one edit), an edit that stayed invalid is replaced by a mutation of that file, its rationale
+saying so (the calls keep their invalid outcomes). Any other failure is returned as it is, and
+the search records it as ``invalid`` with its error.
 """
 
 from __future__ import annotations
