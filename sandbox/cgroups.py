@@ -318,23 +318,6 @@ class JobCgroup:
                 _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
                 _write(d / "cpu.cfs_quota_us", str(quota))
 
-    def set_cpu_idle(self, idle: bool) -> bool:
-        """Give the job the smallest CPU weight (``idle``: it runs when nothing else wants the
-        CPU) or the default one back; False when there is no cpu controller to do it."""
-        done = False
-        for d, (version, controllers) in self.dirs.items():
-            if "cpu" not in controllers:
-                continue
-            name, value = ("cpu.weight", "1" if idle else "100") if version == 2 else \
-                ("cpu.shares", "2" if idle else "1024")
-            try:
-                _write(d / name, value)
-                done = True
-            except OSError:
-                pass
-        return done
-
-    @property
     def version(self) -> int:
         return next(iter(self.dirs.values()))[0] if self.dirs else 0
 

@@ -18,10 +18,10 @@ A child started *held* (``ChildProcess(..., held=True)``) gets every limit and l
 but its key pipe stays open, so it can prepare whatever needs no key (a worker imports its
 libraries) and then blocks reading the key; ``release(key)`` writes the key and closes the
 pipe. Its wall-clock limit and ``ProcessResult.wall_seconds`` count from the release; a held
-child that is never released is ended by ``kill()`` and ``wait()`` like any other. Where the
-job has a cpu cgroup, a held child runs at the smallest CPU weight until its release, so that
-preparing ahead takes only CPU time nothing else wants (on 2 cores a spare worker importing
-torch at the normal weight slowed the training beside it by about 0.4 s a job).
+child that is never released is ended by ``kill()`` and ``wait()`` like any other. A held
+child prepares at the normal CPU weight: at the smallest one, on a loaded machine, it was still
+importing when its job came (the job then timed out) and, killed with its coordinator, took
+longer than 15 s to exit.
 """
 
 from __future__ import annotations
@@ -256,8 +256,6 @@ class ChildProcess:
             try:
                 self._cgroup = self._make_cgroup(plan)
                 join = self._cgroup.join if self._cgroup is not None else None
-                if self.held and self._cgroup is not None:
-                    self._cgroup.set_cpu_idle(True)  # until release(): it prepares in idle time only
                 seccomp_fd = None
                 if plan.seccomp and plan.backend == "bwrap":  # bwrap installs it right before exec
                     seccomp_fd = _pipe_holding(seccomp_program())
@@ -371,8 +369,6 @@ class ChildProcess:
             self._started = time.monotonic()
             self._released.set()
             self._clock.set()
-        if self._cgroup is not None:
-            self._cgroup.set_cpu_idle(False)
         _send_key(fd, key)
 
     @property

@@ -204,20 +204,3 @@ def test_only_a_held_child_may_start_without_a_key(tmp_path):
     with pytest.raises(ValueError, match="key=None"):
         ChildProcess([sys.executable, "-c", "pass"], cwd=tmp_path, env=clean_env(), limits=Limits(),
                      on_message=lambda line: None)
-
-
-def test_a_held_child_prepares_at_the_smallest_cpu_weight_until_its_release(tmp_path):
-    from sandbox.isolation import Isolation
-
-    proc, _ = start_held(tmp_path, isolation=Isolation())
-    try:
-        weights = {d: d / ("cpu.weight" if version == 2 else "cpu.shares")
-                   for d, (version, controllers) in (proc._cgroup.dirs.items() if proc._cgroup else ()) if "cpu" in controllers}
-        if not weights:
-            pytest.skip("no cpu cgroup here (agent doctor lists the sandbox layers)")
-        assert {f.read_text().strip() for f in weights.values()} <= {"1", "2"}  # v2 cpu.weight 1, v1 cpu.shares 2
-        proc.release(b"k")
-        assert {f.read_text().strip() for f in weights.values()} <= {"100", "1024"}  # the defaults
-    finally:
-        proc.kill()
-        proc.wait()
