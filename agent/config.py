@@ -45,6 +45,8 @@ class Settings(BaseModel):
     minutes: float | None = Field(default=None, gt=0, description="wall-clock limit of a search")
     seed: int = Field(default=0, ge=0)
     space: str | None = Field(default=None, description="search space; None: the task's default")
+    space_file: Path | None = Field(default=None, description="a search space declared in a TOML file (docs/spaces.md): its slots, and a lookup table or a builder to train")
+    tables: list[Path] | None = Field(default=None, description="space_file: the tables to look candidates up in, replacing the file's own (CSV or JSON)")
     population: int = Field(default=20, ge=2, description="regularized evolution: population size")
     tournament: int = Field(default=5, ge=1, description="regularized evolution: tournament sample size")
     lock_timeout: float = Field(default=60.0, gt=0, description="seconds to wait for the history database")
@@ -82,7 +84,7 @@ class Settings(BaseModel):
     audit_fraction: float = Field(default=0.1, ge=0, le=1, description="early stop: share of would-be-stopped candidates that train on, to measure the forecast's live error")
     rungs: list[int] | None = Field(default=None, description="successive halving: epochs at which candidates are compared (default: epochs / eta^k, e.g. 2, 5 for 15 epochs)")
     reduction_factor: int = Field(default=3, ge=2, le=16, description="successive halving: the top 1/eta of a rung continues")
-    objectives: list[Literal["accuracy", "latency", "params", "flops"]] = Field(default_factory=lambda: ["accuracy"], description="what the search optimises: accuracy (maximised) and optionally latency, params, flops (minimised); several give a Pareto front")
+    objectives: list[Literal["accuracy", "latency", "params", "flops"]] | None = Field(default=None, description="what the search optimises: accuracy (maximised) and optionally latency, params, flops (minimised); several give a Pareto front; None: accuracy, or the space file's objectives")
     max_latency_ms: float | None = Field(default=None, gt=0, description="hard limit on batch-1 inference latency (ms), measured before training")
     max_params: int | None = Field(default=None, gt=0, description="hard limit on the parameter count, checked before training")
     max_flops: int | None = Field(default=None, gt=0, description="hard limit on FLOPs (multiply-accumulates per image), checked before training")
@@ -107,9 +109,10 @@ class Settings(BaseModel):
 FIELDS = tuple(Settings.model_fields)
 # Environment names the wider ecosystem uses, read when AGENT_<NAME> is not set.
 ENV_ALIASES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
-LIST_FIELDS = {"directions", "rungs", "objectives", "proxies"}  # from the environment: JSON lists or comma-separated
+LIST_FIELDS = {"directions", "rungs", "objectives", "proxies", "tables"}  # from the environment: JSON lists or comma-separated
 BOOL_FIELDS = {"unsafe"}  # the one on/off setting, and it comes only from a flag
-PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table", "data_dir", "model_cache"}
+PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table", "data_dir", "model_cache", "space_file"}
+PATH_LIST_FIELDS = {"tables"}
 
 
 class ResolvedSettings(BaseModel):
@@ -135,6 +138,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     for key in PATH_FIELDS & data.keys():
         if isinstance(data[key], str):
             data[key] = str((path.parent / Path(data[key]).expanduser()))
+    for key in PATH_LIST_FIELDS & data.keys():
+        if isinstance(data[key], list):
+            data[key] = [str(path.parent / Path(v).expanduser()) if isinstance(v, str) else v for v in data[key]]
     return data
 
 
@@ -221,5 +227,8 @@ def load_settings(
             merged[key] = _validate_one(key, value, label)
             sources[key] = label
     settings = Settings.model_validate(merged)
-    updates = {k: cwd / Path(getattr(settings, k)).expanduser() for k in PATH_FIELDS if getattr(settings, k) is not None}
+    updates: dict[str, Any] = {k: cwd / Path(getattr(settings, k)).expanduser() for k in PATH_FIELDS
+                               if getattr(settings, k) is not None}
+    updates |= {k: [cwd / Path(p).expanduser() for p in getattr(settings, k)] for k in PATH_LIST_FIELDS
+                if getattr(settings, k) is not None}
     return ResolvedSettings(settings=settings.model_copy(update=updates), sources=sources)

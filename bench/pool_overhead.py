@@ -7,7 +7,7 @@ What it measures
       tiny    a tiny layers spec, 1 epoch on 256 digits images: training takes well under a
               second, so what is left is the overhead (the default)
       digits  a small residual spec, 5 epochs on all the digits training images: a typical
-              digits candidate, to see how a spare's start competes with training for the cores
+              digits candidate, to see whether spares slow real training down
     From each evaluation's ``overhead`` (measured on the trusted side by the pool,
     evaluator.training_pool):
       first_step  submission to the worker's ready message: just before the first training step
@@ -23,7 +23,9 @@ What it measures
                      (a coordinator that thinks between candidates; an LLM proposal takes longer),
                      so a warm pool's spare has had time to start
       back-to-back   the next candidate submitted the moment the previous one finished: the row
-                     gives candidates per minute, with the spare's start competing with training
+                     gives candidates per minute. A spare starts only on a core the running jobs'
+                     threads leave free (evaluator.training_pool): with one job using every core it
+                     starts when that job ends, so here it helps less than one at a time
     ``POOLS`` maps a name to a function building an EvaluationPool from (dataset, workdir): a new
     kind of pool is one more entry.
 
@@ -178,7 +180,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pools", nargs="+", choices=list(POOLS), default=list(POOLS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--workload", choices=list(WORKLOADS), default="tiny",
-                        help="tiny (default): overhead alone; digits: how a spare's start competes with real training")
+                        help="tiny (default): overhead alone; digits: whether spares slow real training down")
     parser.add_argument("--n", type=int, help="candidates per pool, mode and round (default 5; --quick 3)")
     parser.add_argument("--rounds", type=int,
                         help="rounds of every pool and mode, the pools' order alternating, so that load from other "

@@ -11,6 +11,7 @@ import time
 from collections import deque
 
 from evaluator.errors import ArchAgentError, TaskError
+from evaluator.lookup import Lookup
 from evaluator.nb201_tables import AccuracyTable, coverage_note, load_final_table, load_signal_table
 from evaluator.pool import EvaluationPool, Job, PoolEvent
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
@@ -91,11 +92,12 @@ class TabularBenchmark:
 
 
 class TabularPool(EvaluationPool):
-    """Evaluates in-process at submit time; results come out in submission order."""
+    """Evaluates in-process at submit time; results come out in submission order. The benchmark is
+    the NAS-Bench-201 tables (TabularBenchmark) or a declared space's tables (evaluator.lookup)."""
 
     background = False  # a result exists as soon as its job is submitted
 
-    def __init__(self, benchmark: TabularBenchmark, capacity: int = 1) -> None:
+    def __init__(self, benchmark: TabularBenchmark | Lookup, capacity: int = 1) -> None:
         self.benchmark = benchmark
         self.capacity = capacity
         self._done: deque[PoolEvent] = deque()

@@ -31,8 +31,8 @@ class Task(BaseModel):
     kind: Literal["tabular", "train", "curves"]
     description: str
     dataset: str
-    input_shape: tuple[int, ...]
-    num_classes: int = Field(gt=1)
+    input_shape: tuple[int, ...] = ()  # (): a lookup of a declared space, which has no network
+    num_classes: int | None = Field(default=None, gt=1)
     metric: Literal["accuracy"] = "accuracy"
     default_budget: int = Field(gt=0)
     default_space: str
@@ -114,6 +114,15 @@ def training_task(name: str, input_shape: tuple[int, ...], num_classes: int, sou
     return Task(name=name, kind="train", description=f"{d.about}; {source}".rstrip("; "), dataset=name,
                 input_shape=input_shape, num_classes=num_classes, default_budget=d.default_budget,
                 default_space=d.default_space, fidelity=d.epochs)
+
+
+LOOKUP_PREFIX = "lookup:"
+
+
+def lookup_task(file_name: str, space_path: Path, description: str, combinations: int, fidelity: float) -> Task:
+    """The Task of a declared space evaluated by lookup (``--space-file`` with tables)."""
+    return Task(name=f"{LOOKUP_PREFIX}{space_path.name}", kind="tabular", description=description, dataset=file_name,
+                default_budget=max(1, min(100, combinations)), default_space="declared", fidelity=fidelity)
 
 
 def resolve_task(

@@ -28,11 +28,12 @@ data to check (``torch.load(weights_only=True)``, keys and shapes), never code t
 With ``warm`` > 0 the pool keeps that many spare workers started ahead of their jobs: each a
 held sandboxed process (``sandbox.process.ChildProcess(held=True)``, every limit and layer
 applied) with its own fresh scratch folder that already holds the arrays every job gets; it
-imports torch and the trainer and warms up (evaluator.worker) at the smallest CPU weight, then
-waits for its key. ``submit`` hands a job to a living spare when there is one, booted or still
-booting (writes the job's files into its scratch folder, then releases the key), and a keeper
-thread starts a replacement; with none, the job starts cold. A spare runs exactly one job
-(candidate code is hostile: a process it touched never sees another candidate); one that died
+imports torch and the trainer and warms up (evaluator.worker), then waits for its key. ``submit``
+hands a job to a living spare when there is one, booted or still booting (writes the job's files
+into its scratch folder, then releases the key), and a keeper thread starts a replacement as soon
+as a core is left beside the running CPU jobs' threads for half a second (on a machine the jobs
+fill: when a job ended and no other came at once); with none, the job starts cold. A spare runs
+exactly one job (candidate code is hostile: a process it touched never sees another candidate); one that died
 while waiting is discarded and replaced, never given a job; jobs that need an environment of
 their own (the tests' fault injection) always start cold. Spares are not jobs: they do not count
 in ``in_flight`` or against ``capacity``; ``close()`` kills them and removes their folders.
@@ -67,7 +68,7 @@ from evaluator.data.base import Dataset
 from evaluator.pool import EvaluationPool, Job, PoolEvent
 from evaluator.protocol import Checker, Done, Epoch, Failure, Proxies, Ready, Test
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
-from evaluator.worker import CHECKPOINT_IN, CHECKPOINT_OUT, MODEL_FILE, TEST_HOOKS_ENV, WEIGHTS_OUT
+from evaluator.worker import BUILDER_FILE, CHECKPOINT_IN, CHECKPOINT_OUT, MODEL_FILE, TEST_HOOKS_ENV, WEIGHTS_OUT
 from sandbox.isolation import Isolation
 from sandbox.process import ChildProcess, Limits, clean_env, redact
 
@@ -84,6 +85,7 @@ WEIGHTS_FORMAT = 1  # the .json written beside kept weights
 SHARED_ARRAYS = ("x_train", "y_train", "x_val")  # what every job's folder holds (a final job also gets x_test)
 SPARE_POLL_SECONDS = 1.0  # how often the keeper looks for spares that died while waiting
 SPARE_BACKOFF_SECONDS = 30.0  # the longest pause before replacing spares that keep dying unused
+SPARE_IDLE_GRACE_SECONDS = 0.5  # a core left free this long (no job came for it) may start a spare
 
 
 def default_weights_dir(workdir: Path) -> Path:
@@ -142,9 +144,8 @@ class _Spare:
     holder: dict[str, _Running]  # the job's run once it has one: where its messages go
 
 
-def job_threads(capacity: int) -> int:
-    """Threads of each job when the pool is given none: the cores shared among the ``capacity``
-    jobs that run at once. The cores are ``OMP_NUM_THREADS`` when it is set (a process told to
+def pool_cores() -> int:
+    """The cores this process's jobs share: ``OMP_NUM_THREADS`` when it is set (a process told to
     use that many keeps its jobs within them: a shared machine, parallel test workers; torch's
     threads on more cores than a process gets wait for each other at every step, several times
     slower), else ``os.cpu_count()``."""
@@ -152,7 +153,13 @@ def job_threads(capacity: int) -> int:
         cores = int(os.environ.get("OMP_NUM_THREADS", ""))
     except ValueError:  # unset, or a list of per-level counts
         cores = 0
-    return max(1, (cores if cores > 0 else os.cpu_count() or 1) // capacity)
+    return cores if cores > 0 else os.cpu_count() or 1
+
+
+def job_threads(capacity: int) -> int:
+    """Threads of each job when the pool is given none: the cores (``pool_cores``) shared among
+    the ``capacity`` jobs that run at once."""
+    return max(1, pool_cores() // capacity)
 
 
 class TrainingPool(EvaluationPool):
@@ -174,12 +181,16 @@ class TrainingPool(EvaluationPool):
         weights_dir: Path | None = None,  # where final jobs' trained weights are kept (default_weights_dir)
         staged: Path | None = None,  # a folder already holding the arrays (stage_arrays), shared with other pools
         warm: int = 0,  # spare workers kept started ahead of their jobs; 0: every job starts cold
+        builder_source: str | None = None,  # space "declared": the space file's builder (builder.py in every job)
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
         if warm < 0:
             raise ValueError(f"warm={warm} must be 0 (no spares) or more")
+        if (space == "declared") != (builder_source is not None):
+            raise ValueError("builder_source is given exactly for space 'declared' (the space file's builder)")
         self.dataset, self.space, self.epochs, self.capacity = dataset, space, epochs, capacity
+        self.builder_source = builder_source
         # The CUDA driver reserves far more address space than it uses: on a GPU the memory
         # limit is enforced on resident memory only (sandbox.process.Limits).
         self.limits = replace(limits, address_space=False) if device.startswith("cuda") else limits
@@ -200,6 +211,7 @@ class TrainingPool(EvaluationPool):
         self._own_staged = staged is None
         self._staged = stage_arrays(dataset, self.workdir / "data") if staged is None else Path(staged)
         self.warm = warm
+        self._cores = pool_cores()
         self._spares: list[_Spare] = []  # ready for a job, oldest first
         self._dead: list[_Spare] = []  # found dead while waiting: the keeper ends them
         self._closing = threading.Event()
@@ -222,11 +234,14 @@ class TrainingPool(EvaluationPool):
         return scratch
 
     def _job_files(self, job: Job, scratch: Path) -> None:
-        """What only this job gets: the test inputs (a final job) and, in code mode, the candidate's model file."""
+        """What only this job gets: the test inputs (a final job), in code mode the candidate's model
+        file, and for a declared space the space's builder."""
         if job.purpose is Purpose.FINAL:
             shutil.copyfile(self._staged / "x_test.npy", scratch / "x_test.npy")
         if self.space == "code":
             (scratch / MODEL_FILE).write_text(job.spec["source"], encoding="utf-8")
+        if self.builder_source is not None:
+            (scratch / BUILDER_FILE).write_text(self.builder_source, encoding="utf-8")
 
     def _process(self, scratch: Path, holder: dict[str, _Running], *, key: bytes | None = None,
                  extra_env: dict[str, str] | None = None) -> ChildProcess:
@@ -406,8 +421,12 @@ class TrainingPool(EvaluationPool):
             deaths += len(dead)
             if dead and self._closing.wait(min(SPARE_BACKOFF_SECONDS, 0.5 * 2 ** deaths)):
                 break
-            if missing <= 0:
+            if missing <= 0 or not self._core_idle():
                 self._wake.wait(SPARE_POLL_SECONDS)
+                continue
+            # A job that ended is often followed at once by the next (a queue of proposals): that one
+            # starts cold on the free core rather than beside a spare's start. Spares fill idle time.
+            if self._closing.wait(SPARE_IDLE_GRACE_SECONDS) or not self._core_idle():
                 continue
             try:
                 spare = self._start_spare()
@@ -421,6 +440,19 @@ class TrainingPool(EvaluationPool):
                 self._end_spare(spare)
             if not dead:
                 deaths = 0
+
+    def _core_idle(self) -> bool:
+        """Whether a spare may start now: a core is left beside the threads of the jobs running.
+        A spare's start (torch's import, the warm-up) on a core a job's threads use slows that job
+        several times over (torch's threads wait for each other at every step): 3.8 s of
+        training instead of 0.6 s for a digits candidate on 2 cores, measured by
+        bench/pool_overhead.py. So on a machine the jobs fill, the next spare starts when a job ends.
+        Jobs on a GPU leave the cores to the spares."""
+        if self.device.startswith("cuda"):
+            return True
+        with self._lock:
+            busy = self.threads * len(self._running)
+        return self._cores - busy >= 1
 
     def _close_spares(self) -> None:
         self._closing.set()
@@ -476,6 +508,7 @@ class TrainingPool(EvaluationPool):
             self._results[run.job.candidate_id] = evaluation
             self._events.put(PoolEvent(kind="finished", candidate_id=run.job.candidate_id, evaluation=evaluation))
             self._running.pop(run.job.candidate_id, None)
+        self._wake.set()  # a core may be free for a spare now
 
     @staticmethod
     def _overhead(run: _Running) -> dict[str, float | bool | None]:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             spec = json.loads(args.spec)
         except json.JSONDecodeError as exc:
             raise UserInputError(f"--spec is not valid JSON: {exc}", hint="pass a JSON object, quoted for the shell") from None
-    settings = load_settings(settings_flags(args, "task", "space", "benchmark_dir", "signal_table", "final_table",
+    settings = load_settings(settings_flags(args, "task", "space", "space_file", "tables", "benchmark_dir", "signal_table", "final_table",
                                             *TRAINING_FLAGS)).settings
     out = evaluate_one(settings, spec, final=args.final)
     code = 0 if out["status"] == "ok" else 1

@@ -74,6 +74,12 @@ def proxy_list(text: str) -> list[str]:
 def add_task_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help="task name (`agent tasks` lists them)")
     parser.add_argument("--space", help="search space (default: the task's)")
+    parser.add_argument("--space-file", dest="space_file", metavar="FILE",
+                        help="a search space declared in a TOML file: its slots and choices, and a lookup table or a "
+                             "builder to train (docs/spaces.md)")
+    parser.add_argument("--table", dest="tables", action="append", metavar="TABLE",
+                        help="--space-file: a CSV or JSON table to look candidates up in (repeatable: tables join on "
+                             "the key); replaces the file's own tables")
     parser.add_argument("--benchmark-dir", dest="benchmark_dir",
                         help="folder with nb201_12epoch_accuracy.csv and optional nb201_<dataset>_200epoch_test.csv")
     parser.add_argument("--signal-table", dest="signal_table", help="the 12-epoch table file (overrides --benchmark-dir)")

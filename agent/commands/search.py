@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 SETTING_FLAGS = (
-    "task", "space", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
+    "task", "space", "space_file", "tables", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
     "population", "tournament", "llm", "model", "max_llm_cost", "max_device_seconds", "reflect_every", "directions",
     "portfolio_cost", "llm_after", "early_stop", "early_stop_threshold", "audit_fraction", "rungs", "reduction_factor",
     "objectives", "max_latency_ms", "max_params", "max_flops", "proxies", "screen", "screen_factor", "recheck_every",
@@ -153,7 +153,7 @@ def render_summary(summary) -> None:
     for i, row in enumerate(summary.top, start=1):
         params = f"{row['params']:,}" if row.get("params") else ""
         table.add_row(str(i), row["candidate_id"], f"{row['val_accuracy']:.4f}", params,
-                      row.get("arch") or row.get("summary", ""))
+                      row.get("arch") or row.get("key") or row.get("summary", ""))
     console.print(table)
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     console.print(f"{summary.evaluations} evaluations ({counts or 'none'}); {summary.duplicates_skipped} duplicate proposals "
@@ -207,4 +207,7 @@ def render_summary(summary) -> None:
     extra = getattr(best, "arch", None)
     if extra:
         console.print(f"arch: {extra}", highlight=False)
+    if getattr(best, "key", None) or getattr(best, "summary", None):
+        console.print(f"choices: {getattr(best, 'summary', None) or best.spec}"
+                      + (f" (table key {best.key})" if getattr(best, "key", None) else ""), highlight=False)
     console.print(f"details: agent show {best.candidate_id}", highlight=False)

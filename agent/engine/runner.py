@@ -7,6 +7,7 @@ tasks, a retraining with ``final_seeds`` seeds for training tasks (mean and std)
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import statistics
 import time
@@ -68,10 +69,17 @@ class Setup:
     warnings: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)  # resolved data paths etc., stored with the run
     device: str = "cpu"  # where candidates run: the latency probe measures there too
+    objectives: tuple[str, ...] | None = None  # the space file's, used when the settings name none
     proxy_batch: tuple[Any, Any] | None = None  # training images and labels the probe scores proxies on
 
 
 def prepare(settings: Settings, run_id: str, test_inject: dict[str, str] | None = None) -> Setup:
+    if settings.space_file is not None:
+        return _prepare_declared(settings, run_id, test_inject)
+    if settings.tables:
+        raise UserInputError(f"--table {' '.join(map(str, settings.tables))} is given without --space-file",
+                             hint="pass --space-file FILE: the space file says how a table's rows are keyed and which "
+                                  "columns are the signal and the report (docs/spaces.md)")
     if settings.task is None:
         raise UserInputError("no task given", hint="pass --task (for example --task digits); `agent tasks` lists them")
     if is_training_task(settings.task):
@@ -103,24 +111,128 @@ def _prepare_table(settings: Settings) -> Setup:
 TRAINABLE_SPACES = ("layers", "nb201", "code")
 
 
-def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, str] | None) -> Setup:
+def _prepare_declared(settings: Settings, run_id: str, test_inject: dict[str, str] | None) -> Setup:
+    """A space declared in a file: looked up in its tables, or trained through its builder."""
+    from evaluator.spaces.space_file import load_space_file
+
+    if settings.space not in (None, "declared"):
+        raise UserInputError(f"--space {settings.space} and --space-file {settings.space_file} both name a space",
+                             hint="drop --space: the space file declares the space")
+    file = load_space_file(settings.space_file)
+    # --task trains; otherwise the lookup, when there are tables to look in; else the builder.
+    tables = bool(settings.tables) or (file.lookup is not None and bool(file.lookup.tables))
+    train = settings.task is not None or (not tables and file.train is not None)
+    if settings.task is not None and settings.tables:
+        raise UserInputError(f"--task {settings.task} and --table both given with --space-file",
+                             hint="drop --task to look candidates up in the tables, or --table to train them")
+    if settings.task is not None and not is_training_task(settings.task):
+        raise UserInputError(f"--task {settings.task} with --space-file: a declared space trains on a training task "
+                             "(digits, cifar10, file:PATH.npz, folder:DIR) or is looked up in its tables",
+                             hint="drop --task to look candidates up in the file's tables, or give a training task")
+    if not train:
+        return _prepare_lookup(settings, file)
+    if file.train is None:
+        raise UserInputError(f"{file.path} declares no [train] builder, so it cannot be trained on "
+                             f"{settings.task or 'a task'}",
+                             hint="add [train] with builder = \"builder.py\" (build_model(choices, input_shape, "
+                                  "num_classes)), or drop --task to look candidates up in [lookup]'s tables")
+    task = settings.task or file.train.task
+    if task is None:
+        raise UserInputError(f"{file.path}: which task should its candidates train on?",
+                             hint="pass --task (e.g. --task digits), or set task = \"digits\" under [train]")
+    if not is_training_task(task):
+        raise UserInputError(f"{file.path} [train] task {task!r} is not a training task",
+                             hint="use digits, cifar10, file:PATH.npz or folder:DIR")
+    setup = _prepare_training(settings.model_copy(update={"task": task}), run_id, test_inject, declared=file)
+    setup.objectives = file.objectives
+    return setup
+
+
+def _prepare_lookup(settings: Settings, file: Any) -> Setup:
+    from evaluator.lookup import Lookup
+    from evaluator.spaces.declared import DeclaredSpace
+    from evaluator.spaces.space_file import ENUMERATE_LIMIT
+    from evaluator.tabular import TabularPool
+    from evaluator.tasks import lookup_task
+
+    if file.lookup is None:
+        raise UserInputError(f"--table is given, but {file.path} has no [lookup] section to say how its rows are keyed "
+                             "and which column is the signal",
+                             hint="add [lookup] with signal = \"COLUMN\" (and key = \"...\" when a column holds "
+                                  "the key), docs/spaces.md")
+    limits = [flag for flag, v in (("--max-params", settings.max_params), ("--max-flops", settings.max_flops),
+                                   ("--max-latency-ms", settings.max_latency_ms)) if v is not None]
+    if limits or settings.screen:
+        asked = limits + ([f"--screen {settings.screen}"] if settings.screen else [])
+        raise UserInputError(f"{', '.join(asked)} measure networks before training; a lookup has no network",
+                             hint="express the limit as a [[constraints]] rule of the space file, or filter the table")
+    full = DeclaredSpace(file)
+    lookup = Lookup(full, file.lookup, settings.tables)
+    held = lookup.combinations()
+    allowed = {c for c in held if full._ok(dict(zip(full.names, c)))}
+    warnings = list(file.notes)
+    if len(allowed) < len(held):
+        warnings.append(f"{len(held) - len(allowed)} table row(s) break the constraints of {file.path.name}: never proposed")
+    if file.size <= ENUMERATE_LIMIT:
+        complete = len(allowed) >= (len(full._valid_combinations()) if file.rules else file.size)
+    else:
+        complete = len(allowed) >= file.size
+    space = full
+    if not complete:
+        source = ", ".join(t.path.name for t in lookup.tables)
+        space = DeclaredSpace(file, restrict=allowed, restrict_source=source)
+        warnings.append(f"the tables hold {len(allowed):,} of the {file.size:,} combinations: the search is restricted "
+                        "to those")
+    objectives = settings.objectives or list(file.objectives or ("accuracy",))
+    wanted = {"latency": "latency_ms", "params": "params", "flops": "flops"}
+    for name in objectives:
+        if name in wanted and wanted[name] not in file.lookup.metrics:
+            raise UserInputError(f"objective {name} needs a {wanted[name]} column in the lookup",
+                                 hint=f"add metrics = {{ {wanted[name]} = \"COLUMN\" }} under [lookup] of "
+                                      f"{file.path.name}, or drop {name} from the objectives")
+    task = lookup_task(file.name, file.path, f"{file.name}, looked up: {lookup.describe()}", len(allowed),
+                       lookup.fidelity)
+    return Setup(task=task, space=space, pool=TabularPool(lookup), final_seeds=(0,), warnings=warnings,
+                 objectives=file.objectives,
+                 config={"space_file": str(file.path), "space_file_sha256": file.sha256,
+                         "tables": [str(t.path) for t in lookup.tables]})
+
+
+def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, str] | None,
+                      declared: Any = None) -> Setup:
     from evaluator.data import load_dataset
     from evaluator.training_pool import TrainingPool
     from sandbox.process import Limits
 
     name = settings.space
-    if name is not None and name not in TRAINABLE_SPACES:
+    if declared is None and name is not None and name not in TRAINABLE_SPACES:
         raise UserInputError(f"space {name!r} cannot be trained on {settings.task}",
                              hint="use --space " + " or --space ".join(TRAINABLE_SPACES))
     dataset = load_dataset(settings.task, cache_dir=settings.home / "data", data_dir=settings.data_dir)
     task = training_task(settings.task, dataset.input_shape, dataset.num_classes, dataset.source)
-    space = get_space(name or task.default_space, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-                      max_params=settings.max_params, max_flops=settings.max_flops, task=settings.task)
+    extra: dict[str, Any] = {}
+    if declared is not None:
+        from evaluator.spaces.declared import DeclaredSpace
+
+        space: SearchSpace = DeclaredSpace(declared, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+        builder = declared.train.builder.read_bytes()
+        try:
+            builder_source = builder.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserInputError(f"builder {declared.train.builder} is not UTF-8 text",
+                                 hint="save the builder as a UTF-8 Python file") from None
+        extra = {"space_file": str(declared.path), "space_file_sha256": declared.sha256,
+                 "builder": str(declared.train.builder), "builder_sha256": hashlib.sha256(builder).hexdigest()}
+    else:
+        space = get_space(name or task.default_space, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+                          max_params=settings.max_params, max_flops=settings.max_flops, task=settings.task)
+        builder_source = None
     epochs = settings.epochs or int(task.fidelity)
     limits = Limits(wall_seconds=settings.timeout, memory_mb=settings.memory_mb)
-    extra: dict[str, Any] = {}
     if settings.pool == "ray":
-        pool, device, extra = _ray_pool(settings, run_id, dataset, space.name, epochs, limits, test_inject)
+        pool, device, ray = _ray_pool(settings, run_id, dataset, space.name, epochs, limits, test_inject,
+                                      builder_source)
+        extra |= ray
         isolation = pool.isolation
     else:
         device = _device(settings.device)
@@ -129,7 +241,7 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
             dataset, space.name, workdir=settings.home / "work" / run_id, epochs=epochs,
             capacity=settings.worker_count(), limits=limits,
             device=device, test_inject=test_inject, proxies=tuple(settings.proxies), isolation=isolation,
-            weights_dir=settings.home / "weights" / run_id, warm=settings.warm_workers,
+            weights_dir=settings.home / "weights" / run_id, warm=settings.warm_workers, builder_source=builder_source,
         )
     return Setup(task=task, space=space, pool=pool, final_seeds=tuple(range(settings.final_seeds)),
                  warnings=list(getattr(pool, "notes", [])),
@@ -143,7 +255,8 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
 
 
 def _ray_pool(settings: Settings, run_id: str, dataset: Any, space: str, epochs: int, limits: Any,
-              test_inject: dict[str, str] | None) -> tuple[EvaluationPool, str, dict[str, Any]]:
+              test_inject: dict[str, str] | None, builder_source: str | None = None
+              ) -> tuple[EvaluationPool, str, dict[str, Any]]:
     """The Ray pool: join (or start) the cluster, size one candidate's resources, start the actors.
     Returns the pool, the device candidates train on, and what the run records about the cluster."""
     from evaluator.ray_cluster import RayUnavailable, connect
@@ -173,7 +286,8 @@ def _ray_pool(settings: Settings, run_id: str, dataset: Any, space: str, epochs:
                        epochs=epochs, resources=resources, workers=settings.workers, limits=limits,
                        threads=max(1, int(settings.ray_cpus)), proxies=tuple(settings.proxies), isolation=isolation,
                        weights_dir=settings.home / "weights" / run_id, retries=settings.ray_retries,
-                       pool_options={"warm": settings.warm_workers} | ({"test_inject": test_inject} if test_inject else {}),
+                       pool_options={"warm": settings.warm_workers} | ({"test_inject": test_inject} if test_inject else {})
+                       | ({"builder_source": builder_source} if builder_source is not None else {}),
                        owns_cluster=True)
     except BaseException:
         cluster.close()
@@ -324,7 +438,7 @@ def _llm_parts(settings: Settings, space: SearchSpace, task: Task, run_id: str, 
     if settings.reflect_every:
         reflector = Reflector(backend=backend, recorder=recorder, record=record, spend=spend, run_id=run_id, prompts=prompts,
                               history=lambda e, b: view(e, b, settings.seed + e), task=context,
-                              space_name=space.name, space_description=space.describe(),
+                              space_name=space.label, space_description=space.describe(),
                               every=settings.reflect_every, seed=settings.seed)
     return LLMParts(proposer=proposer, reflector=reflector, spend=spend)
 
@@ -436,8 +550,10 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     if recorder is None:
         recorder = History(settings.home, lock_timeout=settings.lock_timeout)
     stored = recorder.get_run(run_id) if resume else None
+    if stored is not None:
+        _same_files(stored.get("config") or {}, setup.config)
     deadline = _deadline(settings, until, stored["config"] if stored else None)
-    objectives = Objectives.parse(settings.objectives)
+    objectives = Objectives.parse(settings.objectives if settings.objectives is not None else setup.objectives)
     constraints = Constraints(max_latency_ms=settings.max_latency_ms, max_params=settings.max_params,
                               max_flops=settings.max_flops)
     resumes = recorder.count_events(run_id, "run_resumed") + 1 if resume else 0
@@ -509,6 +625,16 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
             screen.probe.close()
 
 
+def _same_files(recorded: dict[str, Any], now: dict[str, Any]) -> None:
+    """A resumed run reads the space file (and builder) it started with: refuse one that changed."""
+    for key, label in (("space_file_sha256", "space file"), ("builder_sha256", "builder")):
+        if recorded.get(key) and now.get(key) and recorded[key] != now[key]:
+            path = now.get("space_file" if key == "space_file_sha256" else "builder")
+            raise UserInputError(f"the {label} {path} changed since the run started (SHA-256 {recorded[key][:12]}... "
+                                 f"then, {now[key][:12]}... now): its recorded candidates may no longer fit it",
+                                 hint=f"put the {label} back as it was to resume, or start a new run with the new one")
+
+
 def _early_stop(settings: Settings, setup: Setup, run_id: str) -> tuple[EarlyStopMonitor | None, HalvingMonitor | None]:
     """The forecast rule and / or successive halving, as ``--early-stop`` asks."""
     mode = settings.early_stop
@@ -537,14 +663,16 @@ def _screen(settings: Settings, setup: Setup, objectives: Objectives, constraint
     latency = "latency" in objectives.names or constraints.max_latency_ms is not None
     if not (objectives.multi or constraints.any or settings.screen):
         return None
-    if setup.space.name == "code":
+    if setup.space.name == "declared" and setup.task.kind == "tabular":
+        return None  # the lookup's tables give the objectives' values (limits were refused by _prepare_lookup)
+    if setup.space.name in ("code", "declared"):
         asked = [flag for flag, on in (("--objectives " + ",".join(objectives.names), objectives.multi),
                                        ("--max-latency-ms/--max-params/--max-flops", constraints.any),
                                        (f"--screen {settings.screen}", bool(settings.screen))) if on]
         raise UserInputError(f"{' and '.join(asked)} measure candidates before training in a trusted process, which "
-                             "must never import code-mode candidates (hostile code)",
-                             hint="drop these flags for --space code; the parameter count of each trained candidate is "
-                                  "still recorded (its `params` metric)")
+                             "must never import code-mode candidates (hostile code) or a space file's builder",
+                             hint="drop these flags for --space code and --space-file; the parameter count of each "
+                                  "trained candidate is still recorded (its `params` metric)")
     device = setup.device
     probe = ModelProbe(device=device, threads=1, proxies=(settings.screen,) if settings.screen else (),
                        batch=setup.proxy_batch, timeout=settings.timeout,

@@ -175,8 +175,13 @@ def _write(folder: Path, files: dict[str, str], chosen: weights_mod.Chosen | Non
 
 def _source(facts: Facts) -> tuple[Source, str]:
     """The space's part of model.py and a one-line description of the architecture."""
-    from evaluator.spaces import get_space
+    from evaluator.spaces import SPACES, get_space
 
+    if facts.space not in SPACES:  # "declared": a space file's candidate (its choices, built by the file's builder)
+        raise UserInputError(f"candidate {facts.candidate_id} is of a space declared in a file ({facts.space}); "
+                             "export does not write those yet",
+                             hint="its choices are in `agent show " + facts.candidate_id + " --json` (spec), and the "
+                                  "space file's builder builds the network: build_model(spec, input_shape, num_classes)")
     space = get_space(facts.space, input_shape=facts.input_shape, num_classes=facts.num_classes)
     if facts.space == "layers":
         summary = space.summary(facts.spec)

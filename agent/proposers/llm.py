@@ -92,7 +92,7 @@ class LLMProposer(Proposer):
             if edit is not None:
                 example = json.dumps({"rationale": "...", "spec": {"edits": [edit]}})
         messages = self.prompts.propose_messages(history=self._view(context), token_budget=self.token_budget,
-                                                 space=self.space.name, space_description=self.space.describe(),
+                                                 space=self.space.label, space_description=self.space.describe(),
                                                  parent=parent_row, base_source=shown, base_label=base_label,
                                                  edit_example=example, **self.task)
         template, last_spec, last_error, duplicate, seconds, costs = "propose.j2", None, None, None, 0.0, []

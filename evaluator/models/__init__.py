@@ -19,7 +19,8 @@ def build_model(space_name: str, spec: Any, input_shape: tuple[int, ...], num_cl
     ``options`` go to the space's builder: ``nb201`` takes ``channels`` (C, default 16) and
     ``cells`` (N cells per stage, default 5); ``layers`` takes none (the spec says everything);
     ``code`` takes ``path``, the candidate's model file, which it imports (candidate code: call it
-    only inside the sandboxed worker).
+    only inside the sandboxed worker); ``declared`` takes ``path``, the space file's builder, whose
+    ``build_model(spec, input_shape, num_classes)`` it calls (also only inside the worker).
     The output is (B, num_classes) logits.
     """
     if space_name == "layers":
@@ -38,7 +39,13 @@ def build_model(space_name: str, spec: Any, input_shape: tuple[int, ...], num_cl
         if set(options) != {"path"}:
             raise TypeError(f"the code builder takes one option, path (the model file), got {sorted(options)}")
         return build_from_file(options["path"], tuple(input_shape), num_classes)
-    raise ValueError(f"space_name={space_name!r} has no network builder; use 'layers', 'nb201' or 'code'")
+    if space_name == "declared":  # only ever inside the sandboxed worker: this runs the space's builder file
+        from evaluator.models.code import build_from_builder
+
+        if set(options) != {"path"}:
+            raise TypeError(f"the declared builder takes one option, path (the builder file), got {sorted(options)}")
+        return build_from_builder(options["path"], spec, tuple(input_shape), num_classes)
+    raise ValueError(f"space_name={space_name!r} has no network builder; use 'layers', 'nb201', 'code' or 'declared'")
 
 
 __all__ = ["build_model"]

@@ -1,4 +1,5 @@
-"""Build a code-mode candidate: import its model file and call ``build_model``.
+"""Build a code-mode candidate (import its model file and call ``build_model``), or a declared
+space's candidate (import the space's builder file and call ``build_model(choices, ...)``).
 
 Runs only inside the sandboxed worker (evaluator.worker): importing the file runs candidate
 code, which is hostile input. The trusted side never calls this; it checks the file
@@ -23,9 +24,6 @@ class ModelFileError(RuntimeError):
 def build_from_file(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Any:
     """Import ``path`` and return ``build_model(input_shape, num_classes)``, checked to be a
     torch module whose output on a batch of two inputs is ``(2, num_classes)`` logits."""
-    import torch
-    from torch import nn
-
     spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
     if spec is None or spec.loader is None:
         raise ModelFileError(f"{path.name} cannot be imported as a Python module")
@@ -34,7 +32,28 @@ def build_from_file(path: Path, input_shape: tuple[int, ...], num_classes: int) 
     build = getattr(module, "build_model", None)
     if not callable(build):
         raise ModelFileError("the model file defines no build_model(input_shape, num_classes) function")
-    model = build(tuple(input_shape), int(num_classes))
+    return checked_network(build(tuple(input_shape), int(num_classes)), input_shape, num_classes)
+
+
+def build_from_builder(path: Path, choices: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """A declared space's candidate (evaluator.spaces.declared): import the space's builder file
+    and return ``build_model(choices, input_shape, num_classes)``, checked as a model file's is."""
+    spec = importlib.util.spec_from_file_location("space_builder", path)
+    if spec is None or spec.loader is None:
+        raise ModelFileError(f"the builder {path.name} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    build = getattr(module, "build_model", None)
+    if not callable(build):
+        raise ModelFileError("the space's builder file defines no build_model(choices, input_shape, num_classes) function")
+    return checked_network(build(dict(choices), tuple(input_shape), int(num_classes)), input_shape, num_classes)
+
+
+def checked_network(model: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """``model``, once it is a torch module whose output on a batch of two inputs is ``(2, num_classes)``."""
+    import torch
+    from torch import nn
+
     if not isinstance(model, nn.Module):
         raise ModelFileError(f"build_model returned {type(model).__name__}, not a torch.nn.Module")
     model.eval()

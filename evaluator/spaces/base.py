@@ -94,6 +94,11 @@ class SearchSpace(ABC):
         """Static facts about a validated spec (``params``, ``flops``, shapes); ``{}`` if none."""
         return {}
 
+    @property
+    def label(self) -> str:
+        """The space's name in prompts and reports (a declared space: the file's own name)."""
+        return self.name
+
     def summary(self, spec: dict[str, Any]) -> str:
         """A one-line human description of a spec (tables, logs)."""
         return self.canonical_key(spec)

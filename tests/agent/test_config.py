@@ -332,7 +332,7 @@ def test_list_settings_come_comma_separated_or_as_json_and_bad_items_are_named(c
     assert s.objectives == ["accuracy", "latency"] and s.rungs == [2, 5] and s.proxies == ["synflow", "snip"]
     assert s.early_stop == "asha" and s.max_latency_ms == 1.5 and s.reduction_factor == 3
     defaults = load_settings({}, env={}, cwd=cwd).settings
-    assert defaults.objectives == ["accuracy"] and defaults.rungs is None and len(defaults.proxies) == 5
+    assert defaults.objectives is None and defaults.rungs is None and len(defaults.proxies) == 5
     assert defaults.screen is None and defaults.max_params is None
     with pytest.raises(ConfigError, match="AGENT_OBJECTIVES.*'speed'"):
         load_settings({}, env={"AGENT_OBJECTIVES": "accuracy,speed"}, cwd=cwd)

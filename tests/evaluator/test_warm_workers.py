@@ -169,3 +169,36 @@ def test_close_kills_the_spares_and_removes_their_folders(digits, tmp_path):
 def test_a_negative_number_of_spares_is_refused(digits, tmp_path):
     with pytest.raises(ValueError, match="warm=-1"):
         TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=1, warm=-1)
+
+
+def spare_seen_while_running(pool: TrainingPool, job: Job) -> bool:
+    """Run ``job`` (it takes the pool's spare); whether a new spare was started before it finished."""
+    pool.submit(job)
+    seen = False
+    while True:
+        events = pool.events(timeout=0.05)
+        with pool._lock:
+            seen |= bool(pool._spares)
+        if any(e.kind == "finished" for e in events):
+            return seen
+
+
+@pytest.mark.slow
+def test_a_spare_starts_only_on_a_core_the_running_jobs_leave_free(digits, spec, tmp_path, monkeypatch):
+    """A spare's start on a core a job's threads use slows that job several times over
+    (bench/pool_overhead.py --workload digits), so on a machine the jobs fill it waits for the job."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the pool's cores
+    full = TrainingPool(digits, "layers", workdir=tmp_path / "full", epochs=3, threads=2, isolation=Isolation(), warm=1)
+    try:
+        spares(full)
+        assert not spare_seen_while_running(full, Job(candidate_id="r-c0001", spec=spec))
+        spares(full)  # the job ended: now it starts
+    finally:
+        full.close()
+    # 1 thread of 2 cores: the replacement starts beside the job (after half a second: the job trains longer)
+    half = TrainingPool(digits, "layers", workdir=tmp_path / "half", epochs=10, threads=1, isolation=Isolation(), warm=1)
+    try:
+        spares(half)
+        assert spare_seen_while_running(half, Job(candidate_id="r-c0002", spec=spec))
+    finally:
+        half.close()
