@@ -232,7 +232,7 @@ class Lookup:
             common["fidelity"] = self.report_fidelity
             if self.report is None:
                 return Evaluation(**common, status=Status.OK, val_accuracy=val, metrics=metrics,
-                                  source=f"no report column: [lookup] of {self.space.file.path.name} declares none",
+                                  source=f"no report column: the lookup of {self.space.file.path.name} names none",
                                   wall_seconds=time.perf_counter() - start)
             test = self.report.get(combo)
             table = self.where["report"].path

@@ -12,8 +12,10 @@ spec that parsed but repeats an evaluated candidate is replaced by a mutation of
 in the run (so no evaluation is spent on a duplicate). In spaces whose proposals edit a file
 shown in the prompt (code: the parent, else the run's best, else the seed; with a format example
 of one edit), an edit that stayed invalid is replaced by a mutation of that file, its rationale
-saying so (the calls keep their invalid outcomes). Any other failure is returned as it is, and
-the search records it as ``invalid`` with its error.
+saying so (the calls keep their invalid outcomes). A spec that stayed invalid in a space that
+knows what is near it (``SearchSpace.nearest_valid``: a declared space whose rules or table the
+model kept breaking) becomes the nearest valid candidate not in the run, its rationale saying so.
+Any other failure is returned as it is, and the search records it as ``invalid`` with its error.
 """
 
 from __future__ import annotations
@@ -123,6 +125,11 @@ class LLMProposer(Proposer):
             return Proposal(spec=unseen_mutation(self.space, duplicate, context.seen, self.rng), **common, **usage,
                             rationale=f"mutation of a repeated proposal (the model proposed evaluated candidates "
                                       f"{self.max_repairs + 1} times)")
+        near = self.space.nearest_valid(last_spec, context.seen, self.rng) if last_spec is not None else None
+        if near is not None:  # e.g. a declared space's rule broken: the nearest candidate that keeps them
+            return Proposal(spec=near, **common, **usage,
+                            rationale=f"nearest valid candidate to the model's last proposal, which stayed invalid "
+                                      f"after {self.max_repairs} repairs ({(last_error or '')[:120]})")
         if shown is not None:  # an edit of a shown file that stayed invalid: a valid edit of that file instead
             spec = unseen_mutation(self.space, base[1], context.seen, self.rng) if base else self.space.sample(self.rng)
             return Proposal(spec=spec, **common, **usage,

@@ -118,6 +118,11 @@ class SearchSpace(ABC):
         """The spec (not yet validated) that an LLM output ``value`` makes of ``base`` (None: none)."""
         return value
 
+    def nearest_valid(self, spec: Any, seen: frozenset[str] | set[str], rng: random.Random) -> dict[str, Any] | None:
+        """A valid spec not in ``seen`` close to ``spec``, an LLM proposal (``llm_schema``'s terms)
+        that stayed invalid after its repairs; None where the space has no notion of close (the default)."""
+        return None
+
     def edit_example(self, spec: dict[str, Any] | None, rng: random.Random) -> dict[str, Any] | None:
         """A small valid edit of ``spec`` in ``llm_schema``'s terms, shown to the LLM as a format
         example where proposals are edits of a shown file; None where they are not."""

@@ -28,6 +28,8 @@ from evaluator.spaces.base import SearchSpace
 from evaluator.spaces.space_file import ENUMERATE_LIMIT, Slot, SpaceFile, Value
 
 SAMPLE_TRIES = 10_000  # rejection sampling under rules before falling back to the enumerated set
+LIST_ALLOWED = 40  # a restriction to this many combinations or fewer lists them in the prompt
+ENUM_SCHEMA_LIMIT = 5000  # valid combinations up to this many: the LLM's schema enumerates them whole
 
 
 def describe_value(value: Value) -> str:
@@ -61,6 +63,7 @@ class DeclaredSpace(SearchSpace):
         self._allowed_set = frozenset(self._allowed) if self._allowed is not None else None
         self.restrict_source = restrict_source
         self._enumerated: list[tuple[Value, ...]] | None = None
+        self._by_combination: dict[str, tuple[Value, ...]] = {}
         self._schema = self._make_schema()
 
     # -- what it is -------------------------------------------------------------------------
@@ -102,9 +105,32 @@ class DeclaredSpace(SearchSpace):
         if self._allowed is not None:
             parts.append(f"This search is restricted to the {len(self._allowed):,} combinations that "
                          f"{self.restrict_source or 'the table'} holds; any other is rejected.")
+            if len(self._allowed) <= LIST_ALLOWED:
+                parts.append("They are:")
+                parts += [f"- {self.summary(dict(zip(self.names, c)))}" for c in self._allowed]
+        if self._by_combination:
+            parts.append(f"A proposal names one of the {len(self._by_combination):,} allowed combinations as its "
+                         "text, slot=choice for every slot in this order, e.g. "
+                         + next(iter(self._by_combination)) + ".")
         return "\n".join(parts)
 
+    def _schema_combinations(self) -> list[tuple[Value, ...]] | None:
+        """The combinations the LLM's schema enumerates, when a restriction or the rules leave few
+        enough: then decoding can only emit a valid candidate. None: one enumeration per slot."""
+        if self._allowed is not None:
+            return self._allowed if len(self._allowed) <= ENUM_SCHEMA_LIMIT else None
+        if self.rules and self.file.size <= ENUMERATE_LIMIT:
+            valid = self._valid_combinations()
+            return valid if len(valid) <= ENUM_SCHEMA_LIMIT else None
+        return None
+
     def _make_schema(self) -> type[BaseModel]:
+        combos = self._schema_combinations()
+        if combos is not None:
+            self._by_combination = {self.summary(dict(zip(self.names, c))): c for c in combos}
+            return create_model("DeclaredCombination", __config__=ConfigDict(extra="forbid"), combination=(
+                Literal[tuple(self._by_combination)],  # type: ignore[valid-type]
+                Field(description="one allowed combination, written slot=choice for every slot")))
         fields: dict[str, Any] = {}
         for s in self.slots:
             values = s.values
@@ -115,6 +141,44 @@ class DeclaredSpace(SearchSpace):
     @property
     def llm_schema(self) -> type[BaseModel]:
         return self._schema
+
+    def apply_proposal(self, value: Any, base: dict[str, Any] | None) -> Any:
+        """The LLM's reply as a spec: its slots, or the combination it named (see ``_make_schema``)."""
+        if self._by_combination and isinstance(value, dict) and set(value) == {"combination"}:
+            combo = self._by_combination.get(str(value["combination"]))
+            return dict(zip(self.names, combo)) if combo is not None else value
+        return value
+
+    def nearest_valid(self, spec: Any, seen: frozenset[str] | set[str], rng: random.Random) -> dict[str, Any] | None:
+        """The valid candidate not in ``seen`` nearest to ``spec`` (a proposal with a choice for every
+        slot that breaks a rule or the restriction), fewest slots changed, ties at random; None
+        when ``spec`` does not name a choice for every slot or nothing fits."""
+        spec = self.apply_proposal(spec, None)
+        if not isinstance(spec, dict):
+            return None
+        values = [self._choice_of(s, spec.get(s.name)) for s in self.slots]
+        if any(v is None for v in values):
+            return None
+        if self._allowed is not None:
+            pool = self._allowed
+        elif self.file.size <= ENUMERATE_LIMIT:
+            pool = self._valid_combinations() if self.rules else None
+        else:
+            pool = None
+        if pool is None:  # a large space: walk single-slot changes outward
+            here = dict(zip(self.names, values))
+            for _ in range(SAMPLE_TRIES // 10):
+                child = self.mutate(here, rng)
+                if self._ok(child) and self.canonical_key(child) not in seen:
+                    return child
+            return None
+        here_t = tuple(values)
+        fresh = [c for c in pool if self.canonical_key(dict(zip(self.names, c))) not in seen]
+        if not fresh:
+            return None
+        distance = [sum(a != b for a, b in zip(c, here_t)) for c in fresh]
+        nearest = min(distance)
+        return dict(zip(self.names, rng.choice([c for c, d in zip(fresh, distance) if d == nearest])))
 
     # -- specs ------------------------------------------------------------------------------
 
@@ -151,9 +215,12 @@ class DeclaredSpace(SearchSpace):
             raise SpecError(f"{self.summary(out)} breaks the constraint(s): " + "; ".join(r.explain() for r in broken),
                             hint="change the choices so that every constraint holds")
         if self._allowed_set is not None and self._values(out) not in self._allowed_set:
+            here = self._values(out)
+            near = sorted(self._allowed, key=lambda c: sum(a != b for a, b in zip(c, here)))[:3]
             raise SpecError(f"{self.summary(out)} is not among the {len(self._allowed_set):,} combinations that "
                             f"{self.restrict_source or 'the table'} holds",
-                            hint="propose one of those combinations: the search is restricted to them")
+                            hint="propose one of those combinations; the nearest: "
+                                 + "; ".join(self.summary(dict(zip(self.names, c))) for c in near))
         return out
 
     def _choice_of(self, slot: Slot, value: Any) -> Value | None:

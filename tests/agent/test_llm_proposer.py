@@ -140,3 +140,28 @@ def test_cli_code_mode_search_with_the_offline_model(tmp_path):
     text = run_cli("show", cid, "--prompt", home=home).stdout
     for call in calls:
         assert all(m["content"] in text for m in call["messages"]) and call["response"] in text
+
+
+def test_a_declared_space_turns_a_rule_the_model_keeps_breaking_into_the_nearest_valid_candidate(serve, tmp_path):
+    """The scripted endpoint (a double of a remote API) keeps proposing nine skips, which the
+    space file's rule forbids; after the repairs the proposal is the nearest candidate that keeps it."""
+    from evaluator.spaces.declared import DeclaredSpace
+    from evaluator.spaces.space_file import load_space_file
+    from tests.evaluator.test_declared_space import small_space_text, write
+
+    space = DeclaredSpace(load_space_file(write(tmp_path, small_space_text(
+        '\n[[constraints]]\nrule = "count(\'skip\') <= 7"\nmessage = "two convolutions at least"\n', slots=9))))
+    bad = {f"b{i}": "skip" for i in range(1, 10)}
+    server = serve(ok(json.dumps({"rationale": "all skips", "spec": bad})))
+    h = History(tmp_path / "home")
+    h.create_run(Run(run_id="r1", task="lookup:space.toml", space="declared", proposer="llm", seed=0, budget=10))
+    view = lambda ctx: HistoryView.from_rows(h.prompt_history("r1"), space.summary,  # noqa: E731
+                                             evaluations=ctx.evaluations, budget=ctx.budget)
+    proposer = LLMProposer(space, 0, backend=OpenAIBackend("m", base_url=server.url, timeout=5), run_id="r1",
+                           history=view, record=h.add_llm_calls, task=TASK, max_repairs=1)
+    (p,) = proposer.propose(1, ProposalContext(seen=frozenset(), evaluations=0, budget=10))
+    assert p.rationale.startswith("nearest valid candidate") and "breaks the constraint(s)" in p.rationale
+    assert space.validate(p.spec) == p.spec and list(p.spec.values()).count("skip") == 7
+    assert [c["outcome"] for c in h.llm_calls("r1")] == ["spec_invalid", "spec_invalid"]
+    sent = server.requests[0]["body"]["messages"][-1]["content"]
+    assert "Search space: six-blocks" in sent and "two convolutions at least" in sent

@@ -166,3 +166,29 @@ def test_choices_may_be_tables_with_their_own_description_and_code(tmp_path):
     assert "- 'mb': inverted residual (code: MB())" in space.describe()
     assert json.loads(json.dumps(space.llm_schema.model_json_schema()))["properties"]["op"]["enum"] == \
         ["mb", "conv", 3, 0.5, True]
+
+
+def test_rules_or_a_table_that_leave_few_combinations_make_the_schema_enumerate_them(tmp_path):
+    rules = '\n[[constraints]]\nrule = "count(\'skip\') == 0 and b1 == \'conv3\'"\n'
+    space = DeclaredSpace(load_space_file(write(tmp_path, small_space_text(rules))))
+    schema = space.llm_schema.model_json_schema()
+    combos = schema["properties"]["combination"]["enum"]
+    assert len(combos) == 2 ** 5 and schema["required"] == ["combination"]
+    spec = space.validate(space.apply_proposal({"combination": combos[3]}, None))
+    assert space.summary(spec) == combos[3] and "A proposal names one of the 32 allowed combinations" in space.describe()
+    free = DeclaredSpace(load_space_file(write(tmp_path, small_space_text(), "free.toml")))
+    assert "combination" not in free.llm_schema.model_json_schema()["properties"]  # no rules: one enumeration per slot
+
+
+def test_the_nearest_valid_candidate_keeps_the_rules_and_avoids_what_was_seen(tmp_path):
+    rules = '\n[[constraints]]\nrule = "count(\'skip\') <= 7"\n'
+    space = DeclaredSpace(load_space_file(write(tmp_path, small_space_text(rules, slots=9))))
+    assert "combination" not in space.llm_schema.model_json_schema()["properties"]  # 19,000+ valid: per slot
+    bad = {f"b{i}": "skip" for i in range(1, 10)}
+    rng = random.Random(0)
+    near = space.nearest_valid(bad, frozenset(), rng)
+    assert list(near.values()).count("skip") == 7 and space.validate(near) == near
+    seen = frozenset({space.canonical_key(near)})
+    other = space.nearest_valid(bad, seen, rng)
+    assert other != near and list(other.values()).count("skip") == 7
+    assert space.nearest_valid({"b1": "conv9"}, frozenset(), rng) is None
