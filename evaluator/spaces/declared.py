@@ -28,6 +28,7 @@ from evaluator.spaces.base import SearchSpace
 from evaluator.spaces.space_file import ENUMERATE_LIMIT, Slot, SpaceFile, Value
 
 SAMPLE_TRIES = 10_000  # rejection sampling under rules before falling back to the enumerated set
+JUMP = 0.2  # inside a restricted set, the share of mutations that go to any other combination
 LIST_ALLOWED = 40  # a restriction to this many combinations or fewer lists them in the prompt
 ENUM_SCHEMA_LIMIT = 5000  # valid combinations up to this many: the LLM's schema enumerates them whole
 
@@ -302,6 +303,11 @@ class DeclaredSpace(SearchSpace):
             raise SpecError(f"{self.summary(spec)} is the only combination the search may propose; "
                             "there is nothing to mutate it into", hint="widen the space or the table")
         here = self._values(spec)
+        if rng.random() < JUMP:  # now and then anywhere: the nearest of the best parents may all be taken
+            return dict(zip(self.names, rng.choice(pool)))
+        # Change a slot drawn at random, as the unrestricted mutation does, and as little else as the set allows.
+        at = self.names.index(rng.choice(self._mutable))
+        pool = [c for c in pool if c[at] != here[at]] or pool
         distance = [sum(a != b for a, b in zip(c, here)) for c in pool]
         nearest = min(distance)
         return dict(zip(self.names, rng.choice([c for c, d in zip(pool, distance) if d == nearest])))

@@ -200,3 +200,25 @@ def test_agent_spaces_checks_a_file_and_agent_eval_looks_one_candidate_up(tmp_pa
     result = json.loads(out.stdout)
     assert result["val_accuracy"] == pytest.approx(score(("conv3",) * 6) / 100) and result["key"] == "-".join(["conv3"] * 6)
     assert result["test_accuracy"] == pytest.approx((score(("conv3",) * 6) + 1.5) / 100)
+
+
+def test_the_worked_example_of_docs_spaces_md_holds_together(tmp_path):
+    """docs/examples/blocks: the file loads, its sweep (made by a real training search) looks up,
+    and its builder builds every kind of block for the digits' shape."""
+    from evaluator.lookup import Lookup
+    from evaluator.models.code import build_from_builder
+    from evaluator.spaces.declared import DeclaredSpace
+    from evaluator.spaces.space_file import load_space_file
+
+    folder = ROOT / "docs" / "examples" / "blocks"
+    file = load_space_file(folder / "blocks.toml")
+    space = DeclaredSpace(file)
+    lookup = Lookup(space, file.lookup, [folder / "sweep.csv"])
+    assert file.size == 2187 and len(lookup.combinations()) == 30
+    assert all(space._ok(dict(zip(space.names, c))) for c in lookup.combinations())
+    for combo in sorted(lookup.combinations())[:3]:
+        net = build_from_builder(folder / "builder.py", dict(zip(space.names, combo)), (1, 8, 8), 10)
+        assert sum(p.numel() for p in net.parameters()) == lookup.metrics["params"][combo]
+    summary = run_search(Settings(home=tmp_path / "home", space_file=folder / "blocks.toml",
+                                  tables=[folder / "sweep.csv"], proposer="evolution", budget=30))
+    assert summary.evaluations == 30 and summary.best.val_accuracy == max(lookup.signal.values())
