@@ -24,29 +24,29 @@ class ModelFileError(RuntimeError):
 def build_from_file(path: Path, input_shape: tuple[int, ...], num_classes: int) -> Any:
     """Import ``path`` and return ``build_model(input_shape, num_classes)``, checked to be a
     torch module whose output on a batch of two inputs is ``(2, num_classes)`` logits."""
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
-    if spec is None or spec.loader is None:
-        raise ModelFileError(f"{path.name} cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    build = getattr(module, "build_model", None)
-    if not callable(build):
-        raise ModelFileError("the model file defines no build_model(input_shape, num_classes) function")
+    build = _build_function(path, MODULE_NAME, "the model file", "build_model(input_shape, num_classes)")
     return checked_network(build(tuple(input_shape), int(num_classes)), input_shape, num_classes)
 
 
 def build_from_builder(path: Path, choices: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> Any:
     """A declared space's candidate (evaluator.spaces.declared): import the space's builder file
     and return ``build_model(choices, input_shape, num_classes)``, checked as a model file's is."""
-    spec = importlib.util.spec_from_file_location("space_builder", path)
+    build = _build_function(path, "space_builder", "the space's builder file",
+                            "build_model(choices, input_shape, num_classes)")
+    return checked_network(build(dict(choices), tuple(input_shape), int(num_classes)), input_shape, num_classes)
+
+
+def _build_function(path: Path, module_name: str, what: str, signature: str) -> Any:
+    """Import ``path`` (this runs its code) and return its ``build_model``."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ModelFileError(f"the builder {path.name} cannot be imported as a Python module")
+        raise ModelFileError(f"{path.name} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     build = getattr(module, "build_model", None)
     if not callable(build):
-        raise ModelFileError("the space's builder file defines no build_model(choices, input_shape, num_classes) function")
-    return checked_network(build(dict(choices), tuple(input_shape), int(num_classes)), input_shape, num_classes)
+        raise ModelFileError(f"{what} defines no {signature} function")
+    return build
 
 
 def checked_network(model: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
