@@ -78,8 +78,8 @@ def test_random_and_evolution_search_a_small_declared_space_through_the_cli(tmp_
 def test_the_local_llm_searches_a_declared_space_and_every_proposal_is_valid(tmp_path):
     path = write_space(tmp_path / "space")
     home = tmp_path / "home"
-    summary = run_search(Settings(home=home, space_file=path, proposer="llm", llm="local", budget=4, reflect_every=0))
-    assert summary.evaluations == 4 and summary.counts["ok"] == 4 and summary.counts["invalid"] == 0
+    summary = run_search(Settings(home=home, space_file=path, proposer="llm", llm="local", budget=3, reflect_every=0))
+    assert summary.evaluations == 3 and summary.counts["ok"] == 3 and summary.counts["invalid"] == 0
     h = History(home)
     calls = h.llm_calls(summary.run_id)
     assert calls and all(c["mode"] == "grammar" for c in calls)
@@ -88,7 +88,7 @@ def test_the_local_llm_searches_a_declared_space_and_every_proposal_is_valid(tmp
     prompt = calls[0]["messages"][-1]["content"]
     assert "six blocks in a row" in prompt and "5x5 convolution" in prompt and "b6: block 6" in prompt
     candidates = h.run_candidates(summary.run_id)
-    assert len(candidates) == 4 and all(c["status"] == "ok" and c["proposer"] == "llm" for c in candidates)
+    assert len(candidates) == 3 and all(c["status"] == "ok" and c["proposer"] == "llm" for c in candidates)
 
 
 def test_a_table_with_fewer_rows_restricts_the_search_to_them(tmp_path):
