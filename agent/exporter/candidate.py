@@ -51,10 +51,11 @@ def export_candidate(history: History, candidate_id: str, *, out: Path | str | N
     if onnx:
         from agent.exporter.onnx_file import require_onnx
 
-        if facts.space == "code":
+        if facts.space in ("code", "declared"):
             raise UserInputError(
-                f"--onnx is not available for code-mode candidate {facts.candidate_id}: writing ONNX means building "
-                "the network, which runs the candidate's code, and archagent runs that code only in the sandbox",
+                f"--onnx is not available for {'code-mode' if facts.space == 'code' else 'declared-space'} candidate "
+                f"{facts.candidate_id}: writing ONNX means building the network, which runs the candidate's code (or "
+                "the space's builder), and archagent runs that code only in the sandbox",
                 hint="export without --onnx, read candidate_model.py, then run torch.onnx.export on model.py's "
                      "build_model() yourself")
         require_onnx()
@@ -177,11 +178,11 @@ def _source(facts: Facts) -> tuple[Source, str]:
     """The space's part of model.py and a one-line description of the architecture."""
     from evaluator.spaces import SPACES, get_space
 
-    if facts.space not in SPACES:  # "declared": a space file's candidate (its choices, built by the file's builder)
-        raise UserInputError(f"candidate {facts.candidate_id} is of a space declared in a file ({facts.space}); "
-                             "export does not write those yet",
-                             hint="its choices are in `agent show " + facts.candidate_id + " --json` (spec), and the "
-                                  "space file's builder builds the network: build_model(spec, input_shape, num_classes)")
+    if facts.space == "declared":  # a space file's candidate: its choices, built by the file's builder
+        return _declared_source(facts)
+    if facts.space not in SPACES:
+        raise UserInputError(f"candidate {facts.candidate_id} is of space {facts.space!r}, which export does not know",
+                             hint="export knows the layers, nb201, code and declared spaces")
     space = get_space(facts.space, input_shape=facts.input_shape, num_classes=facts.num_classes)
     if facts.space == "layers":
         summary = space.summary(facts.spec)
@@ -198,9 +199,35 @@ def _source(facts: Facts) -> tuple[Source, str]:
                          hint="export knows the layers, nb201 and code spaces")
 
 
+def _declared_source(facts: Facts) -> tuple[Source, str]:
+    """model.py of a trained declared-space candidate: the run's builder (checked unchanged) and its choices."""
+    import hashlib
+
+    from agent.exporter.code_source import declared_source
+
+    path, digest = facts.config.get("builder"), facts.config.get("builder_sha256")
+    if not path or not digest:
+        raise UserInputError(f"candidate {facts.candidate_id} of a declared space was looked up in a table, never "
+                             "built: there is no network to export",
+                             hint="train it through the space file's builder: agent eval --space-file FILE --task TASK "
+                                  f"--spec '<its spec from agent show {facts.candidate_id} --json>' --final, then export that")
+    try:
+        builder = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserInputError(f"the builder {path} of run {facts.run_id} cannot be read: {exc}",
+                             hint="put the space file's builder back where the run found it, then export again") from None
+    if hashlib.sha256(builder).hexdigest() != digest:
+        raise UserInputError(f"the builder {path} changed since run {facts.run_id} trained candidate {facts.candidate_id}",
+                             hint="put the builder back as it was (its SHA-256 is in the run's config), then export again")
+    name = Path(facts.config.get("space_file") or "the space file").name
+    summary = " ".join(f"{k}={v}" for k, v in facts.spec.items())
+    return declared_source(builder.decode("utf-8"), facts.spec, name), f"{name}: {summary}"
+
+
 def _evaluator_network(facts: Facts) -> Any | None:
-    """The evaluator's own network for the candidate (the reference), or None in code mode."""
-    if facts.space == "code":
+    """The evaluator's own network for the candidate (the reference), or None where building it
+    would run code here (code mode, a declared space's builder)."""
+    if facts.space in ("code", "declared"):
         return None
     import torch
 

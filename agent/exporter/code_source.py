@@ -1,4 +1,5 @@
-"""model.py for a code-mode candidate: its own file, unchanged, and a wrapper around it.
+"""model.py for a code-mode candidate (its own file, unchanged, and a wrapper around it), and for
+a declared space's candidate (the space file's builder, unchanged, called with its choices).
 
 The candidate's file is written beside model.py as ``candidate_model.py``, byte for byte what
 the sandbox trained; model.py loads it from there and calls its ``build_model`` exactly as the
@@ -79,3 +80,56 @@ def foreign_imports(source: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             roots.add(node.module.split(".")[0])
     return sorted(r for r in roots if r not in ALLOWED_ROOTS and r not in sys.stdlib_module_names)
+
+
+BUILDER_FILE = "space_builder.py"
+
+BUILDER_BODY = f'''
+BUILDER_FILE = Path(__file__).resolve().with_name("{BUILDER_FILE}")  # the space file's builder, unchanged
+CHOICES = json.loads(CHOICES_JSON)  # this candidate: one choice per slot of the space file
+
+
+def load_builder(path=BUILDER_FILE):
+    """Import the space's builder as the module ``space_builder``."""
+    spec = importlib.util.spec_from_file_location("space_builder", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{{path}} cannot be imported as a Python module; it must lie beside model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_model(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES, choices=None):
+    """The candidate's network, built as archagent's evaluator built it: the builder's
+    build_model(choices, input_shape, num_classes), then one forward pass of two zero images in
+    eval mode (this creates any lazily built layers), then train mode."""
+    model = load_builder().build_model(dict(CHOICES if choices is None else choices), tuple(input_shape),
+                                       int(num_classes))
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(2, *input_shape))
+    model.train()
+    return model
+'''
+
+
+def declared_source(builder: str, choices: dict, space_name: str) -> Source:
+    """The wrapper with the candidate's choices, the space's builder as an extra file, and a warning
+    for foreign imports."""
+    import json
+
+    foreign = foreign_imports(builder)
+    warnings = ()
+    if foreign:
+        warnings = (f"{BUILDER_FILE} imports {', '.join(foreign)}, which {'is' if len(foreign) == 1 else 'are'} "
+                    "neither torch nor the standard library: the export needs "
+                    f"{'it' if len(foreign) == 1 else 'them'} installed wherever it is used",)
+    docstring = (f"A candidate of the declared search space {space_name!r}: the space file's builder is {BUILDER_FILE}\n"
+                 "(unchanged, as the sandbox ran it), called with this candidate's choices (CHOICES). Input\n"
+                 "(B, C, H, W) normalised images (see normalise), output (B, NUM_CLASSES) logits.")
+    needs = (f"Needs {BUILDER_FILE} beside it and torch"
+             + (f", and {', '.join(foreign)}, which it imports." if foreign else " (it imports nothing else)."),)
+    literal = json.dumps(json.dumps(choices, sort_keys=False))
+    body = f"CHOICES_JSON = {literal}\n" + BUILDER_BODY.strip()
+    return Source(docstring=docstring, body=body, imports=("import importlib.util", "import json"),
+                  extra_files={BUILDER_FILE: builder}, warnings=warnings, needs=needs)

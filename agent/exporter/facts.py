@@ -16,7 +16,7 @@ from typing import Any
 
 from agent.store import History
 from evaluator.errors import UserInputError
-from evaluator.tasks import (CURVES_INPUT_SHAPE, CURVES_NUM_CLASSES, is_curves_task, is_training_task,
+from evaluator.tasks import (LOOKUP_PREFIX, CURVES_INPUT_SHAPE, CURVES_NUM_CLASSES, is_curves_task, is_training_task,
                              tabular_task_shape)
 
 # Evaluated: the evaluator built this network (and trained it, or looked it up). A candidate
@@ -149,6 +149,11 @@ def _task_shape(task: str, config: dict[str, Any]) -> tuple[tuple[int, ...], int
                                  hint="this history was written by an older archagent; evaluate the candidate again "
                                       "(`agent eval --task ... --spec ...`) and export the new one")
         return tuple(int(d) for d in config["input_shape"]), int(config["num_classes"]), config.get("data") or task, "train"
+    if task.startswith(LOOKUP_PREFIX):
+        raise UserInputError(f"the candidates of run task {task} were looked up in a table, never built: there is no "
+                             "network to export",
+                             hint="train the candidate through the space file's builder (agent eval --space-file FILE "
+                                  "--task TASK --spec '...' --final), then export that one")
     if is_curves_task(task):
         return CURVES_INPUT_SHAPE, CURVES_NUM_CLASSES, f"recorded NAS-Bench-201 learning curves ({task})", "curves"
     shape, classes, about = tabular_task_shape(task)

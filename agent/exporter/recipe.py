@@ -40,7 +40,8 @@ def training_recipe(facts: Facts, normalisation: dict[str, Any] | None) -> dict[
 def _trained(facts: Facts, normalisation: dict[str, Any] | None) -> dict[str, Any]:
     from evaluator.trainer import TrainConfig
 
-    cfg = TrainConfig.from_spec(facts.spec.get("training"), epochs=facts.epochs or 1)
+    training = facts.spec.get("training") if facts.space != "declared" else None  # declared: a slot may be so named
+    cfg = TrainConfig.from_spec(training, epochs=facts.epochs or 1)
     sgd = cfg.optimizer == "sgd"
     if normalisation is not None:
         inputs = {"scale": normalisation["scale"], "mean": list(normalisation["mean"]), "std": list(normalisation["std"]),

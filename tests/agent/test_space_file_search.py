@@ -155,6 +155,36 @@ def test_a_declared_space_trains_through_its_builder_in_the_sandbox(tmp_path):
     (ev,) = [e for e in cand["evaluations"] if e["purpose"] == "search"]
     assert ev["metrics"]["params"] > 0 and ev["metrics"]["sandbox"].startswith(run["config"]["sandbox"].split(" ")[0])
 
+    # the export: the builder unchanged beside a model.py that calls it with the candidate's choices;
+    # with torch alone it builds the trained network, loads its weights and predicts the test split
+    # exactly as the sandboxed worker did
+    import numpy as np
+    import torch
+
+    from evaluator.data import load_dataset
+    from tests.agent.test_export import import_model_py, printed, run_torch_only
+
+    out = run_cli("export", summary.best.candidate_id, "--out", str(tmp_path / "export"), "--json", home=home)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    folder = tmp_path / "export"
+    assert (folder / "space_builder.py").read_text() == BUILDER and result["params"] == ev["metrics"]["params"]
+    ran = run_torch_only(folder / "model.py")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert int(printed(ran.stdout, "parameters:")) == ev["metrics"]["params"]
+    assert printed(ran.stdout, "weights:") == "loaded weights.pt" and "-> logits (2, 10)" in ran.stdout
+    module = import_model_py(folder / "model.py")
+    assert module.CHOICES == summary.best.spec
+    net = module.load_weights(module.build_model()).eval()
+    digits = load_dataset("digits", cache_dir=tmp_path / "cache")
+    with torch.no_grad():
+        predictions = net(module.normalise(torch.from_numpy(digits.x_test))).argmax(1).numpy()
+    assert float(np.mean(predictions == digits.y_test)) == summary.best.test_accuracy
+    lookup = write_space(tmp_path / "lookup")
+    looked = run_search(Settings(home=home, space_file=lookup, budget=2))
+    out = run_cli("export", looked.best.candidate_id, home=home)
+    assert out.returncode == 2 and "looked up in a table, never built" in out.stderr
+
 
 def test_a_builder_that_fails_fails_its_candidate_with_the_reason(tmp_path):
     folder = tmp_path / "space"
