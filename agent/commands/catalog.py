@@ -63,7 +63,7 @@ def _check_space_file(args: argparse.Namespace) -> int:
 
         lookup = Lookup(space, file.lookup, [Path(t) for t in args.tables] if args.tables else None)
         held = lookup.combinations()
-        allowed = [c for c in held if space._ok(dict(zip(space.names, c)))]
+        allowed = [c for c in held if space.allows(dict(zip(space.names, c)))]
         out["lookup"] = {"tables": [str(t.path) for t in lookup.tables], "signal": lookup.describe(),
                          "combinations": len(held), "allowed": len(allowed),
                          "best_signal": max(lookup.signal.values()) if lookup.signal else None}

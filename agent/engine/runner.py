@@ -169,12 +169,12 @@ def _prepare_lookup(settings: Settings, file: Any) -> Setup:
     full = DeclaredSpace(file)
     lookup = Lookup(full, file.lookup, settings.tables)
     held = lookup.combinations()
-    allowed = {c for c in held if full._ok(dict(zip(full.names, c)))}
+    allowed = {c for c in held if full.allows(dict(zip(full.names, c)))}
     warnings = list(file.notes)
     if len(allowed) < len(held):
         warnings.append(f"{len(held) - len(allowed)} table row(s) break the constraints of {file.path.name}: never proposed")
     if file.size <= ENUMERATE_LIMIT:
-        complete = len(allowed) >= (len(full._valid_combinations()) if file.rules else file.size)
+        complete = len(allowed) >= (len(full.valid_combinations()) if file.rules else file.size)
     else:
         complete = len(allowed) >= file.size
     space = full

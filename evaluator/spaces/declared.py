@@ -121,7 +121,7 @@ class DeclaredSpace(SearchSpace):
         if self._allowed is not None:
             return self._allowed if len(self._allowed) <= ENUM_SCHEMA_LIMIT else None
         if self.rules and self.file.size <= ENUMERATE_LIMIT:
-            valid = self._valid_combinations()
+            valid = self.valid_combinations()
             return valid if len(valid) <= ENUM_SCHEMA_LIMIT else None
         return None
 
@@ -163,14 +163,14 @@ class DeclaredSpace(SearchSpace):
         if self._allowed is not None:
             pool = self._allowed
         elif self.file.size <= ENUMERATE_LIMIT:
-            pool = self._valid_combinations() if self.rules else None
+            pool = self.valid_combinations() if self.rules else None
         else:
             pool = None
         if pool is None:  # a large space: walk single-slot changes outward
             here = dict(zip(self.names, values))
             for _ in range(SAMPLE_TRIES // 10):
                 child = self.mutate(here, rng)
-                if self._ok(child) and self.canonical_key(child) not in seen:
+                if self.allows(child) and self.canonical_key(child) not in seen:
                     return child
             return None
         here_t = tuple(values)
@@ -260,7 +260,8 @@ class DeclaredSpace(SearchSpace):
     def _passes(self, spec: Mapping[str, Any]) -> bool:
         return all(r.holds(spec) for r in self.rules)
 
-    def _ok(self, spec: Mapping[str, Any]) -> bool:
+    def allows(self, spec: Mapping[str, Any]) -> bool:
+        """Whether a search may propose ``spec`` (slot -> choice): inside the restriction, else within the rules."""
         if self._allowed_set is not None:
             return self._values(spec) in self._allowed_set
         return self._passes(spec)
@@ -272,10 +273,11 @@ class DeclaredSpace(SearchSpace):
             spec = {s.name: rng.choice(s.values) for s in self.slots}
             if self._passes(spec):
                 return spec
-        return dict(zip(self.names, rng.choice(self._valid_combinations())))
+        return dict(zip(self.names, rng.choice(self.valid_combinations())))
 
-    def _valid_combinations(self) -> list[tuple[Value, ...]]:
-        """Every combination the rules allow (rules so tight that random draws rarely pass)."""
+    def valid_combinations(self) -> list[tuple[Value, ...]]:
+        """Every combination the rules allow, in slot order (enumerated once; spaces up to
+        ENUMERATE_LIMIT combinations, else SpecError)."""
         if self._enumerated is None:
             if self.file.size > ENUMERATE_LIMIT:
                 raise SpecError(f"the constraints of {self.file.path.name} let fewer than 1 in {SAMPLE_TRIES:,} random "
@@ -296,7 +298,7 @@ class DeclaredSpace(SearchSpace):
                 child[slot] = rng.choice([v for v in self.slot(slot).values if v != spec[slot]])
                 if self._passes(child):
                     return child
-            pool = [c for c in self._valid_combinations() if c != self._values(spec)]
+            pool = [c for c in self.valid_combinations() if c != self._values(spec)]
         else:
             pool = [c for c in self._allowed if c != self._values(spec)]
         if not pool:

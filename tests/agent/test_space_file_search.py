@@ -245,7 +245,7 @@ def test_the_worked_example_of_docs_spaces_md_holds_together(tmp_path):
     space = DeclaredSpace(file)
     lookup = Lookup(space, file.lookup, [folder / "sweep.csv"])
     assert file.size == 2187 and len(lookup.combinations()) == 30
-    assert all(space._ok(dict(zip(space.names, c))) for c in lookup.combinations())
+    assert all(space.allows(dict(zip(space.names, c))) for c in lookup.combinations())
     for combo in sorted(lookup.combinations())[:3]:
         net = build_from_builder(folder / "builder.py", dict(zip(space.names, combo)), (1, 8, 8), 10)
         assert sum(p.numel() for p in net.parameters()) == lookup.metrics["params"][combo]
