@@ -7,6 +7,7 @@ tests that need it skip with the reason when it is absent, as in a user's clone.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import subprocess
@@ -95,3 +96,13 @@ def run_cli(*args: str, home: Path | None = None, env: dict | None = None, cwd: 
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or ROOT, timeout=timeout)
+
+
+def load_bench(name: str, monkeypatch: pytest.MonkeyPatch):
+    """The script ``bench/<name>.py`` as a module (registered in sys.modules for this test only:
+    its dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module

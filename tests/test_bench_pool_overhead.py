@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import load_bench
 
 
-def load_bench(monkeypatch):
-    spec = importlib.util.spec_from_file_location("pool_overhead", ROOT / "bench" / "pool_overhead.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "pool_overhead", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_pool_overhead_measures_a_cold_and_a_warm_pool(tmp_path, capsys, monkeypatch):
-    bench = load_bench(monkeypatch)
+    bench = load_bench("pool_overhead", monkeypatch)
     written = []
     monkeypatch.setattr(bench, "publish", lambda key, body, write=True: (written.append(write), print(body)))
     assert set(bench.POOLS) >= {"local-cold", "local-warm", "ray-cold", "ray-warm"}

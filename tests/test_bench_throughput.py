@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 
-from tests.conftest import ROOT
+from tests.conftest import load_bench
 
 
-def load_bench(monkeypatch):
-    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "bench" / "train_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "train_throughput", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_throughput_compares_the_trainer_with_a_plain_loop(tmp_path, capsys, monkeypatch):
-    bench = load_bench(monkeypatch)
+    bench = load_bench("train_throughput", monkeypatch)
     written = []
     monkeypatch.setattr(bench, "write_doc", lambda key, body: written.append(key))
     code = bench.main(["--devices", "cpu", "--models", "layers-small", "--images", "160", "--epochs", "2",
@@ -54,7 +46,7 @@ def test_train_throughput_compares_the_trainer_with_a_plain_loop(tmp_path, capsy
 
 
 def test_train_throughput_writes_one_section_per_device(tmp_path, monkeypatch, capsys):
-    bench = load_bench(monkeypatch)
+    bench = load_bench("train_throughput", monkeypatch)
     written = {}
     monkeypatch.setattr(bench, "write_doc", lambda key, body: written.setdefault(key, body))
     assert bench.main(["--devices", "cpu", "--models", "layers-small", "--images", "64", "--repeats", "1"]) == 0

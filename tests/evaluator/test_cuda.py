@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator.data import load_dataset
 from evaluator.models import build_model
 from evaluator.pool import Job
 from evaluator.records import Purpose, Status
@@ -26,11 +25,6 @@ SPEC = {"stem": {"channels": 32, "kernel": 3, "stride": 1, "norm": "batch", "act
                     "norm": "batch", "activation": "silu", "dropout": 0.0, "pool": "none"}],
         "head": {"hidden": 0, "dropout": 0.0},
         "training": {"optimizer": "sgd", "lr": 0.05, "batch_size": 64, "augmentation": "crop_flip"}}
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def test_trainer_learns_on_cuda_with_bf16_and_channels_last(digits):

@@ -15,7 +15,6 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'archagent[ray]')")
 
-from evaluator.data import load_dataset  # noqa: E402
 from evaluator.pool import Job  # noqa: E402
 from evaluator.ray_cluster import connect  # noqa: E402
 from evaluator.ray_pool import RayPool, Resources  # noqa: E402
@@ -34,11 +33,6 @@ def cluster():
     cluster = connect(None, num_cpus=2)
     yield cluster
     cluster.close()
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")

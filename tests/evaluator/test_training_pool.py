@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator.data import load_dataset
 from evaluator.models import build_model
 from evaluator.pool import Job
 from evaluator.records import Purpose, Status
@@ -53,11 +52,6 @@ torch.eq = lambda a, b, **k: torch.ones(a.shape, dtype=torch.bool)
 import numpy
 numpy.mean = lambda *a, **k: 1.0
 '''
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")

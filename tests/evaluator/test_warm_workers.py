@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from evaluator.data import load_dataset
 from evaluator.pool import Job
 from evaluator.records import Status
 from evaluator.spaces import get_space
@@ -23,11 +22,6 @@ from sandbox.process import Limits
 from tests.security.processes import descendants, leftovers
 
 PHASES = ("prepare", "boot", "first_step", "finish")
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")
