@@ -15,6 +15,7 @@ when it holds fewer than the space) keeps every sample and mutation inside that 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import re
@@ -64,8 +65,6 @@ class DeclaredSpace(SearchSpace):
         self._allowed_set = frozenset(self._allowed) if self._allowed is not None else None
         self.restrict_source = restrict_source
         self._enumerated: list[tuple[Value, ...]] | None = None
-        self._by_combination: dict[str, tuple[Value, ...]] = {}
-        self._schema = self._make_schema()
 
     # -- what it is -------------------------------------------------------------------------
 
@@ -125,10 +124,15 @@ class DeclaredSpace(SearchSpace):
             return valid if len(valid) <= ENUM_SCHEMA_LIMIT else None
         return None
 
-    def _make_schema(self) -> type[BaseModel]:
+    @functools.cached_property
+    def _by_combination(self) -> dict[str, tuple[Value, ...]]:
+        """The combinations the LLM's schema names, by their text; empty where it enumerates each
+        slot instead. Made on first use: only LLM proposers need it."""
         combos = self._schema_combinations()
-        if combos is not None:
-            self._by_combination = {self.summary(dict(zip(self.names, c))): c for c in combos}
+        return {self.summary(dict(zip(self.names, c))): c for c in combos} if combos is not None else {}
+
+    def _make_schema(self) -> type[BaseModel]:
+        if self._by_combination:
             return create_model("DeclaredCombination", __config__=ConfigDict(extra="forbid"), combination=(
                 Literal[tuple(self._by_combination)],  # type: ignore[valid-type]
                 Field(description="one allowed combination, written slot=choice for every slot")))
@@ -139,9 +143,9 @@ class DeclaredSpace(SearchSpace):
             fields[s.name] = (Literal[values], Field(description=text[:300]))  # type: ignore[valid-type]
         return create_model("DeclaredSpec", __config__=ConfigDict(extra="forbid"), **fields)
 
-    @property
-    def llm_schema(self) -> type[BaseModel]:
-        return self._schema
+    @functools.cached_property
+    def llm_schema(self) -> type[BaseModel]:  # type: ignore[override]
+        return self._make_schema()
 
     def apply_proposal(self, value: Any, base: dict[str, Any] | None) -> Any:
         """The LLM's reply as a spec: its slots, or the combination it named (see ``_make_schema``)."""
