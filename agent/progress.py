@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.engine.state import UNBOUNDED_BUDGET
-from evaluator.pool import PoolEvent
+from evaluator.pools.base import PoolEvent
 from evaluator.records import Candidate, Evaluation, Run
 
 

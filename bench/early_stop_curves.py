@@ -30,9 +30,9 @@ from pathlib import Path
 from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.store.recorder import MemoryRecorder
-from evaluator.curves import load_curve_table
+from evaluator.tables.curves import load_curve_table
 from evaluator.errors import ArchAgentError
-from evaluator.scheduling import default_rungs
+from evaluator.early_stop.halving import default_rungs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DOC, REPO_ROOT, run_info, stderr_progress, publish  # noqa: E402

@@ -10,7 +10,7 @@ What it measures
     candidates finished so far. Policies, all run the same way, with the same seeded audit
     draw (a share --audit of the candidates a policy would stop trains to the end anyway and
     counts as finished):
-      forecast    evaluator.forecast.EarlyStopRule: stop when P(final > incumbent) < threshold,
+      forecast    evaluator.early_stop.forecast.EarlyStopRule: stop when P(final > incumbent) < threshold,
                   from --min-epochs on, with a CurveForecaster that learns from the curves
                   finished so far in the same replay (stopped curves are never shown to it),
                   given the training curves too when the file has them (not with
@@ -73,7 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluator.forecast import CurveForecaster, Decision, EarlyStopRule
+from evaluator.early_stop.forecast import CurveForecaster, Decision, EarlyStopRule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DOC, REPO_ROOT, RunInfo, run_info, stderr_progress, write_doc  # noqa: E402
@@ -605,7 +605,7 @@ def doc_section(args: argparse.Namespace, curves: Curves, rows: list[PolicyRow],
         "until a policy stops it or it finishes, then the next arrives; the incumbent is the best final validation "
         "accuracy among the candidates finished so far. Every policy runs the same way, with the same seeded "
         f"audit draw: {100 * args.audit:g}% of the candidates a policy would stop train to the end anyway and count as "
-        "finished. \"forecast\" is `evaluator.forecast.EarlyStopRule` (stop when P(final > incumbent) < threshold, "
+        "finished. \"forecast\" is `evaluator.early_stop.forecast.EarlyStopRule` (stop when P(final > incumbent) < threshold, "
         f"from epoch {args.min_epochs:g}, once the forecast rests on at least 3 finished curves) with a "
         "`CurveForecaster` that learns only from the curves finished earlier in the same replay"
         + (" (validation curves, and the training-accuracy curves at the same epochs as a second covariate)"

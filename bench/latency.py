@@ -1,10 +1,10 @@
-"""How repeatable LatencyProbe is: the same network measured by separate probes.
+"""How repeatable a latency measurement is: the same network measured by separate probes.
 
 What it measures
     A fixed network (default: the NAS-Bench-201 skeleton, C=16, N=5, every edge nor_conv_3x3,
     CIFAR-shaped 3x32x32 input, 10 classes; 11-25 ms at batch 1 on one core of the machines
-    here) is measured by ``--runs`` separate LatencyProbe runs, each a fresh process. Per run:
-    the batch-1 median (normalised by the reference network, evaluator.latency) and its
+    here) is measured by ``--runs`` separate probe runs, each a fresh process. Per run:
+    the batch-1 median (normalised by the reference network, evaluator.measure.latency) and its
     inter-quartile range, the raw median the clock gave, the ratio to the reference, calls,
     whether the median settled, the throughput batch's images/s. Then the agreement of the
     runs: the largest median-to-median difference relative to their mean, normalised and raw.
@@ -31,7 +31,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from agent.commands.options import positive_int
-from evaluator.latency import LatencyError, LatencyProbe, LatencyReport
+from evaluator.measure.latency import LatencyError, LatencyReport, LatencySettings
+from evaluator.measure.probe import measure_latency
 from evaluator.spaces.nb201 import EDGE_FIELDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -96,7 +97,7 @@ def drift(seconds: float, threads: int, window: float = 5.0) -> list[str]:
 
     import torch
 
-    from evaluator.latency import reference_network
+    from evaluator.measure.latency import reference_network
     from evaluator.models import build_model
 
     torch.set_num_threads(threads)
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     drift_rows = drift(args.drift, args.threads) if args.drift > 0 and args.device == "cpu" else []
-    probe = LatencyProbe(device=args.device, threads=args.threads, throughput_batch=args.batch, calibrate=not args.raw)
+    settings = LatencySettings(device=args.device, threads=args.threads, throughput_batch=args.batch,
+                               calibrate=not args.raw)
     repetitions: list[list[LatencyReport]] = []
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 repetitions.append([])
                 for i in range(args.runs):
                     bar.update(task, description=f"repetition {k + 1}/{args.repeat}: probe {i + 1}/{args.runs} on {args.device}")
-                    repetitions[-1].append(probe.measure("nb201", CELL, (3, 32, 32), 10))
+                    repetitions[-1].append(measure_latency(settings, "nb201", CELL, (3, 32, 32), 10))
     except LatencyError as exc:
         print(f"latency: {exc}", file=sys.stderr)
         return 2
@@ -153,18 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     device = fp.get("gpu") or fp["cpu"]
     calibrated = reports[0].reference_ms is not None
     lines = [
-        f"## LatencyProbe repeatability: {args.device}",
+        f"## Latency repeatability: {args.device}",
         "",
         "Written by `bench/latency.py`. The NAS-Bench-201 skeleton (C=16, N=5, every edge nor_conv_3x3, 3x32x32 "
-        f"input, 10 classes, untrained) measured by {args.runs} separate LatencyProbe runs, one after the other (each a "
-        f"fresh process, {args.threads} thread(s), {probe.warmup_seconds:g} s warm-up, calls timed in rounds of "
-        f"{probe.round_size} for at least {probe.min_seconds:g} s and until the median's standard error is within "
-        f"{probe.rel_tol:.0%} of it; at most {probe.max_repeats} calls or {probe.max_seconds:g} s per batch size). "
-        + ("Each call of the model follows a call of the reference network (evaluator.latency); the batch-1 median is "
+        f"input, 10 classes, untrained) measured by {args.runs} separate probe runs, one after the other (each a "
+        f"fresh process, {args.threads} thread(s), {settings.warmup_seconds:g} s warm-up, calls timed in rounds of "
+        f"{settings.round_size} for at least {settings.min_seconds:g} s and until the median's standard error is within "
+        f"{settings.rel_tol:.0%} of it; at most {settings.max_repeats} calls or {settings.max_seconds:g} s per batch size). "
+        + ("Each call of the model follows a call of the reference network (evaluator.measure.latency); the batch-1 median is "
            "the median of call / reference (the column '/ reference') times the reference's calibrated latency on this "
            f"device ({reports[-1].reference_ms:.3f} ms, the median over {reports[-1].calibration_sessions} probe sessions); "
            "the raw median is what the clock said." if calibrated else "Raw times: no reference network.")
-        + (" Between rounds the probe moves the heap (evaluator.latency.HeapShuffler), so the median covers many "
+        + (" Between rounds the probe moves the heap (evaluator.measure.latency.HeapShuffler), so the median covers many "
            "placements of the activation buffers, not the one a process happens to get." if args.device == "cpu" else ""),
         "",
         *table(reports, args.batch),

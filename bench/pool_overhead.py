@@ -9,7 +9,7 @@ What it measures
       digits  a small residual spec, 5 epochs on all the digits training images: a typical
               digits candidate, to see whether spares slow real training down
     From each evaluation's ``overhead`` (measured on the trusted side by the pool,
-    evaluator.training_pool):
+    evaluator.pools.training):
       first_step  submission to the worker's ready message: just before the first training step
       boot        spawn (cold) or release of a spare (warm) to ready; first_step = prepare + boot
       prepare     the submit call's own work: the job's folder and files
@@ -24,7 +24,7 @@ What it measures
                      so a warm pool's spare has had time to start
       back-to-back   the next candidate submitted the moment the previous one finished: the row
                      gives candidates per minute. A spare starts only on a core the running jobs'
-                     threads leave free (evaluator.training_pool): with one job using every core it
+                     threads leave free (evaluator.pools.training): with one job using every core it
                      starts when that job ends, so here it helps less than one at a time
     ``POOLS`` maps a name to a function building an EvaluationPool from (dataset, workdir): a new
     kind of pool is one more entry.
@@ -55,9 +55,9 @@ from _doc import DOC, REPO_ROOT, publish, run_info, stderr_progress  # noqa: E40
 
 from evaluator.data import load_dataset  # noqa: E402
 from evaluator.data.base import Dataset  # noqa: E402
-from evaluator.pool import EvaluationPool, Job  # noqa: E402
+from evaluator.pools.base import EvaluationPool, Job  # noqa: E402
 from evaluator.spaces import get_space  # noqa: E402
-from evaluator.training_pool import TrainingPool, job_threads  # noqa: E402
+from evaluator.pools.training import TrainingPool, job_threads  # noqa: E402
 from sandbox.isolation import Isolation  # noqa: E402
 from sandbox.process import Limits  # noqa: E402
 
@@ -98,8 +98,8 @@ def ray_pool(warm: int) -> Callable[[Dataset, Path], EvaluationPool]:
     """A one-actor Ray pool on a private cluster (127.0.0.1): the local pool's job inside an actor,
     plus the coordinator's queue and the round trips to the actor."""
     def make(dataset: Dataset, workdir: Path) -> EvaluationPool:
-        from evaluator.ray_cluster import connect
-        from evaluator.ray_pool import RayPool
+        from evaluator.pools.ray_cluster import connect
+        from evaluator.pools.ray import RayPool
 
         if not _CLUSTER:
             _CLUSTER.append(connect(None))

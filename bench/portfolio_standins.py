@@ -36,7 +36,7 @@ from agent.engine.runner import run_search
 from agent.proposers import Portfolio
 from agent.proposers.base import Proposal, ProposalContext, Proposer
 from agent.store.recorder import MemoryRecorder
-from evaluator.nb201_tables import SIGNAL_TABLE_NAME
+from evaluator.tables.nb201 import SIGNAL_TABLE_NAME
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import EDGE_FIELDS
 

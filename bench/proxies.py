@@ -6,7 +6,7 @@ What it measures
     project's NAS-Bench-201 network (evaluator.models.build_model('nb201', ...): 3x32x32
     input, 10 classes, C=16 channels and N=5 cells per stage, the paper's sizes and the
     builder's defaults), initialised with torch.manual_seed(seed) (PyTorch's default init),
-    and scores it with evaluator.proxies.compute_proxies on one fixed-seed synthetic
+    and scores it with evaluator.measure.proxies.compute_proxies on one fixed-seed synthetic
     CIFAR-shaped batch (standard-normal images and uniformly random labels; there is no
     CIFAR-10 here). Each proxy is timed on its own. Per proxy it reports the Spearman rank
     correlation of our score with the cell's final validation accuracy (the last value of
@@ -50,7 +50,7 @@ import torch
 from agent.commands.options import positive_int
 from evaluator.errors import SpecError
 from evaluator.models import build_model
-from evaluator.proxies import PROXY_NAMES, ProxyError, compute_proxies, spearman, synthetic_batch
+from evaluator.measure.proxies import PROXY_NAMES, ProxyError, compute_proxies, spearman, synthetic_batch
 from evaluator.spaces.nb201 import parse_arch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -306,7 +306,7 @@ def doc_section(rows: list[Row], results: list[Scored], args: argparse.Namespace
         "",
         f"Written by `bench/proxies.py`. Each cell of the curves file is built with the project's NAS-Bench-201 "
         f"network (3x32x32 input, 10 classes, C={args.channels}, N={args.cells}, PyTorch default init after "
-        f"`torch.manual_seed({args.seed})`) and scored by `evaluator.proxies.compute_proxies` on one synthetic batch "
+        f"`torch.manual_seed({args.seed})`) and scored by `evaluator.measure.proxies.compute_proxies` on one synthetic batch "
         f"of {args.batch_size} standard-normal images with uniformly random labels (seed {args.seed}; no CIFAR-10 "
         "here). \"rho\" is the Spearman rank correlation: \"ours~val\" of our score with the final (200-epoch) "
         "cifar10-valid validation accuracy, \"file~val\" of the file's precomputed proxy (Abdelfattah et al.'s code, "

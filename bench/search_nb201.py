@@ -53,12 +53,12 @@ from agent.engine.runner import run_search
 from agent.proposers import Portfolio
 from agent.store.recorder import MemoryRecorder
 from evaluator.errors import ArchAgentError
-from evaluator.nb201_tables import SIGNAL_TABLE_NAME
-from evaluator.pool import Job
+from evaluator.tables.nb201 import SIGNAL_TABLE_NAME
+from evaluator.pools.base import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import EDGE_FIELDS, OPS
-from evaluator.tabular import TabularBenchmark
+from evaluator.pools.tabular import TabularBenchmark
 from evaluator.tasks import TASK_NAMES, resolve_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

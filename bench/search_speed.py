@@ -32,7 +32,7 @@ from agent.commands.options import positive_int
 from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.store.recorder import MemoryRecorder
-from evaluator.nb201_tables import SIGNAL_TABLE_NAME
+from evaluator.tables.nb201 import SIGNAL_TABLE_NAME
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DEFAULT_BENCHMARK_DIR, DOC, REPO_ROOT, run_info, write_doc  # noqa: E402

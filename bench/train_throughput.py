@@ -1,7 +1,7 @@
 """Training throughput: the project's trainer against a plain hand-written PyTorch loop.
 
 What it measures
-    Images per second of training, for (a) ``evaluator.trainer.train`` and (b) the loop a
+    Images per second of training, for (a) ``evaluator.job.trainer.train`` and (b) the loop a
     competent person writes by hand, on the same model, the same synthetic data and the same
     work: SGD with Nesterov momentum (lr 0.05, momentum 0.9, weight decay 5e-4 on weights and
     none on biases and norm parameters, as the trainer), a per-step cosine learning-rate
@@ -61,7 +61,7 @@ from agent.commands.options import positive_int
 from evaluator.models import build_model
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import parse_arch
-from evaluator.trainer import EpochReport, TrainConfig, make_optimizer, train
+from evaluator.job.trainer import EpochReport, TrainConfig, make_optimizer, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DOC, REPO_ROOT, RunInfo, run_info, stderr_progress, write_doc  # noqa: E402
@@ -342,7 +342,7 @@ def doc_section(device: str, rows: list[Row], args: argparse.Namespace, info: Ru
     lines = [
         f"## Training throughput: trainer against a plain PyTorch loop, {device}",
         "",
-        "Written by `bench/train_throughput.py`. Training images/s of `evaluator.trainer.train` and of a plain "
+        "Written by `bench/train_throughput.py`. Training images/s of `evaluator.job.trainer.train` and of a plain "
         "hand-written loop doing the same work on the same model copy and data: SGD Nesterov (lr 0.05, momentum "
         "0.9, weight decay 5e-4 on weights), per-step cosine schedule, batch 64, cross entropy, data normalised "
         "once up front, no augmentation"

@@ -120,7 +120,7 @@ class ForecastRecord(BaseModel):
     candidate_id: str
     epoch: float = Field(ge=0)  # the last observed epoch
     final_epoch: float = Field(gt=0)  # the epoch whose accuracy is forecast
-    method: str  # which model made it (evaluator.forecast.Forecast.method)
+    method: str  # which model made it (evaluator.early_stop.forecast.Forecast.method)
     reference_curves: int = Field(ge=0)  # finished curves of the run it rests on
     last_value: float = Field(ge=0, le=1)
     mean: float = Field(ge=0, le=1)

@@ -9,7 +9,7 @@ Training tasks (``digits``, ``cifar10``, ``file:PATH.npz``, ``folder:DIR``) trai
 candidate on real data; their shape and classes come from the data (``training_task``).
 
 Curve tasks (``curves:FILE.csv``) replay recorded per-epoch learning curves of NAS-Bench-201
-cells (evaluator.curves): a search over the file's cells in which early stopping and
+cells (evaluator.pools.replay): a search over the file's cells in which early stopping and
 successive halving act as on real training, in milliseconds.
 """
 
@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluator.errors import TaskError, did_you_mean
-from evaluator.nb201_tables import SIGNAL_TABLE_NAME, final_table_name
+from evaluator.tables.nb201 import SIGNAL_TABLE_NAME, final_table_name
 
 
 class Task(BaseModel):

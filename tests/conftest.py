@@ -26,7 +26,7 @@ NB201_DIR = BENCHDATA / "nb201"
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist each worker gets its share of the cores for torch: in the worker, and
     through OMP_NUM_THREADS in the processes it starts (the CLI, bench scripts) and in the jobs of
-    its training pools (evaluator.training_pool.job_threads). Processes that each run torch on
+    its training pools (evaluator.pools.training.job_threads). Processes that each run torch on
     every core make each other's OpenMP threads wait at every step: on 2 busy cores the offline
     model answered 5x slower with 2 threads than with 1, and a digits search with 2-thread jobs
     beside another busy process took 2.5-3.5x as long as with 1-thread jobs."""

@@ -41,7 +41,7 @@ from agent.proposers import ProposalContext
 from agent.proposers.llm import call_record
 from agent.store import History
 from evaluator.errors import SpecError
-from evaluator.pool import Job, PoolEvent
+from evaluator.pools.base import Job, PoolEvent
 from evaluator.records import Candidate, Evaluation, LLMOutcome, Status
 
 RECENT_MESSAGES = 6  # conversation shown to the model with each message

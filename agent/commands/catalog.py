@@ -51,7 +51,7 @@ def _check_space_file(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from evaluator.spaces.declared import DeclaredSpace
-    from evaluator.spaces.space_file import load_space_file
+    from evaluator.spaces.declared.file import load_space_file
 
     file = load_space_file(Path(args.space_file))
     space = DeclaredSpace(file)
@@ -59,7 +59,7 @@ def _check_space_file(args: argparse.Namespace) -> int:
                  "constraints": [r.explain() for r in file.rules], "objectives": list(file.objectives or ("accuracy",)),
                  "description": space.describe(), "schema": space.llm_schema.model_json_schema(), "notes": list(file.notes)}
     if file.lookup is not None and (args.tables or file.lookup.tables):
-        from evaluator.lookup import Lookup
+        from evaluator.pools.lookup import Lookup
 
         lookup = Lookup(space, file.lookup, [Path(t) for t in args.tables] if args.tables else None)
         held = lookup.combinations()

@@ -82,7 +82,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _calibrations() -> list[dict[str, Any]]:
-    from evaluator.latency import calibrations
+    from evaluator.measure.latency import calibrations
 
     return calibrations()
 

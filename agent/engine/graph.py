@@ -30,9 +30,9 @@ from agent.proposers import ProposalContext
 from agent.engine.state import TOP_K, SearchContext, SearchState
 from evaluator.errors import SpecError
 from evaluator.objectives import dominates, objective_values
-from evaluator.pool import Job
+from evaluator.pools.base import Job
 from evaluator.records import Candidate, Evaluation, Purpose, Status
-from evaluator.training_pool import PROXY_EXTRAS
+from evaluator.pools.training import PROXY_EXTRAS
 
 
 def _candidate_id(run_id: str, seq: int) -> str:

@@ -1,5 +1,5 @@
 """A run's successive halving (``--early-stop asha|both``): the search graph's side of
-evaluator.scheduling.SuccessiveHalving.
+evaluator.early_stop.halving.SuccessiveHalving.
 
 A new candidate's job trains to the first rung and leaves a checkpoint; its ``ok`` result
 at a rung is not final: the candidate waits here (status ``queued`` in the history) until the
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from evaluator.pool import EvaluationPool, Job
+from evaluator.pools.base import EvaluationPool, Job
 from evaluator.records import Candidate, Evaluation, Purpose, Status
-from evaluator.scheduling import RungDecision, SuccessiveHalving
+from evaluator.early_stop.halving import RungDecision, SuccessiveHalving
 
 
 class HalvingMonitor:

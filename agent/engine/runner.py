@@ -35,11 +35,11 @@ from agent.store.history import interrupted
 from agent.store.recorder import Recorder
 from agent.summaries import BestCandidate, SearchSummary
 from evaluator.errors import UserInputError
-from evaluator.latency import LatencyProbe
+from evaluator.measure.latency import LatencySettings
 from evaluator.objectives import Constraints, Objectives
-from evaluator.probe import ModelProbe, training_batch
-from evaluator.scheduling import SuccessiveHalving
-from evaluator.pool import EvaluationPool, Job, PoolEvent
+from evaluator.measure.probe import ModelProbe, training_batch
+from evaluator.early_stop.halving import SuccessiveHalving
+from evaluator.pools.base import EvaluationPool, Job, PoolEvent
 from evaluator.records import FINAL_STATUSES, Candidate, Evaluation, LLMCall, Purpose, Run, RunStatus, Status
 from evaluator.spaces import SearchSpace, get_space
 from evaluator.tasks import CURVES_PREFIX, Task, curves_task, is_curves_task, is_training_task, resolve_task, training_task
@@ -92,7 +92,7 @@ def prepare(settings: Settings, run_id: str, test_inject: dict[str, str] | None 
 
 
 def _prepare_table(settings: Settings) -> Setup:
-    from evaluator.tabular import TabularBenchmark, TabularPool
+    from evaluator.pools.tabular import TabularBenchmark, TabularPool
 
     task = resolve_task(settings.task, benchmark_dir=settings.benchmark_dir,
                         signal_table=settings.signal_table, final_table=settings.final_table)
@@ -113,7 +113,7 @@ TRAINABLE_SPACES = ("layers", "nb201", "code")
 
 def _prepare_declared(settings: Settings, run_id: str, test_inject: dict[str, str] | None) -> Setup:
     """A space declared in a file: looked up in its tables, or trained through its builder."""
-    from evaluator.spaces.space_file import load_space_file
+    from evaluator.spaces.declared.file import load_space_file
 
     if settings.space not in (None, "declared"):
         raise UserInputError(f"--space {settings.space} and --space-file {settings.space_file} both name a space",
@@ -149,10 +149,10 @@ def _prepare_declared(settings: Settings, run_id: str, test_inject: dict[str, st
 
 
 def _prepare_lookup(settings: Settings, file: Any) -> Setup:
-    from evaluator.lookup import Lookup
+    from evaluator.pools.lookup import Lookup
     from evaluator.spaces.declared import DeclaredSpace
-    from evaluator.spaces.space_file import ENUMERATE_LIMIT
-    from evaluator.tabular import TabularPool
+    from evaluator.spaces.declared.file import ENUMERATE_LIMIT
+    from evaluator.pools.tabular import TabularPool
     from evaluator.tasks import lookup_task
 
     if file.lookup is None:
@@ -201,7 +201,7 @@ def _prepare_lookup(settings: Settings, file: Any) -> Setup:
 def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, str] | None,
                       declared: Any = None) -> Setup:
     from evaluator.data import load_dataset
-    from evaluator.training_pool import TrainingPool
+    from evaluator.pools.training import TrainingPool
     from sandbox.process import Limits
 
     name = settings.space
@@ -259,8 +259,8 @@ def _ray_pool(settings: Settings, run_id: str, dataset: Any, space: str, epochs:
               ) -> tuple[EvaluationPool, str, dict[str, Any]]:
     """The Ray pool: join (or start) the cluster, size one candidate's resources, start the actors.
     Returns the pool, the device candidates train on, and what the run records about the cluster."""
-    from evaluator.ray_cluster import RayUnavailable, connect
-    from evaluator.ray_pool import RayPool, Resources
+    from evaluator.pools.ray_cluster import RayUnavailable, connect
+    from evaluator.pools.ray import RayPool, Resources
 
     try:
         cluster = connect(settings.ray_address)
@@ -325,7 +325,8 @@ def job_isolation(settings: Settings, data_files: tuple[Path, ...], device: str,
 
 
 def _prepare_curves(settings: Settings) -> Setup:
-    from evaluator.curves import CurvePool, load_curve_table
+    from evaluator.pools.replay import CurvePool
+    from evaluator.tables.curves import load_curve_table
     from evaluator.spaces.nb201 import Nb201Space
 
     path = Path(settings.task[len(CURVES_PREFIX):]).expanduser()
@@ -676,7 +677,7 @@ def _screen(settings: Settings, setup: Setup, objectives: Objectives, constraint
     device = setup.device
     probe = ModelProbe(device=device, threads=1, proxies=(settings.screen,) if settings.screen else (),
                        batch=setup.proxy_batch, timeout=settings.timeout,
-                       latency=LatencyProbe(device=device, threads=1, **SEARCH_LATENCY) if latency else None)
+                       latency=LatencySettings(device=device, threads=1, **SEARCH_LATENCY) if latency else None)
     return Screen(probe=probe, space=setup.space.name, input_shape=tuple(setup.task.input_shape),
                   num_classes=setup.task.num_classes, constraints=constraints, latency=latency,
                   proxy=settings.screen, factor=settings.screen_factor)
@@ -798,7 +799,7 @@ def _proxy_quality(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     Spearman correlation with their validation accuracy (undefined scores rank last)."""
     if not rows:
         return None
-    from evaluator.proxies import PROXY_NAMES, spearman
+    from evaluator.measure.proxies import PROXY_NAMES, spearman
 
     out = {}
     for name in PROXY_NAMES:

@@ -1,6 +1,6 @@
 """The screen step: what a candidate must pass before it trains.
 
-New candidates (validated and unique) are measured in the model probe (evaluator.probe:
+New candidates (validated and unique) are measured in the model probe (evaluator.measure.probe:
 params, FLOPs, latency when an objective or a constraint needs it, the screening proxy when
 one is set), and the measurements go into the candidate's record. A candidate that breaks a
 constraint (``--max-latency-ms``, ``--max-params``, ``--max-flops``) or cannot be measured is
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evaluator.objectives import Constraints
-from evaluator.probe import ModelProbe, ProbeError
+from evaluator.measure.probe import ModelProbe, ProbeError
 from evaluator.records import Candidate, Status
 
 

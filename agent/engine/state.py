@@ -16,7 +16,7 @@ from agent.store.recorder import Recorder
 from agent.proposers import Proposal, Proposer
 from agent.reflection import LLMSpend, Reflector
 from evaluator.objectives import Objectives
-from evaluator.pool import EvaluationPool, PoolEvent
+from evaluator.pools.base import EvaluationPool, PoolEvent
 from evaluator.records import Candidate, Evaluation, Run
 from evaluator.spaces import SearchSpace
 

@@ -1,8 +1,8 @@
 """The training recipe of an exported candidate, as a plain dict (``RECIPE`` and recipe.json).
 
-On a training task it is what archagent's trainer (evaluator/trainer.py) did: the candidate's
+On a training task it is what archagent's trainer (evaluator/job/trainer.py) did: the candidate's
 training hyperparameters (a layers spec's ``training``, a code file's ``TRAINING``, the
-trainer's defaults for an nb201 cell) read through the trainer's own ``TrainConfig``, the
+trainer's defaults for an nb201 cell) read as the trainer reads them (``evaluator.recipe.Training``), the
 run's epochs, and how the inputs were normalised. On a NAS-Bench-201 table (or recorded
 curves) it is the benchmark's published training: archagent trained nothing there.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.exporter.facts import Facts
+from evaluator.recipe import Training
 
 SCHEDULES = {
     "cosine": "after warm-up, lr * 0.5 * (1 + cos(pi * progress)), updated every step, reaching 0 at the end",
@@ -38,11 +39,9 @@ def training_recipe(facts: Facts, normalisation: dict[str, Any] | None) -> dict[
 
 
 def _trained(facts: Facts, normalisation: dict[str, Any] | None) -> dict[str, Any]:
-    from evaluator.trainer import TrainConfig
-
     training = facts.spec.get("training") if facts.space != "declared" else None  # declared: a slot may be so named
-    cfg = TrainConfig.from_spec(training, epochs=facts.epochs or 1)
-    sgd = cfg.optimizer == "sgd"
+    recipe = Training.unchecked(training)
+    sgd = recipe.optimizer == "sgd"
     if normalisation is not None:
         inputs = {"scale": normalisation["scale"], "mean": list(normalisation["mean"]), "std": list(normalisation["std"]),
                   "formula": INPUT_FORMULA + "; mean and std (unbiased, at least 1e-3) of the training split"}
@@ -50,26 +49,26 @@ def _trained(facts: Facts, normalisation: dict[str, Any] | None) -> dict[str, An
         inputs = {"scale": None, "mean": None, "std": None, "formula": INPUT_FORMULA,
                   "note": "not known for this export: the data set could not be read"}
     return {
-        "source": "archagent's trainer (evaluator/trainer.py), as it trained this candidate",
+        "source": "archagent's trainer (evaluator/job/trainer.py), as it trained this candidate",
         "task": facts.task,
         "data": facts.data,
         "epochs": facts.epochs,
-        "optimizer": cfg.optimizer,
-        "lr": cfg.lr,
-        "momentum": cfg.momentum if sgd else None,
-        "nesterov": sgd and cfg.momentum > 0,
-        "weight_decay": cfg.weight_decay,
+        "optimizer": recipe.optimizer,
+        "lr": recipe.lr,
+        "momentum": recipe.momentum if sgd else None,
+        "nesterov": sgd and recipe.momentum > 0,
+        "weight_decay": recipe.weight_decay,
         "weight_decay_applies_to": "parameters with 2 or more dimensions (not biases, not normalisation parameters)",
-        "schedule": cfg.schedule,
-        "schedule_detail": SCHEDULES[cfg.schedule],
-        "warmup_epochs": cfg.warmup_epochs,
+        "schedule": recipe.schedule,
+        "schedule_detail": SCHEDULES[recipe.schedule],
+        "warmup_epochs": recipe.warmup_epochs,
         "warmup_detail": "linear, from lr / warmup_steps up to lr, every step",
-        "batch_size": cfg.batch_size,
+        "batch_size": recipe.batch_size,
         "batches": "reshuffled every epoch; the last partial batch is dropped",
         "loss": "cross_entropy",
-        "label_smoothing": cfg.label_smoothing,
-        "augmentation": cfg.augmentation,
-        "augmentation_detail": AUGMENTATIONS[cfg.augmentation],
+        "label_smoothing": recipe.label_smoothing,
+        "augmentation": recipe.augmentation,
+        "augmentation_detail": AUGMENTATIONS[recipe.augmentation],
         "input": inputs,
         "seeds": facts.seeds,
         "device": facts.config.get("device"),

@@ -39,7 +39,7 @@ class Dataset:
         return len(self.classes)
 
     def input_normalisation(self) -> dict[str, Any]:
-        """What the trainer does to an image before the network sees it (evaluator.trainer):
+        """What the trainer does to an image before the network sees it (evaluator.job.trainer):
         ``(x / scale - mean) / std`` with the per-channel mean and standard deviation (unbiased,
         at least 1e-3) of the training split after dividing by ``scale``. Computed here, on the
         trusted side, so that exported networks and kept weights can be used on new images."""

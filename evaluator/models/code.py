@@ -1,7 +1,7 @@
 """Build a code-mode candidate (import its model file and call ``build_model``), or a declared
 space's candidate (import the space's builder file and call ``build_model(choices, ...)``).
 
-Runs only inside the sandboxed worker (evaluator.worker): importing the file runs candidate
+Runs only inside the sandboxed worker (evaluator.job.worker): importing the file runs candidate
 code, which is hostile input. The trusted side never calls this; it checks the file
 statically (evaluator.spaces.code) and computes every metric from the predictions the worker
 sends. What this module checks is for clear error messages, not for security: the sandbox

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -171,3 +171,20 @@ def _fields_at(schema: type[BaseModel], path: tuple[int | str, ...]) -> list[str
         else:
             return []
     return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def field_text(name: str, info: Any, *, choices: str | None = None) -> str:
+    """``name choices-or-bounds =default`` for one field of a pydantic schema (prompts, `agent
+    spaces`): a Literal's choices joined by ``|``, else the ``ge``..``le`` bounds, else the type;
+    ``choices`` replaces what the annotation would give."""
+    annotation = info.annotation
+    if choices is None:
+        values = get_args(annotation) if get_origin(annotation) is Literal else ()
+        if values:
+            choices = "|".join(str(c) for c in values)
+        else:
+            lo = next((m.ge for m in info.metadata if getattr(m, "ge", None) is not None), None)
+            hi = next((m.le for m in info.metadata if getattr(m, "le", None) is not None), None)
+            choices = f"{lo:g}..{hi:g}" if lo is not None and hi is not None else annotation.__name__
+    default = "" if info.is_required() or info.default_factory is not None else f" ={info.default}"
+    return f"{name} {choices}{default}"

@@ -44,12 +44,13 @@ import copy
 import json
 import math
 import random
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from evaluator.errors import SpecError, UserInputError
-from evaluator.spaces.base import SearchSpace
+from evaluator.recipe import TRAINING_DEFAULTS, Training
+from evaluator.spaces.base import SearchSpace, field_text
 
 Norm = Literal["batch", "group", "none"]
 Activation = Literal["relu", "gelu", "silu", "hardswish"]
@@ -57,10 +58,6 @@ Kernel = Literal[1, 3, 5, 7]
 Stride = Literal[1, 2]
 BlockKind = Literal["plain", "dwsep", "residual", "bottleneck"]
 Pool = Literal["none", "max", "avg"]
-Optimizer = Literal["sgd", "adam", "adamw"]
-Schedule = Literal["constant", "cosine", "step"]
-BatchSize = Literal[16, 32, 64, 128, 256, 512]
-Augmentation = Literal["none", "flip", "crop", "crop_flip"]
 
 MAX_STAGES = 6
 HEAD_HIDDEN_MIN, HEAD_HIDDEN_MAX = 16, 1024
@@ -125,24 +122,6 @@ class Head(BaseModel):
     dropout: float = Field(0.0, ge=0.0, le=0.5, description="dropout probability before the classifier")
 
 
-class Training(BaseModel):
-    """How the network is trained. Epochs are not here: they are the evaluation's fidelity."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    optimizer: Optimizer = Field("sgd", description="sgd (Nesterov momentum), adam or adamw")
-    lr: float = Field(0.05, ge=1e-5, le=1.0, description="peak learning rate")
-    momentum: float = Field(0.9, ge=0.0, le=0.99, description="sgd only: momentum")
-    schedule: Schedule = Field("cosine", description="learning-rate schedule after warm-up: constant, "
-                               "cosine (to 0), step (x0.1 at 50% and 75% of training)")
-    warmup_epochs: int = Field(0, ge=0, le=5, description="epochs of linear learning-rate warm-up")
-    weight_decay: float = Field(5e-4, ge=0.0, le=0.1, description="weight decay on weights (not on biases or norms)")
-    batch_size: BatchSize = Field(64, description="training batch size")
-    label_smoothing: float = Field(0.0, ge=0.0, le=0.3, description="label smoothing of the cross-entropy loss")
-    augmentation: Augmentation = Field("none", description="training augmentation: random horizontal flip, "
-                                       "random translation (crop), or both")
-
-
 class LayersSpec(BaseModel):
     """An image classifier: stem -> stages -> head, and how to train it."""
 
@@ -156,7 +135,6 @@ class LayersSpec(BaseModel):
 
 
 STAGE_DEFAULTS: dict[str, Any] = {name: f.default for name, f in Stage.model_fields.items() if not f.is_required()}
-TRAINING_DEFAULTS: dict[str, Any] = Training().model_dump()
 
 
 # --------------------------------------------------------------------------------------------
@@ -625,20 +603,11 @@ class LayersSpace(SearchSpace):
 
 
 def _field_text(name: str, info: Any) -> str:
-    """``name choices-or-bounds =default`` for one schema field."""
-    annotation = info.annotation
-    choices = get_args(annotation) if get_origin(annotation) is Literal else ()
+    """``name choices-or-bounds =default`` for one schema field (the head's ``hidden``: 0 or a range)."""
     if name == "hidden":
-        rng_text = f"0|{HEAD_HIDDEN_MIN}..{HEAD_HIDDEN_MAX}"
-    elif choices:
-        rng_text = "|".join(str(c) for c in choices)
-    else:
-        lo = next((m.ge for m in info.metadata if getattr(m, "ge", None) is not None), None)
-        hi = next((m.le for m in info.metadata if getattr(m, "le", None) is not None), None)
-        rng_text = f"{lo:g}..{hi:g}" if lo is not None and hi is not None else annotation.__name__
-    default = "" if info.is_required() or info.default_factory is not None else f" ={info.default}"
-    return f"{name} {rng_text}{default}"
+        return field_text(name, info, choices=f"0|{HEAD_HIDDEN_MIN}..{HEAD_HIDDEN_MAX}")
+    return field_text(name, info)
 
 
-__all__ = ["Head", "LayersSpace", "LayersSpec", "Stage", "Stem", "Training", "analyse", "conv_out",
+__all__ = ["Head", "LayersSpace", "LayersSpec", "Stage", "Stem", "analyse", "conv_out",
            "group_norm_groups"]

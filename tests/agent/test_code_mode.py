@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from agent.store import History
-from evaluator.models.seeds import seed_path
+from evaluator.spaces.code.seeds import seed_path
 from sandbox.isolation import detect_layers
 from tests.conftest import run_cli
 from tests.security.attacks import PRELUDE

@@ -146,7 +146,7 @@ def test_a_declared_space_turns_a_rule_the_model_keeps_breaking_into_the_nearest
     """The scripted endpoint (a double of a remote API) keeps proposing nine skips, which the
     space file's rule forbids; after the repairs the proposal is the nearest candidate that keeps it."""
     from evaluator.spaces.declared import DeclaredSpace
-    from evaluator.spaces.space_file import load_space_file
+    from evaluator.spaces.declared.file import load_space_file
     from tests.evaluator.test_declared_space import small_space_text, write
 
     space = DeclaredSpace(load_space_file(write(tmp_path, small_space_text(

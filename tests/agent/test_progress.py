@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from agent.progress import SearchProgress
-from evaluator.pool import PoolEvent
+from evaluator.pools.base import PoolEvent
 from evaluator.records import Candidate, Evaluation, Run, Status
 
 RUN = Run(run_id="r1", task="digits", space="layers", proposer="random", seed=0, budget=2)

@@ -29,8 +29,9 @@ from agent.proposers.llm import LLMProposer
 from agent.proposers.random_search import RandomSearch
 from agent.store import History
 from agent.store.recorder import MemoryRecorder
-from evaluator.curves import CurvePool, load_curve_table
-from evaluator.pool import PoolEvent
+from evaluator.pools.replay import CurvePool
+from evaluator.tables.curves import load_curve_table
+from evaluator.pools.base import PoolEvent
 from evaluator.records import Candidate, Evaluation, Status
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import Nb201Space, parse_arch

@@ -235,10 +235,10 @@ def test_agent_spaces_checks_a_file_and_agent_eval_looks_one_candidate_up(tmp_pa
 def test_the_worked_example_of_docs_spaces_md_holds_together(tmp_path):
     """docs/examples/blocks: the file loads, its sweep (made by a real training search) looks up,
     and its builder builds every kind of block for the digits' shape."""
-    from evaluator.lookup import Lookup
+    from evaluator.pools.lookup import Lookup
     from evaluator.models.code import build_from_builder
     from evaluator.spaces.declared import DeclaredSpace
-    from evaluator.spaces.space_file import load_space_file
+    from evaluator.spaces.declared.file import load_space_file
 
     folder = ROOT / "docs" / "examples" / "blocks"
     file = load_space_file(folder / "blocks.toml")

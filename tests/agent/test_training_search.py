@@ -115,7 +115,7 @@ def _workers_of(path) -> list[int]:
                 cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
             except OSError:
                 continue
-            if "evaluator.worker" in cmdline and str(path) in cmdline:
+            if "evaluator.job.worker" in cmdline and str(path) in cmdline:
                 pids.append(int(entry))
     return pids
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from evaluator.errors import SpecError
-from evaluator.models.seeds import seed_path, seed_source
+from evaluator.spaces.code.seeds import seed_path, seed_source
 from evaluator.spaces import SPACES, get_space
 from evaluator.spaces.code import MAX_CHARS, CodeProposal, CodeSpace, CodeSpec
-from evaluator.spaces.layers import Training
+from evaluator.recipe import Training
 
 TASKS = {"digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10), "folder:/tmp/x": ((3, 64, 48), 7)}
 
@@ -79,7 +79,7 @@ def test_seed_validates_and_builds_logits_for_its_task(task):
     imported = {n.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
                 for n in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module])}
     assert imported <= {"torch", "math", "typing", "functools"}
-    module = importlib.import_module(f"evaluator.models.seeds.{seed_path(task).stem}")
+    module = importlib.import_module(f"evaluator.spaces.code.seeds.{seed_path(task).stem}")
     model = module.build_model(shape, classes)
     model.eval()
     with torch.no_grad():
@@ -87,7 +87,7 @@ def test_seed_validates_and_builds_logits_for_its_task(task):
 
 
 def test_image_seed_handles_odd_shapes():
-    module = importlib.import_module("evaluator.models.seeds.image")
+    module = importlib.import_module("evaluator.spaces.code.seeds.image")
     for shape in ((1, 1, 1), (1, 5, 300), (4, 128, 128)):
         model = module.build_model(shape, 3).eval()
         with torch.no_grad():

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from evaluator.models import build_model
-from evaluator.pool import Job
+from evaluator.pools.base import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces import get_space
-from evaluator.trainer import TrainConfig, train
-from evaluator.training_pool import TrainingPool
+from evaluator.job.trainer import TrainConfig, train
+from evaluator.pools.training import TrainingPool
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 

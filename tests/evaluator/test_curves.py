@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from evaluator.curves import CurvePool, load_curve_table
+from evaluator.pools.replay import CurvePool
+from evaluator.tables.curves import load_curve_table
 from evaluator.errors import TableError
-from evaluator.pool import Job
+from evaluator.pools.base import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces.nb201 import Nb201Space, arch_string, parse_arch
 

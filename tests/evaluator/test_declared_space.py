@@ -1,4 +1,4 @@
-"""Declared search spaces (evaluator.spaces.declared, evaluator.spaces.rules): the file format,
+"""Declared search spaces (evaluator.spaces.declared, evaluator.spaces.declared.rules): the file format,
 its errors (file, line, fix), the schema the LLM decodes under, and sampling as the built-ins do."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from evaluator.errors import SpecError
 from evaluator.spaces import get_space
 from evaluator.spaces.declared import DeclaredSpace
-from evaluator.spaces.space_file import SpaceFileError, load_space_file
-from evaluator.spaces.rules import RuleError, parse_rule
+from evaluator.spaces.declared.file import SpaceFileError, load_space_file
+from evaluator.spaces.declared.rules import RuleError, parse_rule
 from tests.conftest import ROOT
 
 NB201_FILE = ROOT / "docs" / "examples" / "nb201_cell.toml"

@@ -1,4 +1,4 @@
-"""Learning-curve forecasts and the early-stop rule (evaluator/forecast.py), on synthetic curves of
+"""Learning-curve forecasts and the early-stop rule (evaluator/early_stop/forecast.py), on synthetic curves of
 several shapes, plus a run of bench/early_stopping.py on a small generated curves file."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluator.forecast import QUANTILE_LEVELS, CurveForecaster, EarlyStopRule
+from evaluator.early_stop.forecast import QUANTILE_LEVELS, CurveForecaster, EarlyStopRule
 from tests.conftest import ROOT
 
 EPOCHS = np.arange(1, 101, dtype=float)  # a 100-epoch schedule

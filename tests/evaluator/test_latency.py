@@ -1,11 +1,12 @@
-"""LatencyProbe: a separate process measures a network's forward latency (no timing asserted here;
+"""Latency (LatencySettings, measure_latency): a separate process measures a network's forward latency (no timing asserted here;
 bench/latency.py measures how repeatable it is)."""
 
 from __future__ import annotations
 
 import pytest
 
-from evaluator.latency import HeapShuffler, LatencyError, LatencyProbe, time_calls
+from evaluator.measure.latency import HeapShuffler, LatencyError, LatencySettings, time_calls
+from evaluator.measure.probe import measure_latency
 from evaluator.spaces.nb201 import EDGE_FIELDS
 
 CELL = dict.fromkeys(EDGE_FIELDS, "nor_conv_3x3")
@@ -20,7 +21,7 @@ def _own_calibration(tmp_path, monkeypatch):
 
 
 def test_a_probe_reports_batch_1_and_throughput_with_a_fingerprint():
-    report = LatencyProbe(**QUICK).measure("nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
+    report = measure_latency(LatencySettings(**QUICK), "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
     assert [b.batch for b in report.batches] == [1, 4]
     one, four = report.at(1), report.at(4)
     assert 0 < one.q25_ms <= one.median_ms <= one.q75_ms and one.iqr_ms == pytest.approx(one.q75_ms - one.q25_ms, abs=1e-3)
@@ -33,18 +34,18 @@ def test_a_probe_reports_batch_1_and_throughput_with_a_fingerprint():
 
 
 def test_latency_is_normalised_by_the_reference_network_and_the_calibration_accumulates(tmp_path):
-    probe = LatencyProbe(**QUICK, calibration_dir=str(tmp_path / "cal"))
-    first = probe.measure("nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
+    settings = LatencySettings(**QUICK, calibration_dir=str(tmp_path / "cal"))
+    first = measure_latency(settings, "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
     (stored,) = (tmp_path / "cal").glob("reference-*.json")
     assert first.calibration_sessions >= 2  # the first calibration's windows, and this session's median
     assert first.reference_ms > 0 and first.reference_session_ms > 0
     one = first.at(1)
     assert one.relative > 0 and one.raw_median_ms > 0
     assert one.median_ms == pytest.approx(one.relative * first.reference_ms, rel=1e-3)
-    second = probe.measure("nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
+    second = measure_latency(settings, "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
     assert second.calibration_sessions == first.calibration_sessions + 1  # no second first-calibration
     assert stored.is_file() and len(__import__("json").loads(stored.read_text())["samples"]) == second.calibration_sessions
-    raw = LatencyProbe(**QUICK, calibrate=False, calibration_dir=str(tmp_path / "none")).measure(
+    raw = measure_latency(LatencySettings(**QUICK, calibrate=False, calibration_dir=str(tmp_path / "none")),
         "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
     assert raw.reference_ms is None and raw.at(1).relative is None and raw.at(1).median_ms == raw.at(1).raw_median_ms
     assert not (tmp_path / "none").exists()
@@ -72,22 +73,22 @@ def test_time_calls_runs_the_hook_before_every_round():
 
 
 def test_a_probe_that_cannot_settle_says_so():
-    report = LatencyProbe(**{**QUICK, "min_repeats": 10, "max_repeats": 10, "rel_tol": 1e-9}).measure(
+    report = measure_latency(LatencySettings(**{**QUICK, "min_repeats": 10, "max_repeats": 10, "rel_tol": 1e-9}),
         "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
     assert report.at(1).repeats == 10 and report.at(1).stable is False
 
 
 def test_bad_requests_are_named():
     with pytest.raises(LatencyError, match="device='tpu'"):
-        LatencyProbe(device="tpu")
+        LatencySettings(device="tpu")
     with pytest.raises(LatencyError, match="min_repeats"):
-        LatencyProbe(min_repeats=50, max_repeats=10)
+        LatencySettings(min_repeats=50, max_repeats=10)
     with pytest.raises(LatencyError, match="threads=0"):
-        LatencyProbe(threads=0)
+        LatencySettings(threads=0)
     with pytest.raises(LatencyError, match="min_seconds"):
-        LatencyProbe(min_seconds=30, max_seconds=20)
+        LatencySettings(min_seconds=30, max_seconds=20)
     with pytest.raises(LatencyError, match="conv9x9"):
-        LatencyProbe(**QUICK).measure("nb201", {**CELL, "edge_1_0": "conv9x9"}, (3, 8, 8), 10)
+        measure_latency(LatencySettings(**QUICK), "nb201", {**CELL, "edge_1_0": "conv9x9"}, (3, 8, 8), 10)
 
 
 def test_cuda_without_a_gpu_is_a_clear_error():
@@ -96,5 +97,5 @@ def test_cuda_without_a_gpu_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(LatencyError, match="no CUDA device") as info:
-        LatencyProbe(device="cuda", **QUICK).measure("nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
+        measure_latency(LatencySettings(device="cuda", **QUICK), "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)
     assert "device='cpu'" in info.value.hint

@@ -1,4 +1,4 @@
-"""Lookup of a declared space in the user's tables (evaluator.lookup): joins, scales, goals, and
+"""Lookup of a declared space in the user's tables (evaluator.pools.lookup): joins, scales, goals, and
 every malformed table refused with the file, the line or record, the column and the fix."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from evaluator.errors import TableError
-from evaluator.lookup import Lookup
-from evaluator.pool import Job
+from evaluator.pools.lookup import Lookup
+from evaluator.pools.base import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces.declared import DeclaredSpace
-from evaluator.spaces.space_file import load_space_file
+from evaluator.spaces.declared.file import load_space_file
 from tests.evaluator.test_declared_space import BLOCKS, small_space_text, write
 
 LOOKUP = '\n[lookup]\nkey = "{b1}-{b2}-{b3}-{b4}-{b5}-{b6}"\nkey_column = "arch"\nsignal = "val"\nreport = "test"\n'

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.errors import TableError
-from evaluator.nb201_tables import (
+from evaluator.tables.nb201 import (
     SIGNAL_TABLE_NAME,
     coverage_note,
     final_column,

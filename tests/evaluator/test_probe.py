@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from evaluator.latency import LatencyProbe
-from evaluator.probe import Measurement, ModelProbe, ProbeError, count_macs, training_batch
+from evaluator.measure.latency import LatencySettings
+from evaluator.measure.probe import Measurement, ModelProbe, ProbeError, count_macs, training_batch
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import EDGE_FIELDS
 
@@ -41,7 +41,7 @@ def test_one_process_measures_many_candidates_and_survives_a_bad_one(layers, tmp
     y = np.arange(40) % 10
     batch = training_batch(x, y, 16.0, n=16)
     assert batch[0].shape == (16, *SHAPE) and batch[0].dtype == np.float32 and abs(float(batch[0].mean())) < 0.5
-    latency = LatencyProbe(**QUICK, calibration_dir=str(tmp_path / "cal"))
+    latency = LatencySettings(**QUICK, calibration_dir=str(tmp_path / "cal"))
     with ModelProbe(latency=latency, proxies=("synflow", "naswot"), batch=batch) as probe:
         first = probe.measure("layers", specs[0], SHAPE, 10)
         pid = probe._process.pid
@@ -77,7 +77,7 @@ def test_nb201_cells_are_measured_from_the_project_builder():
 
 def test_a_probe_that_hangs_is_killed_at_its_timeout(tmp_path):
     cell = dict.fromkeys(EDGE_FIELDS, "nor_conv_3x3")
-    slow = LatencyProbe(**{**QUICK, "min_seconds": 5.0, "max_seconds": 5.0}, calibration_dir=str(tmp_path / "cal"))
+    slow = LatencySettings(**{**QUICK, "min_seconds": 5.0, "max_seconds": 5.0}, calibration_dir=str(tmp_path / "cal"))
     with ModelProbe(latency=slow, timeout=2.0) as probe:
         with pytest.raises(ProbeError, match="longer than 2 s"):
             probe.measure("nb201", cell, (3, 32, 32), 10)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from evaluator.protocol import Channel, Checker, Done, Epoch, sign
+from evaluator.job.protocol import Channel, Checker, Done, Epoch, sign
 
 KEY = b"k" * 32
 
@@ -145,7 +145,7 @@ def test_channel_cannot_be_redirected_by_monkeypatching_json():
     (RuntimeError("boom"), False),
 ])
 def test_worker_names_memory_failures(exc, memory):
-    from evaluator.worker import _is_memory_error
+    from evaluator.job.worker import _is_memory_error
 
     assert _is_memory_error(exc) is memory
 

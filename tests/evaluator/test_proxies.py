@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from evaluator.models import build_model
-from evaluator.proxies import PROXY_NAMES, ProxyError, compute_proxies, spearman, synthetic_batch
+from evaluator.measure.proxies import PROXY_NAMES, ProxyError, compute_proxies, spearman, synthetic_batch
 from tests.conftest import ROOT
 
 SHAPE = (3, 16, 16)  # CIFAR-shaped, smaller: keeps the file fast on 2 cores

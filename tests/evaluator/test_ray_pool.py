@@ -15,9 +15,9 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'archagent[ray]')")
 
-from evaluator.pool import Job  # noqa: E402
-from evaluator.ray_cluster import connect  # noqa: E402
-from evaluator.ray_pool import RayPool, Resources  # noqa: E402
+from evaluator.pools.base import Job  # noqa: E402
+from evaluator.pools.ray_cluster import connect  # noqa: E402
+from evaluator.pools.ray import RayPool, Resources  # noqa: E402
 from evaluator.records import Purpose, Status  # noqa: E402
 from evaluator.spaces import get_space  # noqa: E402
 from sandbox.isolation import Isolation  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evaluator.errors import UserInputError
-from evaluator.scheduling import SuccessiveHalving, check_rungs, default_rungs
+from evaluator.early_stop.halving import SuccessiveHalving, check_rungs, default_rungs
 
 
 def test_default_rungs_are_hyperbands_geometric_ladder():

@@ -8,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from evaluator.errors import SpecError, TableError, TaskError
-from evaluator.nb201_tables import SIGNAL_TABLE_NAME, final_table_name
-from evaluator.pool import EvaluationPool, Job
+from evaluator.tables.nb201 import SIGNAL_TABLE_NAME, final_table_name
+from evaluator.pools.base import EvaluationPool, Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces.nb201 import NUM_CELLS, parse_arch
-from evaluator.tabular import TabularBenchmark, TabularPool
+from evaluator.pools.tabular import TabularBenchmark, TabularPool
 from evaluator.tasks import TASK_NAMES, Task, describe_tasks, resolve_task
 from tests.conftest import all_archs, write_tiny_tables
 

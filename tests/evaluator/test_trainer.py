@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from evaluator.trainer import EpochReport, TrainConfig, train
+from evaluator.job.trainer import EpochReport, TrainConfig, train
 
 
 def easy_problem(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +34,7 @@ def run(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> lis
 def test_train_accuracy_is_a_fraction_that_rises_and_is_reported_every_epoch():
     x, y = easy_problem(512)
     torch.manual_seed(0)
-    cfg = TrainConfig(epochs=6, seed=0, lr=0.05, batch_size=32, augmentation="crop")  # no flip: it swaps classes
+    cfg = TrainConfig.from_spec({"lr": 0.05, "batch_size": 32, "augmentation": "crop"}, epochs=6, seed=0)  # no flip: it swaps classes
     reports = run(small_net(), x, y, cfg)
     assert [r.epoch for r in reports] == list(range(1, 7))
     accs = [r.train_accuracy for r in reports]
@@ -59,7 +59,7 @@ def test_train_accuracy_counts_the_trained_examples_only():
     # Labels: 0 for the first 48, 1 after; the order is shuffled, so which 80 are trained varies.
     x = np.zeros((96, 3, 4, 4), dtype=np.uint8)
     y = np.repeat(np.array([0, 1], dtype=np.int64), 48)
-    cfg = TrainConfig(epochs=3, seed=1, lr=1e-3, momentum=0.0, batch_size=40)
+    cfg = TrainConfig.from_spec({"lr": 1e-3, "momentum": 0.0, "batch_size": 40}, epochs=3, seed=1)
     reports = run(ConstantClassZero(), x, y, cfg)
     assert len(reports) == 3
     for r in reports:
@@ -69,7 +69,7 @@ def test_train_accuracy_counts_the_trained_examples_only():
 
 def test_same_config_same_reports_on_cpu():
     x, y = easy_problem(256, seed=3)
-    cfg = TrainConfig(epochs=2, seed=5, batch_size=32, augmentation="crop_flip")
+    cfg = TrainConfig.from_spec({"batch_size": 32, "augmentation": "crop_flip"}, epochs=2, seed=5)
     first, second = [], []
     for out in (first, second):
         torch.manual_seed(0)
@@ -83,7 +83,7 @@ def test_stopping_at_a_rung_and_continuing_from_the_checkpoint_is_the_same_run(t
     """Successive halving's contract: 2 + 2 + 2 epochs from checkpoints equal 6 in one go, bit for bit on CPU
     (weights, optimizer, learning-rate schedule, data order, augmentation and dropout all continue)."""
     x, y = easy_problem(256, seed=3)
-    cfg = TrainConfig(epochs=6, seed=5, batch_size=32, augmentation="crop_flip", schedule="cosine")
+    cfg = TrainConfig.from_spec({"batch_size": 32, "augmentation": "crop_flip", "schedule": "cosine"}, epochs=6, seed=5)
 
     def net() -> nn.Module:
         torch.manual_seed(0)
@@ -104,19 +104,19 @@ def test_stopping_at_a_rung_and_continuing_from_the_checkpoint_is_the_same_run(t
 
 
 def test_a_checkpoint_of_another_schedule_or_at_the_stop_is_refused(tmp_path):
-    from evaluator.trainer import CheckpointError
+    from evaluator.job.trainer import CheckpointError
 
     x, y = easy_problem(64)
     ckpt = tmp_path / "c.pt"
-    train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=4, batch_size=32), lambda r: None, stop_epoch=2, save_to=ckpt)
+    train(small_net(), x, y, x[:8], 255.0, TrainConfig.from_spec({"batch_size": 32}, epochs=4), lambda r: None, stop_epoch=2, save_to=ckpt)
     with pytest.raises(CheckpointError, match="4-epoch schedule with seed 0, not 6 epochs"):
-        train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=6, batch_size=32), lambda r: None, resume_from=ckpt)
+        train(small_net(), x, y, x[:8], 255.0, TrainConfig.from_spec({"batch_size": 32}, epochs=6), lambda r: None, resume_from=ckpt)
     with pytest.raises(CheckpointError, match="at epoch 2, not before stop_epoch 2"):
-        train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=4, batch_size=32), lambda r: None, stop_epoch=2,
+        train(small_net(), x, y, x[:8], 255.0, TrainConfig.from_spec({"batch_size": 32}, epochs=4), lambda r: None, stop_epoch=2,
               resume_from=ckpt)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot be read as a checkpoint"):
-        train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=4, batch_size=32), lambda r: None,
+        train(small_net(), x, y, x[:8], 255.0, TrainConfig.from_spec({"batch_size": 32}, epochs=4), lambda r: None,
               resume_from=tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="stop_epoch=9 must be between 1 and the schedule's 4 epochs"):
-        train(small_net(), x, y, x[:8], 255.0, TrainConfig(epochs=4, batch_size=32), lambda r: None, stop_epoch=9)
+        train(small_net(), x, y, x[:8], 255.0, TrainConfig.from_spec({"batch_size": 32}, epochs=4), lambda r: None, stop_epoch=9)

@@ -17,18 +17,18 @@ import pytest
 import torch
 
 from evaluator.models import build_model
-from evaluator.pool import Job
+from evaluator.pools.base import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces import get_space
-from evaluator.trainer import channel_stats, to_unit
-from evaluator.training_pool import TrainingPool, default_weights_dir, job_threads
+from evaluator.job.trainer import channel_stats, to_unit
+from evaluator.pools.training import TrainingPool, default_weights_dir, job_threads
 from sandbox.process import Limits
 
 HOSTILE = r'''
 import gc, json, os, sys
 import torch
-import evaluator.protocol as protocol
-import evaluator.trainer as trainer
+import evaluator.job.protocol as protocol
+import evaluator.job.trainer as trainer
 
 # forged result lines on stdout and on every other descriptor the worker holds
 forged = json.dumps({"type": "epoch", "epoch": 1, "val_accuracy": 1.0, "test_accuracy": 1.0})
@@ -255,7 +255,7 @@ def test_a_job_stopped_at_a_rung_continues_from_its_checkpoint_as_one_run(digits
 
 def test_a_worker_that_leaves_no_checkpoint_fails_and_discard_drops_one(digits, spec, tmp_path):
     pool = TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=3, threads=1,
-                        test_inject={"c0001": "import evaluator.trainer as t\nt._save_checkpoint = lambda *a, **k: None"})
+                        test_inject={"c0001": "import evaluator.job.trainer as t\nt._save_checkpoint = lambda *a, **k: None"})
     try:
         ev, _ = _finish(pool, Job(candidate_id="run-c0001", spec=spec, fidelity=1, checkpoint=True))
         assert ev.status is Status.FAILED and "left no checkpoint" in ev.error and ev.val_accuracy is None

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from evaluator.pool import Job
+from evaluator.pools.base import Job
 from evaluator.records import Status
 from evaluator.spaces import get_space
-from evaluator.training_pool import TrainingPool
+from evaluator.pools.training import TrainingPool
 from sandbox.isolation import Isolation
 from sandbox.process import Limits
 from tests.security.processes import descendants, leftovers

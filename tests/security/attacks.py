@@ -132,11 +132,11 @@ def build_model(input_shape, num_classes):
         Attack("monkeypatch_evaluator", _file("Patch the evaluator, the metric and the channel from inside.", '''
 def build_model(input_shape, num_classes):
     import numpy
-    import evaluator.protocol
-    import evaluator.trainer
+    import evaluator.job.protocol
+    import evaluator.job.trainer
     numpy.mean = lambda *args, **kwargs: 1.0
-    evaluator.protocol._predictions_problem = lambda *args, **kwargs: None
-    evaluator.trainer.train = lambda *args, **kwargs: (lambda x: numpy.zeros(len(x), dtype=numpy.int64))
+    evaluator.job.protocol._predictions_problem = lambda *args, **kwargs: None
+    evaluator.job.trainer.train = lambda *args, **kwargs: (lambda x: numpy.zeros(len(x), dtype=numpy.int64))
     for obj in gc.get_objects():  # the worker's channel: send a result of our own
         if callable(obj) and getattr(obj, "__name__", "") == "send" and getattr(obj, "__closure__", None):
             try:

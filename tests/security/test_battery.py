@@ -24,7 +24,7 @@ from agent.engine.runner import run_search
 from agent.prompting import HistoryView, Prompts
 from agent.proposers.base import Proposal, ProposalContext, Proposer
 from agent.store import History
-from evaluator.models.seeds import seed_source
+from evaluator.spaces.code.seeds import seed_source
 from sandbox.isolation import detect_layers
 from tests.security.attacks import make_attacks
 from tests.security.processes import become_subreaper, descendants, leftovers

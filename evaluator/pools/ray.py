@@ -1,7 +1,7 @@
 """The Ray evaluation pool: the local pool's sandboxed jobs, on every node of a Ray cluster.
 
 Each slot is a long-lived actor (``CandidateRunner``) holding its own one-slot
-:class:`~evaluator.training_pool.TrainingPool` on its node: every candidate still runs in a
+:class:`~evaluator.pools.training.TrainingPool` on its node: every candidate still runs in a
 fresh sandboxed process there, with the same limits, isolation and protocol checks, and the
 actor computes the metrics from labels the sandbox never sees. An actor asks the cluster for
 one candidate's resources (``Resources``: CPUs, GPUs including fractions, memory), so the
@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.data.base import Dataset
-from evaluator.pool import EvaluationPool, Job, PoolEvent
-from evaluator.ray_cluster import Cluster
+from evaluator.pools.base import EvaluationPool, Job, PoolEvent
+from evaluator.pools.ray_cluster import Cluster
 from evaluator.records import Evaluation, Purpose, Status
 from sandbox.isolation import Isolation
 from sandbox.process import Limits
@@ -88,7 +88,7 @@ def fingerprint(dataset: Dataset) -> str:
 def stage_on_node(dataset: Dataset, root: Path, print_: str) -> Path:
     """The node's copy of the arrays, written by the first actor that needs it (a file lock
     orders the actors of one node; a ``complete`` mark makes a half-written copy redo)."""
-    from evaluator.training_pool import stage_arrays
+    from evaluator.pools.training import stage_arrays
 
     folder = root / "data" / print_
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,7 @@ class CandidateRunner:
     def __init__(self, config: dict[str, Any], data: list[Any]) -> None:
         import ray
 
-        from evaluator.training_pool import TrainingPool
+        from evaluator.pools.training import TrainingPool
 
         self.ray = ray
         ctx = ray.get_runtime_context()
@@ -204,7 +204,7 @@ class _Pending:
 
 
 class RayPool(EvaluationPool):
-    """The pool interface (evaluator.pool) over actors on a Ray cluster; see the module text."""
+    """The pool interface (evaluator.pools.base) over actors on a Ray cluster; see the module text."""
 
     seeded = True
 

@@ -2,7 +2,7 @@
 
 The coordinator submits jobs and collects events; it never waits on one candidate while
 another could be proposed. Backends: tabular (in-process lookups, here), a local process
-pool (``evaluator.training_pool``) and Ray later. Workers never touch the history: they hand back
+pool (``evaluator.pools.training``) and Ray later. Workers never touch the history: they hand back
 :class:`~evaluator.records.Evaluation` records and the coordinator writes them.
 
 Contract:

@@ -1,10 +1,10 @@
-"""The worker: ``python -I -m evaluator.worker JOB_DIR``, a fresh process per candidate.
+"""The worker: ``python -I -m evaluator.job.worker JOB_DIR``, a fresh process per candidate.
 
 It imports the libraries every job needs (``PRELOAD``: numpy, torch, the model builders, the
 trainer, the proxies; our code, no candidate's) and trains a toy network for one step (torch
 loads much of itself at the first optimizer step), then reads its message key and opens its
 channel, then reads ``job.json`` and the arrays the trusted side put in JOB_DIR (training images with labels; validation and test images
-without), builds the candidate, trains it and sends predictions (see evaluator.protocol).
+without), builds the candidate, trains it and sends predictions (see evaluator.job.protocol).
 It never holds a validation or test label and never computes a metric.
 
 In code mode the candidate is ``model.py`` in JOB_DIR: its ``build_model(input_shape,
@@ -40,7 +40,7 @@ import time
 import traceback
 from pathlib import Path
 
-from evaluator.protocol import Channel
+from evaluator.job.protocol import Channel
 
 TEST_HOOKS_ENV = "ARCHAGENT_TEST_HOOKS"  # set by the pool only when a test asks for fault injection
 CHECKPOINT_IN = "checkpoint_in.pt"  # the checkpoint a continuing job starts from (put there by the pool)
@@ -54,7 +54,7 @@ PROXY_BATCH = 64  # training images the zero-cost proxies see
 # the space is in job.json, which is read after the key; the code builder module is ours, the
 # candidate's file is imported only inside run().
 PRELOAD = ("numpy", "torch", "evaluator.models", "evaluator.models.layers_net", "evaluator.models.nb201_net",
-           "evaluator.models.code", "evaluator.trainer", "evaluator.proxies")
+           "evaluator.models.code", "evaluator.job.trainer", "evaluator.measure.proxies")
 
 
 def _preload() -> BaseException | None:
@@ -78,14 +78,14 @@ def _warm_up() -> None:
     import torch
     from torch import nn
 
-    from evaluator.trainer import TrainConfig, train
+    from evaluator.job.trainer import TrainConfig, train
 
     x, y = np.zeros((8, 1, 4, 4), dtype=np.uint8), np.zeros(8, dtype=np.int64)
     for optimizer in ("sgd", "adam", "adamw"):
         net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                             nn.Flatten(), nn.Linear(4, 2))
-        train(net, x, y, x[:2], 255.0, TrainConfig(epochs=1, optimizer=optimizer, batch_size=4,
-                                                   threads=torch.get_num_threads()), lambda report: None)
+        train(net, x, y, x[:2], 255.0, TrainConfig.from_spec({"optimizer": optimizer, "batch_size": 4}, epochs=1,
+                                                             threads=torch.get_num_threads()), lambda report: None)
 
 
 def _read_key(fd: int) -> bytes:
@@ -108,7 +108,7 @@ def run(job_dir: Path, channel: Channel) -> None:
     import torch
 
     from evaluator.models import build_model
-    from evaluator.trainer import TrainConfig, train
+    from evaluator.job.trainer import TrainConfig, train
 
     job = json.loads((job_dir / "job.json").read_text())
     if job.get("test_inject") and os.environ.get(TEST_HOOKS_ENV) == "1":
@@ -128,7 +128,7 @@ def run(job_dir: Path, channel: Channel) -> None:
     channel.send("ready", params=sum(p.numel() for p in model.parameters()), device=cfg.device, threads=cfg.threads)
 
     def score_proxies(model, xs, ys) -> None:
-        from evaluator.proxies import compute_proxies, ProxyError
+        from evaluator.measure.proxies import compute_proxies, ProxyError
 
         started = time.perf_counter()
         pick = torch.randperm(len(xs), generator=torch.Generator().manual_seed(cfg.seed))[:PROXY_BATCH].to(xs.device)
@@ -159,7 +159,7 @@ def main(argv: list[str]) -> int:
     from sandbox.process import CHANNEL_FD_ENV, KEY_FD_ENV
 
     if len(argv) != 2 or CHANNEL_FD_ENV not in os.environ:
-        print("usage: python -m evaluator.worker JOB_DIR (started by the evaluation pool)", file=sys.stderr)
+        print("usage: python -m evaluator.job.worker JOB_DIR (started by the evaluation pool)", file=sys.stderr)
         return 2
     preload_error = _preload()
     key = _read_key(int(os.environ.pop(KEY_FD_ENV)))  # a held worker waits here for its job
@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
             raise preload_error
         run(job_dir, channel)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the process ends
-        trainer = sys.modules.get("evaluator.trainer")  # imported inside run(): torch may not load
+        trainer = sys.modules.get("evaluator.job.trainer")  # imported inside run(): torch may not load
         if trainer is not None and isinstance(exc, trainer.NonFiniteLoss):
             channel.send("failure", kind="nan_loss", message=str(exc))
             return 1

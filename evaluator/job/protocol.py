@@ -57,7 +57,7 @@ class Epoch(_Msg):
 
 class Proxies(_Msg):
     type: Literal["proxies"]
-    scores: dict[str, Annotated[float, Field(allow_inf_nan=False)]]  # proxy name -> score of the untrained network (evaluator.proxies)
+    scores: dict[str, Annotated[float, Field(allow_inf_nan=False)]]  # proxy name -> score of the untrained network (evaluator.measure.proxies)
     errors: dict[str, str]  # proxy name -> why it is undefined for this network
     seconds: float = Field(ge=0)
 

@@ -21,7 +21,7 @@ The one format is TOML (docs/spaces.md has the reference and a worked example)::
     rule = "op_1 != 'skip' or width >= 32"
     message = "a skip block needs width 32 or more"
 
-    [lookup]                             # evaluation by table lookup (evaluator.lookup), or ...
+    [lookup]                             # evaluation by table lookup (evaluator.pools.lookup), or ...
     [train]                              # ... by real training of a builder (build_model(choices, ...))
 
 ``load_space_file`` checks everything it can without the tables: every key, slot and choice,
@@ -46,7 +46,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from evaluator.errors import UserInputError, did_you_mean
-from evaluator.spaces.rules import HELPERS, Rule, RuleError, parse_rule
+from evaluator.spaces.declared.rules import HELPERS, Rule, RuleError, parse_rule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,7 +100,7 @@ class TableRef:
 
 @dataclass(frozen=True)
 class LookupDecl:
-    """How a table row is found for a spec, and which columns are what (evaluator.lookup)."""
+    """How a table row is found for a spec, and which columns are what (evaluator.pools.lookup)."""
 
     tables: tuple[TableRef, ...]
     signal: str

@@ -1,6 +1,6 @@
 """A search space declared in a file: named slots, each with its choices (``--space-file FILE``).
 
-The file (evaluator.spaces.space_file, docs/spaces.md) gives the slots, what the choices mean,
+The file (evaluator.spaces.declared.file, docs/spaces.md) gives the slots, what the choices mean,
 the rules between slots, and how candidates are evaluated. A spec is one choice per slot:
 ``{"op_1": "conv3", "width": 32}``. The LLM's schema is made from the slots (each an enumeration
 of its choices, so constrained decoding keeps every reply valid), and its prompt describes the
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from evaluator.errors import SpecError, UserInputError, did_you_mean
 from evaluator.spaces.base import SearchSpace
-from evaluator.spaces.space_file import ENUMERATE_LIMIT, Slot, SpaceFile, Value
+from evaluator.spaces.declared.file import ENUMERATE_LIMIT, Slot, SpaceFile, Value
 
 SAMPLE_TRIES = 10_000  # rejection sampling under rules before falling back to the enumerated set
 JUMP = 0.2  # inside a restricted set, the share of mutations that go to any other combination

@@ -11,9 +11,9 @@ import time
 from collections import deque
 
 from evaluator.errors import ArchAgentError, TaskError
-from evaluator.lookup import Lookup
-from evaluator.nb201_tables import AccuracyTable, coverage_note, load_final_table, load_signal_table
-from evaluator.pool import EvaluationPool, Job, PoolEvent
+from evaluator.pools.lookup import Lookup
+from evaluator.tables.nb201 import AccuracyTable, coverage_note, load_final_table, load_signal_table
+from evaluator.pools.base import EvaluationPool, Job, PoolEvent
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
 from evaluator.spaces import get_space
 from evaluator.tasks import Task
@@ -93,7 +93,7 @@ class TabularBenchmark:
 
 class TabularPool(EvaluationPool):
     """Evaluates in-process at submit time; results come out in submission order. The benchmark is
-    the NAS-Bench-201 tables (TabularBenchmark) or a declared space's tables (evaluator.lookup)."""
+    the NAS-Bench-201 tables (TabularBenchmark) or a declared space's tables (evaluator.pools.lookup)."""
 
     background = False  # a result exists as soon as its job is submitted
 

@@ -1,8 +1,9 @@
-"""LatencyProbe: inference latency measured, not estimated from FLOPs.
+"""Inference latency measured, not estimated from FLOPs: how (``LatencySettings``), and the timing
+that runs in the probe process.
 
-A probe builds the candidate's network in a separate, otherwise idle Python process (the
-model probe, ``evaluator.probe``: ``LatencyProbe.measure`` starts a fresh one for a single
-measurement, a search keeps one for all its candidates), so the search's own threads, the LLM
+The candidate's network is built in a separate, otherwise idle Python process (the model probe,
+``evaluator.measure.probe``: ``measure_latency`` starts a fresh one for a single measurement, a
+search keeps one for all its candidates), so the search's own threads, the LLM
 and the training workers do not share its interpreter, allocator or thread pools. In that
 process it
 
@@ -56,7 +57,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,9 @@ class LatencyReport:
 
 
 @dataclass(frozen=True)
-class LatencyProbe:
-    """How to measure; ``measure`` runs one probe in a fresh process."""
+class LatencySettings:
+    """How to measure latency; ``evaluator.measure.probe.measure_latency`` measures one network
+    with them in a fresh process, and a ``ModelProbe`` given them measures every network it builds."""
 
     device: str = "cpu"
     threads: int = 1
@@ -145,20 +147,6 @@ class LatencyProbe:
                                hint="lower min_seconds or raise max_seconds")
         if not 0 < self.rel_tol < 1:
             raise LatencyError(f"rel_tol={self.rel_tol!r} must be between 0 and 1", hint="for example 0.01 (1%)")
-
-    def measure(self, space: str, spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
-                **build_options: Any) -> LatencyReport:
-        """Latency of the network ``spec`` describes (space ``nb201`` or ``layers``), untrained,
-        in a fresh process of its own (``evaluator.probe``)."""
-        from evaluator.probe import ModelProbe, ProbeError
-
-        started = time.monotonic()
-        try:
-            with ModelProbe(device=self.device, threads=self.threads, latency=self, timeout=self.timeout) as probe:
-                report = probe.measure(space, spec, input_shape, num_classes, **build_options).latency
-        except ProbeError as exc:
-            raise LatencyError(exc.message, hint=exc.hint) from None
-        return replace(report, seconds=round(time.monotonic() - started, 3))
 
     def settings(self) -> dict[str, Any]:
         """What the child process needs to know (JSON)."""
@@ -327,7 +315,7 @@ def add_calibration(path: Path, samples: list[float], fp: dict[str, Any]) -> lis
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
-            json.dump({"fingerprint": fp, "reference": "evaluator.latency.reference_network on 1x3x32x32",
+            json.dump({"fingerprint": fp, "reference": "evaluator.measure.latency.reference_network on 1x3x32x32",
                        "unit": "ms", "samples": kept}, f)
         os.replace(tmp, path)
     except OSError:

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.errors import TableError, did_you_mean
-from evaluator.pool import Job
+from evaluator.pools.base import Job
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
 from evaluator.spaces.declared import DeclaredSpace
-from evaluator.spaces.space_file import DOCS, LookupDecl, TableRef, Value
+from evaluator.spaces.declared.file import DOCS, LookupDecl, TableRef, Value
 
 Combo = tuple[Value, ...]
 TABLE_SUFFIXES = (".csv", ".json")

@@ -1,14 +1,14 @@
 """The model probe: what can be known of a candidate before it trains, measured in a separate,
-long-lived process (``python -m evaluator.probe``).
+long-lived process (``python -m evaluator.measure.probe``).
 
 For a validated spec it builds the untrained network with the project's own builders
 (``evaluator.models``; never candidate code) and measures
 
 - ``params`` (counted) and ``flops`` (multiply-accumulates per image of every Conv and Linear
   layer, counted by forward hooks on one input; the layers space's static count agrees);
-- latency at batch 1 and a throughput batch (``evaluator.latency``: warm-up, device sync,
-  fixed threads, rounds until the median settles), when a ``LatencyProbe`` is given;
-- zero-cost proxies (``evaluator.proxies``) on a fixed batch: training images when the
+- latency at batch 1 and a throughput batch (``evaluator.measure.latency``: warm-up, device sync,
+  fixed threads, rounds until the median settles), when it is given ``LatencySettings``;
+- zero-cost proxies (``evaluator.measure.proxies``) on a fixed batch: training images when the
   search gives them, else a seeded synthetic batch.
 
 A search starts one probe and sends it every candidate it needs to check before training
@@ -17,7 +17,7 @@ core(s), fixes its thread count, and otherwise sits idle, so a measurement share
 interpreter, allocator or thread pool with the search. It speaks JSON lines: the settings on
 the first line of stdin, then one request a line, one reply a line on stdout. A probe that
 dies or hangs is restarted for the next request; the request that killed it raises
-``ProbeError`` with the reason.
+``ProbeError`` with the reason. ``measure_latency`` measures one network in a probe of its own.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evaluator.errors import ArchAgentError
-from evaluator.latency import BatchLatency, LatencyProbe, LatencyReport
+from evaluator.measure.latency import BatchLatency, LatencyError, LatencyReport, LatencySettings
 
 PROXY_BATCH = 64
 
@@ -126,13 +126,13 @@ def training_batch(x: np.ndarray, y: np.ndarray, x_scale: float, n: int = PROXY_
 class ModelProbe:
     """A long-lived measuring process; ``measure`` sends it one candidate."""
 
-    def __init__(self, *, device: str = "cpu", threads: int = 1, latency: LatencyProbe | None = None,
+    def __init__(self, *, device: str = "cpu", threads: int = 1, latency: LatencySettings | None = None,
                  proxies: tuple[str, ...] = (), batch: tuple[np.ndarray, np.ndarray] | None = None,
                  timeout: float = 300.0) -> None:
         if latency is not None and (latency.device, latency.threads) != (device, threads):
             device, threads = latency.device, latency.threads
         if proxies:
-            from evaluator.proxies import _check_names
+            from evaluator.measure.proxies import _check_names
 
             proxies = tuple(_check_names(proxies))
         self.device, self.threads, self.latency, self.proxies, self.timeout = device, threads, latency, tuple(proxies), timeout
@@ -155,7 +155,7 @@ class ModelProbe:
             env["CUDA_VISIBLE_DEVICES"] = ""
         elif "CUDA_VISIBLE_DEVICES" in os.environ:
             env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
-        process = subprocess.Popen([sys.executable, "-m", "evaluator.probe"], stdin=subprocess.PIPE,
+        process = subprocess.Popen([sys.executable, "-m", "evaluator.measure.probe"], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, bufsize=1)
         self._stderr.clear()
         threading.Thread(target=self._drain_stderr, args=(process,), daemon=True).start()
@@ -237,12 +237,26 @@ class ModelProbe:
 
 # -- the child process --------------------------------------------------------------------
 
+def measure_latency(settings: LatencySettings, space: str, spec: dict[str, Any], input_shape: tuple[int, ...],
+                    num_classes: int, **build_options: Any) -> LatencyReport:
+    """Latency of the network ``spec`` describes (space ``nb201`` or ``layers``), untrained, measured
+    as ``settings`` say in a fresh probe process of its own; LatencyError names what went wrong."""
+    started = time.monotonic()
+    try:
+        with ModelProbe(device=settings.device, threads=settings.threads, latency=settings,
+                        timeout=settings.timeout) as probe:
+            report = probe.measure(space, spec, input_shape, num_classes, **build_options).latency
+    except ProbeError as exc:
+        raise LatencyError(exc.message, hint=exc.hint) from None
+    return replace(report, seconds=round(time.monotonic() - started, 3))
+
+
 def _serve() -> int:
     import torch
 
-    from evaluator.latency import LatencyError, fingerprint, setup_process, time_model
+    from evaluator.measure.latency import LatencyError, fingerprint, setup_process, time_model
     from evaluator.models import build_model
-    from evaluator.proxies import ProxyError, compute_proxies, synthetic_batch
+    from evaluator.measure.proxies import ProxyError, compute_proxies, synthetic_batch
     from evaluator.spaces import get_space
 
     replies = os.fdopen(os.dup(1), "w", buffering=1)  # replies only: anything a library prints goes to stderr

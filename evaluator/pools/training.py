@@ -2,11 +2,11 @@
 
 The pool stages the task's arrays once (training images and labels; validation and test
 images without labels), gives each job a scratch folder with copies of them (and, in code
-mode, the candidate's ``model.py``), starts the worker (``evaluator.worker``, from the same code
+mode, the candidate's ``model.py``), starts the worker (``evaluator.job.worker``, from the same code
 as this process) with ``python -I`` under the limits
 of ``sandbox.process`` and the isolation of ``sandbox.isolation`` (no network, read-only
 system, the scratch folder the only writable place, the history home and the data set's
-source files hidden), checks every message it sends (evaluator.protocol), and computes every
+source files hidden), checks every message it sends (evaluator.job.protocol), and computes every
 metric itself from the predictions and the labels it alone holds. Messages that fail the
 checks are counted; a job that sends more than MAX_REJECTED of them is killed, and a message
 that arrives after its job ended is ignored. Up to ``capacity`` jobs run at once.
@@ -28,7 +28,7 @@ data to check (``torch.load(weights_only=True)``, keys and shapes), never code t
 With ``warm`` > 0 the pool keeps that many spare workers started ahead of their jobs: each a
 held sandboxed process (``sandbox.process.ChildProcess(held=True)``, every limit and layer
 applied) with its own fresh scratch folder that already holds the arrays every job gets; it
-imports torch and the trainer and warms up (evaluator.worker), then waits for its key. ``submit``
+imports torch and the trainer and warms up (evaluator.job.worker), then waits for its key. ``submit``
 hands a job to a living spare when there is one, booted or still booting (writes the job's files
 into its scratch folder, then releases the key), and a keeper thread starts a replacement as soon
 as a core is left beside the running CPU jobs' threads for half a second (on a machine the jobs
@@ -65,10 +65,10 @@ from typing import Any
 import numpy as np
 
 from evaluator.data.base import Dataset
-from evaluator.pool import EvaluationPool, Job, PoolEvent
-from evaluator.protocol import Checker, Done, Epoch, Failure, Proxies, Ready, Test
+from evaluator.pools.base import EvaluationPool, Job, PoolEvent
+from evaluator.job.protocol import Checker, Done, Epoch, Failure, Proxies, Ready, Test
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
-from evaluator.worker import BUILDER_FILE, CHECKPOINT_IN, CHECKPOINT_OUT, MODEL_FILE, TEST_HOOKS_ENV, WEIGHTS_OUT
+from evaluator.job.worker import BUILDER_FILE, CHECKPOINT_IN, CHECKPOINT_OUT, MODEL_FILE, TEST_HOOKS_ENV, WEIGHTS_OUT
 from sandbox.isolation import Isolation
 from sandbox.process import ChildProcess, Limits, clean_env, redact
 
@@ -77,10 +77,10 @@ PROXY_EXTRAS = ("proxy_seconds", "proxy_undefined")  # the metrics written besid
 MAX_REJECTED = 200  # a job whose worker sends more messages that fail the checks is killed
 # The worker runs the same evaluator code as this process (not whatever `python -I -m` would
 # find installed: a checkout run from its own folder and an editable install elsewhere differ).
-CODE_ROOT = Path(__file__).resolve().parent.parent
+CODE_ROOT = Path(__file__).resolve().parents[2]
 WORKER_CODE = (CODE_ROOT / "evaluator", CODE_ROOT / "sandbox")  # what the worker imports: readable in the sandbox
 WORKER_BOOT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
-               "runpy.run_module('evaluator.worker', run_name='__main__', alter_sys=True)")
+               "runpy.run_module('evaluator.job.worker', run_name='__main__', alter_sys=True)")
 WEIGHTS_FORMAT = 1  # the .json written beside kept weights
 SHARED_ARRAYS = ("x_train", "y_train", "x_val")  # what every job's folder holds (a final job also gets x_test)
 SPARE_POLL_SECONDS = 1.0  # how often the keeper looks for spares that died while waiting

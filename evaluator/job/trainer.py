@@ -25,13 +25,15 @@ import math
 import time
 from pathlib import Path
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from evaluator.recipe import Training
 
 #############################################
 #                 Config                    #
@@ -40,26 +42,19 @@ from torch import nn
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """One job's training: the spec's recipe (``evaluator.recipe.Training``: optimizer, lr,
+    schedule, batch size, augmentation, ...) and what the job fixes around it."""
+
     epochs: int  # the schedule's length (the task's epochs), never set by the proposal
+    training: Training = field(default_factory=Training)
     seed: int = 0
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.05
-    momentum: float = 0.9  # sgd only (Nesterov)
-    schedule: str = "cosine"  # constant | cosine | step (x0.1 at 50% and 75% of training)
-    warmup_epochs: int = 0  # linear warm-up, in epochs
-    weight_decay: float = 5e-4
-    batch_size: int = 64
-    label_smoothing: float = 0.0
-    augmentation: str = "none"  # none | flip | crop | crop_flip
     device: str = "cpu"
     threads: int = 1  # torch intra-op threads on CPU
 
     @classmethod
     def from_spec(cls, training: dict[str, Any] | None, **fixed: Any) -> "TrainConfig":
-        """Training hyperparameters from a spec's ``training`` section, plus fixed fields."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in (training or {}).items() if k in known}
-        return cls(**(values | fixed))
+        """A spec's ``training`` section (its known keys over the recipe's defaults), plus the fixed fields."""
+        return cls(training=Training.unchecked(training), **fixed)
 
 
 @dataclass(frozen=True)
@@ -110,13 +105,13 @@ def channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     total = cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup_epochs * steps_per_epoch
+    warmup = cfg.training.warmup_epochs * steps_per_epoch
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)  # 0 -> 1 after warm-up
-    if cfg.schedule == "cosine":
+    if cfg.training.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
-    if cfg.schedule == "step":
+    if cfg.training.schedule == "step":
         return 0.1 ** (int(progress >= 0.5) + int(progress >= 0.75))
     return 1.0
 
@@ -154,14 +149,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on biases and normalisation parameters (1-d tensors).
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"optimizer={cfg.optimizer!r} must be sgd, adam or adamw")
+    groups = [{"params": decay, "weight_decay": cfg.training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.training.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.training.lr, momentum=cfg.training.momentum, nesterov=cfg.training.momentum > 0)
+    if cfg.training.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.training.lr)
+    if cfg.training.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.training.lr)
+    raise ValueError(f"optimizer={cfg.training.optimizer!r} must be sgd, adam or adamw")
 
 
 #############################################
@@ -215,7 +210,7 @@ def train(
     trainable = any(p.requires_grad for p in model.parameters())
     optimizer = make_optimizer(model, cfg) if trainable else _NoOptimizer()
     n = len(xs)
-    batch = min(cfg.batch_size, n)
+    batch = min(cfg.training.batch_size, n)
     steps_per_epoch = max(1, n // batch)  # drop the last partial batch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
     start = 0
@@ -244,13 +239,13 @@ def train(
         for step in range(steps_per_epoch):
             idx = order[step * batch:(step + 1) * batch]
             xb = xs[idx]
-            if cfg.augmentation != "none":
-                xb = augment(xb, cfg.augmentation, aug_gen)
+            if cfg.training.augmentation != "none":
+                xb = augment(xb, cfg.training.augmentation, aug_gen)
             xb = xb.contiguous(memory_format=memory_format)
             yb = ys[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 logits = model(xb)  # (B, num_classes)
-                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.training.label_smoothing)
             if not cuda and not torch.isfinite(loss):  # on CUDA, checked once per epoch below
                 raise NonFiniteLoss(epoch, step)
             if trainable:

@@ -1,0 +1,2 @@
+"""Stopping training early: learning-curve forecasts (``forecast``), the rule that spends them
+(``rule``) and asynchronous successive halving (``halving``)."""
