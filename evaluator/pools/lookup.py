@@ -20,7 +20,6 @@ latency_ms) become the evaluation's metrics, which ``--objectives`` can optimise
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -34,6 +33,7 @@ from evaluator.pools.base import Job
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
 from evaluator.spaces.declared import DeclaredSpace
 from evaluator.spaces.declared.file import DOCS, LookupDecl, TableRef, Value
+from evaluator.tables.reader import read_csv
 
 Combo = tuple[Value, ...]
 TABLE_SUFFIXES = (".csv", ".json")
@@ -264,27 +264,8 @@ def _template_pattern(template: str) -> tuple[re.Pattern[str], list[str]]:
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise TableError(f"table {path} is not a readable CSV file: {exc}", hint="save it as UTF-8 CSV") from None
-    if not rows:
-        raise TableError(f"table {path} is empty", hint="the table needs a header row and one row per combination")
-    header = [h.strip() for h in rows[0]]
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise TableError(f"table {path} line 1: column(s) {', '.join(dupes)} appear twice in the header",
-                         hint="give every column its own name")
-    out = []
-    for lineno, row in enumerate(rows[1:], start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise TableError(f"table {path} line {lineno}: {len(row)} fields, the header has {len(header)}",
-                             hint="every row needs one value per header column")
-        out.append((f"line {lineno}", dict(zip(header, (c.strip() for c in row)))))
-    return header, out
+    table = read_csv(path, "table", empty_hint="the table needs a header row and one row per combination")
+    return table.header, [(f"line {lineno}", cells) for lineno, cells in table.rows]
 
 
 def _read_json(path: Path, key_column: str) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:

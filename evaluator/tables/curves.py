@@ -9,13 +9,13 @@ epochs on cifar10-valid. ``evaluator.pools.replay.CurvePool`` replays them as tr
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from evaluator.errors import SpecError, TableError
+from evaluator.tables.reader import read_csv
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,9 @@ def load_curve_table(path: Path) -> CurveTable:
         raise TableError(f"no curves file at {path}",
                          hint="pass a CSV with arch_str and val_accs columns (JSON lists of percentages); the team's "
                               "copy is ../shared/benchdata/curves/nb201_cifar10valid_200archs_curves.csv")
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise TableError(f"{path} is not a readable CSV file: {exc}", hint="pass a UTF-8 CSV file") from None
+    table = read_csv(path, "curves file", unreadable_hint="pass a UTF-8 CSV file",
+                     empty_hint="a curves file needs a header row and one row per cell")
+    columns, rows = table.header, table.rows
     missing = [c for c in ("arch_str", "val_accs") if c not in columns]
     if missing:
         raise TableError(f"{path}: missing column(s) {', '.join(missing)}; the file has {', '.join(columns) or 'none'}",
@@ -55,7 +51,7 @@ def load_curve_table(path: Path) -> CurveTable:
     val: dict[str, list[float]] = {}
     train: dict[str, list[float]] = {}
     epochs = None
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         where = f"{path}, line {line}"
         try:
             arch = arch_string(parse_arch(row["arch_str"]))

@@ -13,7 +13,6 @@ Any file in the same format works, so users can point the loaders at their own c
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from evaluator.errors import SpecError, TableError
 from evaluator.spaces.nb201 import NUM_CELLS, arch_string, parse_arch
+from evaluator.tables.reader import CsvTable, read_csv, read_header
 
 SIGNAL_TABLE_NAME = "nb201_12epoch_accuracy.csv"
 
@@ -49,18 +49,6 @@ class AccuracyTable:
         return len(next(iter(self.columns.values()), {}))
 
 
-def _read_header(path: Path, what: str, flag: str) -> list[str]:
-    _check_file(path, what, flag)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), None)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise TableError(f"{what} {path} is not a readable CSV file: {exc}", hint=f"pass {flag} with a CSV table") from None
-    if header is None:
-        raise TableError(f"{what} {path} is empty", hint="the table needs a header row and one row per cell")
-    return [h.strip() for h in header]
-
-
 def _check_file(path: Path, what: str, flag: str) -> None:
     if not path.exists():
         raise TableError(
@@ -71,17 +59,11 @@ def _check_file(path: Path, what: str, flag: str) -> None:
         raise TableError(f"{what} {path} is not a file", hint=f"pass {flag} with a CSV file")
 
 
-def _read_csv(path: Path, what: str, flag: str) -> tuple[list[str], list[list[str]]]:
+def _read_csv(path: Path, what: str, flag: str, *, header_only: bool = False) -> CsvTable | list[str]:
     _check_file(path, what, flag)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise TableError(f"{what} {path} is not a readable CSV file: {exc}", hint=f"pass {flag} with a CSV table") from None
-    if not rows:
-        raise TableError(f"{what} {path} is empty", hint="the table needs a header row and one row per cell")
-    header = [h.strip() for h in rows[0]]
-    return header, rows[1:]
+    read = read_header if header_only else read_csv
+    return read(path, what, unreadable_hint=f"pass {flag} with a CSV table",
+                empty_hint="the table needs a header row and one row per cell")
 
 
 def _load_table(path: Path, what: str, flag: str, wanted: tuple[str, ...]) -> AccuracyTable:
@@ -93,30 +75,21 @@ def _load_table(path: Path, what: str, flag: str, wanted: tuple[str, ...]) -> Ac
 
 @lru_cache(maxsize=8)
 def _load_table_cached(path: Path, what: str, flag: str, wanted: tuple[str, ...], _key: object) -> AccuracyTable:
-    header, rows = _read_csv(path, what, flag)
-    missing = [c for c in ("arch", *wanted) if c not in header]
+    table = _read_csv(path, what, flag)
+    missing = [c for c in ("arch", *wanted) if c not in table.header]
     if missing:
         raise TableError(
-            f"{what} {path} lacks column(s) {', '.join(missing)}; it has {', '.join(header)}",
+            f"{what} {path} lacks column(s) {', '.join(missing)}; it has {', '.join(table.header)}",
             hint=f"a NAS-Bench-201 {what} has columns index, arch, {', '.join(wanted)}",
         )
-    arch_at = header.index("arch")
-    at = {c: header.index(c) for c in wanted}
     columns: dict[str, dict[str, float]] = {c: {} for c in wanted}
-    for lineno, row in enumerate(rows, start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise TableError(
-                f"{what} {path} line {lineno}: {len(row)} fields, header has {len(header)}",
-                hint="every row needs one value per header column",
-            )
+    for lineno, row in table.rows:
         try:
-            arch = arch_string(parse_arch(row[arch_at]))
+            arch = arch_string(parse_arch(row["arch"]))
         except SpecError as exc:
             raise TableError(f"{what} {path} line {lineno}: {exc.message}", hint=exc.hint) from None
-        for column, i in at.items():
-            text = row[i].strip()
+        for column in wanted:
+            text = row[column]
             try:
                 percent = float(text)
             except ValueError:
@@ -138,7 +111,7 @@ def load_signal_table(path: Path, dataset: str) -> AccuracyTable:
 
 
 def final_column(path: Path) -> str:
-    header = _read_header(path, "final table", "--final-table")
+    header = _read_csv(path, "final table", "--final-table", header_only=True)
     found = [h for h in header if h.endswith("_test_200ep")]
     if len(found) != 1:
         raise TableError(
