@@ -36,7 +36,7 @@ def search(task: str | None = None, **settings: Any) -> SearchSummary:
 
 def evaluate(task: str | None = None, spec: Any = None, *, final: bool = False, **settings: Any) -> dict[str, Any]:
     """Evaluate one spec or nb201 arch string (``agent eval``) and record it."""
-    from agent.engine.runner import evaluate_one
+    from agent.engine.evaluate_one import evaluate_one
 
     return evaluate_one(settings_from(task=task, **settings), spec, final=final)
 

@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agent.engine.state import UNBOUNDED_BUDGET
 from evaluator.pools.base import PoolEvent
-from evaluator.records import Candidate, Evaluation, Run
+from agent.records import Run
+from evaluator.records import Candidate, Evaluation
 
 
 class SearchProgress:

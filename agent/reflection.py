@@ -23,7 +23,7 @@ from agent.llm.base import LLMBackend, LLMError
 from agent.prompting import HistoryView, Prompts
 from agent.proposers.llm import call_record
 from agent.store.recorder import Recorder
-from evaluator.records import LLMCall, LLMOutcome
+from agent.records import LLMCall, LLMOutcome
 
 INSIGHT_CHARS = 120  # short: a 0.5B model on 2 cores writes about 10 tokens a second
 

@@ -42,7 +42,8 @@ from agent.proposers.llm import call_record
 from agent.store import History
 from evaluator.errors import SpecError
 from evaluator.pools.base import Job, PoolEvent
-from evaluator.records import Candidate, Evaluation, LLMOutcome, Status
+from agent.records import LLMOutcome
+from evaluator.records import Candidate, Evaluation, Status
 
 RECENT_MESSAGES = 6  # conversation shown to the model with each message
 HELP = """Ask about the run in your own words ("which candidate is best?", "why did c0003 fail?"), give
@@ -107,14 +108,15 @@ class RunTools:
     proposer: Any = None
 
     def __post_init__(self) -> None:
-        from agent.engine.runner import _llm_parts, prepare
+        from agent.engine.llm_wiring import llm_parts
+        from agent.engine.setup import prepare
         from evaluator.objectives import Constraints, Objectives
 
         self.setup = prepare(self.settings, self.run_id)
         constraints = Constraints(max_latency_ms=self.settings.max_latency_ms, max_params=self.settings.max_params,
                                   max_flops=self.settings.max_flops)
-        parts = _llm_parts(self.settings, self.setup.space, self.setup.task, self.run_id, self.history,
-                           Objectives.parse(self.settings.objectives), constraints, max_repairs=2)
+        parts = llm_parts(self.settings, self.setup.space, self.setup.task, self.run_id, self.history,
+                          Objectives.parse(self.settings.objectives), constraints, max_repairs=2)
         self.proposer = parts.proposer
 
     @property

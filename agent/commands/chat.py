@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from agent.chat.session import ChatContext, ChatSession, RunTools
     from agent.config import load_settings
-    from agent.engine.runner import resume_settings
+    from agent.engine.resume import resume_settings
     from agent.llm import make_backend
     from agent.prompting import Prompts
     from agent.progress import SearchProgress

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agent.config import load_settings
-    from agent.engine.runner import evaluate_one
+    from agent.engine.evaluate_one import evaluate_one
 
     if args.arch is None and args.spec is None and args.file is None:
         raise UserInputError("nothing to evaluate", hint="pass --arch ARCH_STRING, --spec JSON or --file MODEL.py")

@@ -95,7 +95,7 @@ def search_settings(args: argparse.Namespace, until=None):
     settings = load_settings(flags).settings
     if args.resume is None:
         return settings
-    from agent.engine.runner import resume_settings
+    from agent.engine.resume import resume_settings
     from agent.store import History
 
     stored = History(settings.home, lock_timeout=settings.lock_timeout).get_run(args.resume)

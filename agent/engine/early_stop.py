@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evaluator.early_stop.forecast import CurveForecaster, Decision, EarlyStopRule
-from evaluator.records import Candidate, Evaluation, ForecastRecord, Purpose, Status
+from agent.records import ForecastRecord
+from evaluator.records import Candidate, Evaluation, Purpose, Status
 
 
 @dataclass

@@ -17,7 +17,8 @@ from agent.proposers import Proposal, Proposer
 from agent.reflection import LLMSpend, Reflector
 from evaluator.objectives import Objectives
 from evaluator.pools.base import EvaluationPool, PoolEvent
-from evaluator.records import Candidate, Evaluation, Run
+from agent.records import Run
+from evaluator.records import Candidate, Evaluation
 from evaluator.spaces import SearchSpace
 
 

@@ -33,7 +33,7 @@ from agent.llm.base import LLMBackend, LLMError, LLMReply
 from agent.prompting import HistoryView, Prompts, Row
 from agent.proposers.base import Proposal, ProposalContext, Proposer
 from evaluator.errors import SpecError
-from evaluator.records import LLMCall, LLMOutcome
+from agent.records import LLMCall, LLMOutcome
 from evaluator.spaces import SearchSpace
 
 RATIONALE_CHARS = 160  # short, so generation stays fast

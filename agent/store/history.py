@@ -28,7 +28,8 @@ import duckdb
 
 from agent.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, create_statements
 from evaluator.errors import ArchAgentError, NotFoundError
-from evaluator.records import Candidate, Evaluation, ForecastRecord, LLMCall, LLMOutcome, Run, RunStatus, Status
+from agent.records import ForecastRecord, LLMCall, LLMOutcome, Run, RunStatus
+from evaluator.records import Candidate, Evaluation, Status
 
 DB_NAME = "history.duckdb"
 # Held while this process has the file open: a search's proposal thread (agent.engine.proposing)

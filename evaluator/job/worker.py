@@ -46,8 +46,6 @@ TEST_HOOKS_ENV = "ARCHAGENT_TEST_HOOKS"  # set by the pool only when a test asks
 CHECKPOINT_IN = "checkpoint_in.pt"  # the checkpoint a continuing job starts from (put there by the pool)
 CHECKPOINT_OUT = "checkpoint_out.pt"  # the checkpoint a job that stops early leaves behind
 WEIGHTS_OUT = "weights_out.pt"  # a final job's trained state_dict, copied out by the pool
-MODEL_FILE = "model.py"  # code mode: the candidate's model file, written by the trusted side
-BUILDER_FILE = "builder.py"  # a declared space trained for real: the space file's builder, written by the trusted side
 PROXY_BATCH = 64  # training images the zero-cost proxies see
 # What every job imports, loaded before the key is read (a held worker is then ready to train at
 # once): our own modules and their libraries only. The builders of every space are loaded, since
@@ -116,14 +114,12 @@ def run(job_dir: Path, channel: Channel) -> None:
 
     load = lambda name: np.load(job_dir / f"{name}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
     x_train, y_train, x_val = load("x_train"), load("y_train"), load("x_val")
-    training = job["spec"].get("training") if job["space"] != "declared" else None  # declared: a slot may be so named
-    cfg = TrainConfig.from_spec(training, epochs=job["epochs"], seed=job["seed"],
+    cfg = TrainConfig.from_spec(job["training"], epochs=job["epochs"], seed=job["seed"],
                                 device=job["device"], threads=job["threads"])
     torch.manual_seed(cfg.seed)
     # In code mode this imports the candidate's file: candidate code runs from here on, after the
     # channel is open, the key is read and the training data are loaded.
-    files = {"code": MODEL_FILE, "declared": BUILDER_FILE}
-    options = {"path": job_dir / files[job["space"]]} if job["space"] in files else {}
+    options = {"path": job_dir / job["network_file"]} if job["network_file"] else {}
     model = build_model(job["space"], job["spec"], tuple(job["input_shape"]), job["num_classes"], **options)
     channel.send("ready", params=sum(p.numel() for p in model.parameters()), device=cfg.device, threads=cfg.threads)
 

@@ -2,7 +2,7 @@
 
 The pool stages the task's arrays once (training images and labels; validation and test
 images without labels), gives each job a scratch folder with copies of them (and, in code
-mode, the candidate's ``model.py``), starts the worker (``evaluator.job.worker``, from the same code
+mode, the candidate's ``model.py``: the space's ``network_file``), starts the worker (``evaluator.job.worker``, from the same code
 as this process) with ``python -I`` under the limits
 of ``sandbox.process`` and the isolation of ``sandbox.isolation`` (no network, read-only
 system, the scratch folder the only writable place, the history home and the data set's
@@ -68,7 +68,8 @@ from evaluator.data.base import Dataset
 from evaluator.pools.base import EvaluationPool, Job, PoolEvent
 from evaluator.job.protocol import Checker, Done, Epoch, Failure, Proxies, Ready, Test
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
-from evaluator.job.worker import BUILDER_FILE, CHECKPOINT_IN, CHECKPOINT_OUT, MODEL_FILE, TEST_HOOKS_ENV, WEIGHTS_OUT
+from evaluator.spaces import space_class
+from evaluator.job.worker import CHECKPOINT_IN, CHECKPOINT_OUT, TEST_HOOKS_ENV, WEIGHTS_OUT
 from sandbox.isolation import Isolation
 from sandbox.process import ChildProcess, Limits, clean_env, redact
 
@@ -181,14 +182,17 @@ class TrainingPool(EvaluationPool):
         weights_dir: Path | None = None,  # where final jobs' trained weights are kept (default_weights_dir)
         staged: Path | None = None,  # a folder already holding the arrays (stage_arrays), shared with other pools
         warm: int = 0,  # spare workers kept started ahead of their jobs; 0: every job starts cold
-        builder_source: str | None = None,  # space "declared": the space file's builder (builder.py in every job)
+        builder_source: str | None = None,  # a declared space's builder: its network_file in every job
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity={capacity} must be at least 1")
         if warm < 0:
             raise ValueError(f"warm={warm} must be 0 (no spares) or more")
-        if (space == "declared") != (builder_source is not None):
-            raise ValueError("builder_source is given exactly for space 'declared' (the space file's builder)")
+        self.space_class = space_class(space)
+        # a network file that the specs do not carry (a space file's builder) is given to the pool, and only then
+        given = self.space_class.network_file is not None and not self.space_class.runs_candidate_code
+        if given != (builder_source is not None):
+            raise ValueError(f"builder_source is given exactly for a space built from a file of its own (space {space!r})")
         self.dataset, self.space, self.epochs, self.capacity = dataset, space, epochs, capacity
         self.builder_source = builder_source
         # The CUDA driver reserves far more address space than it uses: on a GPU the memory
@@ -234,14 +238,15 @@ class TrainingPool(EvaluationPool):
         return scratch
 
     def _job_files(self, job: Job, scratch: Path) -> None:
-        """What only this job gets: the test inputs (a final job), in code mode the candidate's model
-        file, and for a declared space the space's builder."""
+        """What only this job gets: the test inputs (a final job), and the file the worker builds the
+        network from where the space has one (code mode: the candidate's model file; a declared
+        space: its builder)."""
         if job.purpose is Purpose.FINAL:
             shutil.copyfile(self._staged / "x_test.npy", scratch / "x_test.npy")
-        if self.space == "code":
-            (scratch / MODEL_FILE).write_text(job.spec["source"], encoding="utf-8")
-        if self.builder_source is not None:
-            (scratch / BUILDER_FILE).write_text(self.builder_source, encoding="utf-8")
+        network_file = self.space_class.network_file
+        if network_file is not None:
+            source = self.space_class.network_source(job.spec)
+            (scratch / network_file).write_text(self.builder_source if source is None else source, encoding="utf-8")
 
     def _process(self, scratch: Path, holder: dict[str, _Running], *, key: bytes | None = None,
                  extra_env: dict[str, str] | None = None) -> ChildProcess:
@@ -277,7 +282,8 @@ class TrainingPool(EvaluationPool):
         key = secrets.token_bytes(32)
         want_test = job.purpose is Purpose.FINAL
         proxies = self.proxies if job.purpose is Purpose.SEARCH and not saved else ()
-        spec = {"job": job_id, "space": self.space, "spec": job.spec, "input_shape": list(self.dataset.input_shape),
+        spec = {"job": job_id, "space": self.space, "spec": job.spec, "network_file": self.space_class.network_file,
+                "training": self.space_class.recipe_of(job.spec), "input_shape": list(self.dataset.input_shape),
                 "num_classes": self.dataset.num_classes, "x_scale": self.dataset.x_scale, "epochs": self.epochs,
                 "stop_epoch": stop, "start_epoch": start, "save_checkpoint": job.checkpoint and stop < self.epochs,
                 "proxies": list(proxies), "seed": job.seed, "device": self.device, "threads": self.threads,

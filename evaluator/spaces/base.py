@@ -24,6 +24,23 @@ search/replace edits of a file):
 A space is made for one task: it is given the task's ``input_shape`` and ``num_classes`` and
 optional limits (``max_params``, ``max_flops``) that ``validate`` enforces. Spaces whose
 specs do not depend on the task (``nb201``) work without them.
+
+What the rest of the system may do with a space's candidates is said by its capabilities
+(class attributes, read by the runner, the pools, the worker and the exporter; never a check
+of the space's name):
+
+- ``runs_candidate_code``: a spec carries code a proposer wrote (hostile input): it is written
+  to ``network_file`` in the job's folder and runs only in a sandboxed worker, which must have no
+  network unless the user says ``--unsafe`` (``code``);
+- ``network_file``: the file in a training job's folder that the worker builds the network from
+  (the candidate's ``model.py``; a space file's ``builder.py``, given to the pool); None where
+  the project's own builders (``evaluator.models``) build it;
+- ``builds_in_trusted_process``: whether a trusted process may build its networks (the
+  pre-training probe, ONNX export): not where building runs a file;
+- ``recipe_in_spec``: whether ``spec["training"]`` is the training recipe
+  (``evaluator.recipe.Training``); not where the spec's keys are the user's own slots;
+- ``llm_limits``: the LLM proposer's limits where one proposal is longer than a spec
+  (``max_tokens``, ``token_budget``, ``max_repairs``).
 """
 
 from __future__ import annotations
@@ -40,6 +57,13 @@ from evaluator.errors import SpecError, did_you_mean
 class SearchSpace(ABC):
     name: ClassVar[str]
     proposal_schema: ClassVar[type[BaseModel]]
+
+    # Capabilities (the module docstring says what each allows).
+    runs_candidate_code: ClassVar[bool] = False
+    network_file: ClassVar[str | None] = None
+    builds_in_trusted_process: ClassVar[bool] = True
+    recipe_in_spec: ClassVar[bool] = True
+    llm_limits: ClassVar[dict[str, int]] = {}
 
     def __init__(
         self,
@@ -93,6 +117,17 @@ class SearchSpace(ABC):
     def stats(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Static facts about a validated spec (``params``, ``flops``, shapes); ``{}`` if none."""
         return {}
+
+    @classmethod
+    def network_source(cls, spec: dict[str, Any]) -> str | None:
+        """The text of ``network_file`` that a spec itself carries (``runs_candidate_code``), or None:
+        the pool is given the file (a space file's builder), or there is none."""
+        return None
+
+    @classmethod
+    def recipe_of(cls, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """The training recipe a spec carries (``spec["training"]``), or None: the trainer's defaults."""
+        return spec.get("training") if cls.recipe_in_spec else None
 
     @property
     def label(self) -> str:

@@ -30,7 +30,8 @@ from evaluator.data.digits import load_digits_dataset
 from evaluator.errors import NotFoundError, UserInputError
 from evaluator.models import build_model
 from evaluator.spaces.code.seeds import seed_path
-from evaluator.records import Candidate, Evaluation, Purpose, Run, Status
+from agent.records import Run
+from evaluator.records import Candidate, Evaluation, Purpose, Status
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import EDGE_FIELDS, arch_string
 from tests.conftest import run_cli

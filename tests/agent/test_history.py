@@ -14,7 +14,8 @@ import agent.store.history as store
 from agent.store import History, HistoryError
 from agent.store.schema import SCHEMA_VERSION, TABLES, Migration
 from evaluator.errors import NotFoundError
-from evaluator.records import Candidate, CurvePoint, Evaluation, LLMCall, LLMOutcome, Purpose, Run, RunStatus, Status
+from agent.records import LLMCall, LLMOutcome, Run, RunStatus
+from evaluator.records import Candidate, CurvePoint, Evaluation, Purpose, Status
 from tests.conftest import ROOT
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -98,7 +99,7 @@ def test_version_2_database_upgrades_with_its_llm_calls_and_takes_insights(tmp_p
 
 
 def test_version_3_database_upgrades_with_its_insights_and_takes_forecasts(tmp_path):
-    from evaluator.records import ForecastRecord
+    from agent.records import ForecastRecord
 
     _load_sql(ASSETS / "history_v3.sql", tmp_path / store.DB_NAME)
     h = History(tmp_path)

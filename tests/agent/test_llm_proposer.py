@@ -17,7 +17,7 @@ from agent.proposers.base import ProposalContext
 from agent.proposers.llm import LLMProposer
 from agent.store import History
 from evaluator.errors import SpecError
-from evaluator.records import Run
+from agent.records import Run
 from evaluator.spaces import get_space
 from tests.agent.test_llm_local import needs_model
 from tests.agent.test_llm_openai import ok, serve  # noqa: F401 - the fixture

@@ -8,7 +8,8 @@ from rich.console import Console
 
 from agent.progress import SearchProgress
 from evaluator.pools.base import PoolEvent
-from evaluator.records import Candidate, Evaluation, Run, Status
+from agent.records import Run
+from evaluator.records import Candidate, Evaluation, Status
 
 RUN = Run(run_id="r1", task="digits", space="layers", proposer="random", seed=0, budget=2)
 CAND = Candidate(candidate_id="r1-c0000", run_id="r1", seq=0, space="layers", spec={}, canonical_key="k",

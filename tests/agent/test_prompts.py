@@ -10,7 +10,8 @@ import pytest
 from agent.prompting import HistoryView, Prompts, Row, estimate_tokens
 from agent.store import History
 from evaluator.errors import UserInputError
-from evaluator.records import Candidate, Evaluation, Run, Status
+from agent.records import Run
+from evaluator.records import Candidate, Evaluation, Status
 from evaluator.spaces import get_space
 
 NB201 = get_space("nb201")

@@ -21,7 +21,8 @@ import pytest
 
 from agent.config import Settings
 from agent.engine import runner
-from agent.engine.runner import resume_settings, run_search
+from agent.engine.resume import resume_settings
+from agent.engine.runner import run_search
 from agent.llm.openai_backend import OpenAIBackend
 from agent.prompting import HistoryView
 from agent.proposers import Proposal, ProposalContext, Proposer

@@ -19,8 +19,8 @@ import pytest
 from agent.config import Settings
 from agent.store import History
 from evaluator.errors import ArchAgentError, NotFoundError, UserInputError
-from evaluator.records import (Candidate, CurvePoint, Evaluation, ForecastRecord, LLMCall, LLMOutcome, Run,
-                               RunStatus, Status)
+from agent.records import ForecastRecord, LLMCall, LLMOutcome, Run, RunStatus
+from evaluator.records import Candidate, CurvePoint, Evaluation, Status
 from evaluator.spaces.nb201 import arch_string, parse_arch
 from tests.conftest import BENCHDATA, ROOT, run_cli
 

@@ -11,7 +11,8 @@ from agent.proposers import Proposal, ProposalContext, Proposer
 from agent.engine.runner import run_search
 from agent.store import History
 from agent.store.recorder import MemoryRecorder
-from evaluator.records import FINAL_STATUSES, RunStatus, Status
+from agent.records import RunStatus
+from evaluator.records import FINAL_STATUSES, Status
 from evaluator.spaces import get_space
 from tests.conftest import all_archs, write_tiny_tables
 

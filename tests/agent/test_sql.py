@@ -14,7 +14,8 @@ import pytest
 import agent
 from agent.store import History, HistoryError
 from evaluator.errors import NotFoundError
-from evaluator.records import Candidate, Evaluation, Purpose, Run, Status
+from agent.records import Run
+from evaluator.records import Candidate, Evaluation, Purpose, Status
 from tests.conftest import run_cli
 
 RUN = "20260102-030405-abcdef"

@@ -87,6 +87,12 @@ class CodeSpace(SearchSpace):
     name: ClassVar[str] = "code"
     proposal_schema: ClassVar[type[BaseModel]] = CodeSpec
     llm_schema: ClassVar[type[BaseModel]] = CodeProposal
+    runs_candidate_code: ClassVar[bool] = True
+    network_file: ClassVar[str | None] = "model.py"  # the spec's source, written into the job's folder
+    builds_in_trusted_process: ClassVar[bool] = False
+    # A proposal is edits of a file shown in the prompt: a longer prompt and reply than a spec, and each
+    # repair resends the file, so one repair, then the fallback mutation of the file.
+    llm_limits: ClassVar[dict[str, int]] = {"max_tokens": 1536, "token_budget": 5000, "max_repairs": 1}
 
     def __init__(self, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None, *,
                  max_params: int | None = None, max_flops: int | None = None, task: str | None = None,
@@ -135,6 +141,11 @@ class CodeSpace(SearchSpace):
 
     def stats(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {"lines": count_lines(spec["source"]), "chars": len(spec["source"])}
+
+    @classmethod
+    def network_source(cls, spec: dict[str, Any]) -> str:
+        """The candidate's own file: ``network_file`` of its jobs."""
+        return spec["source"]
 
     # -- baselines -------------------------------------------------------------------
 

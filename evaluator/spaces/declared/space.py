@@ -43,6 +43,11 @@ class DeclaredSpace(SearchSpace):
     combinations, for example the rows a lookup table holds; ``restrict_source`` says whose."""
 
     name: ClassVar[str] = "declared"
+    # Trained through the space file's builder (given to the pool, written beside every job), which
+    # runs only in the sandboxed worker; a spec's keys are the file's own slots (one may be "training").
+    network_file: ClassVar[str | None] = "builder.py"
+    builds_in_trusted_process: ClassVar[bool] = False
+    recipe_in_spec: ClassVar[bool] = False
     proposal_schema: ClassVar[type[BaseModel]] = BaseModel  # per instance: see llm_schema
 
     def __init__(self, file: SpaceFile, *args: Any, restrict: Iterable[tuple[Value, ...]] | None = None,
