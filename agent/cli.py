@@ -49,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent import __version__
+    from agent.version import __version__
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", help="history and artifacts folder (default: $AGENT_HOME, agent.toml, ./runs)")

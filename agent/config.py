@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from evaluator.errors import ConfigError, did_you_mean
+from evaluator.measure import PROXY_NAMES, ProxyName
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,8 +89,8 @@ class Settings(BaseModel):
     max_latency_ms: float | None = Field(default=None, gt=0, description="hard limit on batch-1 inference latency (ms), measured before training")
     max_params: int | None = Field(default=None, gt=0, description="hard limit on the parameter count, checked before training")
     max_flops: int | None = Field(default=None, gt=0, description="hard limit on FLOPs (multiply-accumulates per image), checked before training")
-    proxies: list[Literal["synflow", "naswot", "jacob_cov", "grad_norm", "snip"]] = Field(default_factory=lambda: ["synflow", "naswot", "jacob_cov", "grad_norm", "snip"], description="zero-cost proxies each training worker scores on a training batch before training (recorded; [] for none)")
-    screen: Literal["synflow", "naswot", "jacob_cov", "grad_norm", "snip"] | None = Field(default=None, description="screen proposals by this zero-cost proxy before training: propose screen_factor times as many, train the best")
+    proxies: list[ProxyName] = Field(default_factory=lambda: list(PROXY_NAMES), description="zero-cost proxies each training worker scores on a training batch before training (recorded; [] for none)")
+    screen: ProxyName | None = Field(default=None, description="screen proposals by this zero-cost proxy before training: propose screen_factor times as many, train the best")
     screen_factor: int = Field(default=4, ge=2, le=20, description="screening: proposals made for every candidate trained")
     llm_after: int = Field(default=8, ge=0, description="portfolio: finished candidates before its LLM operators propose (the LLM proposes from a history, which needs results)")
     directions: list[str] = Field(default_factory=list, description="the user's directions, shown to the LLM in every prompt (e.g. 'prefer 3x3 convolutions')")

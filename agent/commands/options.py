@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from evaluator.measure import PROXY_NAMES
+
 
 def positive_int(text: str) -> int:
     try:
@@ -67,7 +69,7 @@ def proxy_list(text: str) -> list[str]:
     if text.strip() == "none":
         return []
     if text.strip() == "all":
-        return ["synflow", "naswot", "jacob_cov", "grad_norm", "snip"]
+        return list(PROXY_NAMES)
     return comma_list(text)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from agent.commands.options import TRAINING_FLAGS, add_task_data, comma_ints, comma_list, console as make_console, non_negative_int, positive_float, positive_int, print_json, proxy_list, settings_flags
+from agent.commands.options import (TRAINING_FLAGS, add_task_data, comma_ints, comma_list, console as make_console,
+                                    non_negative_int, positive_float, positive_int, print_json, proxy_list, settings_flags)
+from evaluator.measure import PROXY_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="reject candidates with more than N FLOPs (multiply-accumulates per image) before training")
     goal.add_argument("--proxies", type=proxy_list, metavar="LIST",
                       help="zero-cost proxies each worker scores before training: all (default), none, or some of "
-                           "synflow,naswot,jacob_cov,grad_norm,snip")
-    goal.add_argument("--screen", choices=["synflow", "naswot", "jacob_cov", "grad_norm", "snip"],
+                           + ",".join(PROXY_NAMES))
+    goal.add_argument("--screen", choices=PROXY_NAMES,
                       help="propose --screen-factor times as many candidates and train only the best by this proxy")
     goal.add_argument("--screen-factor", dest="screen_factor", type=positive_int, metavar="K",
                       help="screening: proposals per candidate trained (default 4)")
@@ -141,7 +143,10 @@ def _morning_report(settings, run_id: str) -> None:
 
 
 def render_summary(summary) -> None:
+    from rich.markup import escape
     from rich.table import Table
+
+    from agent.display import final_report_line, outcome_line, search_lines
 
     console = make_console()
     table = Table(title=f"best candidates by validation accuracy (run {summary.run_id})", title_justify="left")
@@ -155,55 +160,16 @@ def render_summary(summary) -> None:
         table.add_row(str(i), row["candidate_id"], f"{row['val_accuracy']:.4f}", params,
                       row.get("arch") or row.get("key") or row.get("summary", ""))
     console.print(table)
-    counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
-    console.print(f"{summary.evaluations} evaluations ({counts or 'none'}); {summary.duplicates_skipped} duplicate proposals "
-                  f"skipped; stopped: {summary.stop_reason}; {summary.wall_seconds:.1f} s", highlight=False)
-    if summary.epochs_trained is not None:
-        console.print(f"training epochs: {summary.epochs_trained} spent, {summary.epochs_saved} saved by early stopping",
-                      highlight=False)
-    from agent.commands.history import asha_line, early_stop_line, pareto_line
-
-    if summary.early_stop:
-        console.print(early_stop_line(summary.early_stop), highlight=False)
-    if summary.asha:
-        console.print(asha_line(summary.asha), highlight=False)
-    if summary.pretraining:
-        p = summary.pretraining
-        console.print(f"before training: {p['measured']} candidates measured ({p['seconds']:.1f} s), "
-                      f"{p['rejected_by_constraints']} rejected by a constraint"
-                      + (f", {p['screened_out']} screened out by {p['proxy']}" if p["proxy"] else ""), highlight=False)
-    if summary.proxies:
-        rhos = [f"{name} {r['spearman_val_accuracy']:+.2f}" for name, r in summary.proxies.items()
-                if r["spearman_val_accuracy"] is not None]
-        if rhos:
-            console.print("zero-cost proxies vs validation accuracy (Spearman, this run): " + ", ".join(rhos),
-                          highlight=False)
-    if summary.pareto:
-        console.print(pareto_line(summary.to_json()), highlight=False)
-    if summary.llm:
-        m = summary.llm
-        rate = lambda r: "n/a" if r is None else f"{r:.0%}"  # noqa: E731
-        console.print(f"LLM: {m['calls']} calls ({m['repairs']} repairs), replies in schema {rate(m['schema_valid_rate'])}, "
-                      f"proposals valid {rate(m['valid_rate'])}, {m['tokens_in']} tokens in / {m['tokens_out']} out, "
-                      f"{m['seconds']:.1f} s" + (f", ${m['cost']:.4f}" if m.get("cost") is not None else ""),
-                      highlight=False)
-    if summary.operators:
-        ops = summary.operators["operators"]
-        console.print("portfolio (improvement per " + summary.operators["cost"] + "): " + "; ".join(
-            f"{op} {o['proposals']} proposals" + (f", mean reward {o['mean_reward']:.2f}" if o["mean_reward"] is not None else "")
-            + (f", best {o['best']:.4f}" if o["best"] is not None else "") for op, o in ops.items()), highlight=False)
+    s = summary.to_json()
+    for line in [outcome_line(s), *search_lines(s)]:
+        console.print(line, highlight=False)
     best = summary.best
     if best is None:
         console.print("[red]no candidate finished ok: there is no final report[/]")
         return
-    test = f"{best.test_accuracy:.4f}" if best.test_accuracy is not None else "n/a"
-    if best.test_accuracy is not None and best.test_accuracy_std is not None:
-        test += f" +- {best.test_accuracy_std:.4f}"
-    val = f"validation {best.val_accuracy:.4f}"
-    if best.val_accuracy_mean is not None:
-        val += f" (mean {best.val_accuracy_mean:.4f} over {best.val_seeds} seeds with its rechecks)"
-    console.print(f"[bold]final report[/] of the best by validation, {best.candidate_id}: "
-                  f"test accuracy [bold green]{test}[/] ({best.test_source}); {val}", highlight=False)
+    bold = {"final report": "[bold]{}[/]"}
+    console.print(final_report_line({k: escape(v) if isinstance(v, str) else v for k, v in s["best"].items()},
+                                    lambda text: bold.get(text, "[bold green]{}[/]").format(text)), highlight=False)
     extra = getattr(best, "arch", None)
     if extra:
         console.print(f"arch: {extra}", highlight=False)

@@ -28,7 +28,7 @@ from agent.engine.summary import search_summary
 from agent.proposers import Proposer
 from agent.records import Run, RunStatus
 from agent.store import History
-from agent.store.history import interrupted
+from agent.store.database import interrupted
 from agent.store.recorder import Recorder
 from agent.summaries import SearchSummary
 from evaluator.objectives import Constraints, Objectives

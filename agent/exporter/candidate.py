@@ -40,7 +40,7 @@ class ExportMismatch(RuntimeError):
 def export_candidate(history: History, candidate_id: str, *, out: Path | str | None = None,
                      onnx: bool = False) -> dict[str, Any]:
     """Write the export of ``candidate_id`` into ``out`` and return the ``--json`` object."""
-    from agent import __version__
+    from agent.version import __version__
 
     facts = gather(history, candidate_id)
     warnings: list[str] = []

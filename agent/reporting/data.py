@@ -1,6 +1,6 @@
 """What a run report shows, gathered from the history into plain dataclasses.
 
-Only reads: the run's row (``History.get_run``), a few read-only queries (``History.query``),
+Only reads: the run's row (``History.get_run``), a few read-only queries (``agent.store.report_rows``),
 the LLM accounting (``History.llm_totals``) and the insights. Nothing here renders or draws;
 ``agent.reporting.figures`` and ``agent.reporting.render`` take a :class:`ReportData` and turn it
 into pictures and text. Everything read here came from the history and is untrusted text
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from agent.store import History
+from agent.store import History, report_rows
 from evaluator.objectives import pareto_front
 from evaluator.records import FINAL_STATUSES, Status
 
@@ -208,29 +208,12 @@ class ReportData:
 
 # -- reading -----------------------------------------------------------------------------
 
-def _rows(history: History, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    columns, rows, _ = history.query(sql, params)
-    return [dict(zip(columns, row)) for row in rows]
-
-
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-_CANDIDATES = """
-    WITH s AS (SELECT candidate_id, arg_max(evaluation_id, created) AS evaluation_id, sum(wall_seconds) AS seconds
-               FROM evaluations WHERE run_id = ? AND purpose = 'search' GROUP BY candidate_id)
-    SELECT c.candidate_id, c.seq, c.status, c.proposer, c.model, c.parents, c.spec, c.canonical_key, c.rationale,
-           c.error, c.measurements, c.updated, e.val_accuracy, e.metrics, e.fidelity, e.created AS finished,
-           s.seconds, s.evaluation_id
-    FROM candidates c LEFT JOIN s ON s.candidate_id = c.candidate_id
-                      LEFT JOIN evaluations e ON e.evaluation_id = s.evaluation_id
-    WHERE c.run_id = ? ORDER BY c.seq
-"""
 
 
 def _spec_text(space: Any, spec: dict[str, Any], valid: bool) -> str:
@@ -253,7 +236,7 @@ def _candidates(history: History, run_id: str, space_name: str) -> list[Candidat
 
     space = get_space(space_name) if space_name in SPACES else None  # no task shape: summaries need none
     out = []
-    for r in _rows(history, _CANDIDATES, [run_id, run_id]):
+    for r in report_rows.candidate_rows(history, run_id):
         spec = _json(r["spec"]) or {}
         measured = _json(r["measurements"]) or {}
         metrics = _json(r["metrics"]) or {}
@@ -333,15 +316,9 @@ def _curves(history: History, run_id: str, candidates: list[CandidateInfo], rank
     wanted = [c.evaluation_id for c in top if c.evaluation_id] + [c.evaluation_id for c in stopped]
     points: dict[str, list[tuple[float, float]]] = {}
     if wanted:
-        for r in _rows(history, "SELECT cu.evaluation_id, cu.epoch, cu.val_accuracy FROM curves cu "
-                                "JOIN evaluations e ON e.evaluation_id = cu.evaluation_id "
-                                "WHERE e.run_id = ? AND list_contains(?, cu.evaluation_id) AND cu.val_accuracy IS NOT NULL "
-                                "ORDER BY cu.evaluation_id, cu.epoch", [run_id, wanted]):
+        for r in report_rows.curve_points(history, run_id, wanted):
             points.setdefault(r["evaluation_id"], []).append((float(r["epoch"]), float(r["val_accuracy"])))
-    forecasts = {r["candidate_id"]: r for r in _rows(
-        history, "SELECT candidate_id, arg_max(final_epoch, epoch) AS final_epoch, arg_max(lower, epoch) AS lower, "
-                 "arg_max(median, epoch) AS median, arg_max(upper, epoch) AS upper FROM forecasts "
-                 "WHERE run_id = ? AND action = 'stop' GROUP BY candidate_id", [run_id])}
+    forecasts = {r["candidate_id"]: r for r in report_rows.stop_forecasts(history, run_id)}
 
     def curve(c: CandidateInfo) -> Curve:
         pts = points.get(c.evaluation_id or "", [])
@@ -441,8 +418,7 @@ def _final(history: History, run_id: str, summary: dict[str, Any], best: Candida
         return FinalReport(candidate_id=chosen["candidate_id"], test_accuracy=chosen.get("test_accuracy"),
                            test_accuracy_std=chosen.get("test_accuracy_std"), seeds=chosen.get("seeds"),
                            source=chosen.get("test_source"))
-    rows = _rows(history, "SELECT candidate_id, test_accuracy, metrics FROM evaluations WHERE run_id = ? AND "
-                          "purpose = 'final' AND status = 'ok' AND test_accuracy IS NOT NULL ORDER BY created", [run_id])
+    rows = report_rows.final_rows(history, run_id)
     if best is not None:
         rows = [r for r in rows if r["candidate_id"] == best.candidate_id] or rows
     if not rows:
@@ -493,8 +469,7 @@ def gather(history: History, run: str, *, now: datetime | None = None) -> Report
         curves=_curves(history, run_id, candidates, ranked, float(epochs) if isinstance(epochs, (int, float)) else None),
         pareto=pareto, pareto_note=pareto_note, lineage=lineage, lineage_note=lineage_note,
         llm=history.llm_totals(run_id),
-        llm_models=_rows(history, "SELECT backend, model, count(*) AS calls FROM llm_calls WHERE run_id = ? "
-                                  "GROUP BY backend, model ORDER BY calls DESC, model", [run_id]),
+        llm_models=report_rows.llm_models(history, run_id),
         operators=(summary.get("operators") or {}).get("operators") or None,
         proposers=_proposers(candidates), insights=history.insights(run_id, latest=False),
         failures=_failures(candidates), top=ranked,

@@ -55,7 +55,7 @@ def write_report(history: History, run: str, *, out: str | Path | None = None) -
     """Write the report of ``run`` (an id or 'latest'); ``{"run_id", "html", "markdown", "figures"}``
     (the figures' names). NotFoundError for an unknown run, UserInputError for a folder that
     cannot be written, ArchAgentError naming the extra when matplotlib is missing."""
-    from agent import __version__
+    from agent.version import __version__
     from agent.reporting.data import gather
     from agent.reporting.figures import make_figures, require_matplotlib
     from agent.reporting.render import render_html, render_markdown

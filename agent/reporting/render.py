@@ -19,6 +19,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from agent.display import asha_line, early_stop_line, training_epochs
 from agent.reporting.data import CandidateInfo, ReportData, first_reaching
 from agent.reporting.figures import Figure
 
@@ -76,9 +77,8 @@ def _facts(data: ReportData) -> list[tuple[str, str]]:
     if s.get("proposals") is not None:
         facts.append(("proposals", f"{s['proposals']} ({s.get('duplicates_skipped', 0)} duplicates skipped, never "
                                    "evaluated)"))
-    if s.get("epochs_trained") is not None:
-        facts.append(("training epochs", f"{s['epochs_trained']:,} spent, {s.get('epochs_saved') or 0:,} saved by early "
-                                         "stopping"))
+    if (epochs := training_epochs(s)) is not None:
+        facts.append(("training epochs", epochs))
     c = data.config
     settings = [f"seed {data.seed}"]
     for key, label in (("epochs", "epochs per candidate"), ("workers", "workers"), ("early_stop", "early stopping"),
@@ -117,9 +117,7 @@ def _final_line(data: ReportData) -> str:
 
 
 def _search_lines(data: ReportData) -> list[str]:
-    """Early stopping, halving and the Pareto summary in words (the history command's sentences)."""
-    from agent.commands.history import asha_line, early_stop_line
-
+    """Early stopping and halving in words (the sentences `agent search` and `agent history` print)."""
     s, out = data.summary, []
     if s.get("early_stop"):
         out.append(early_stop_line(s["early_stop"]))

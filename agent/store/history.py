@@ -1,239 +1,33 @@
-"""The DuckDB history, shared by any number of processes on one AGENT_HOME.
-
-Concurrency contract (DESIGN.md): no process keeps the database open. Every read or write
-opens the file for one short transaction and closes it; a process that finds the file
-locked by another retries with bounded, jittered backoff (``lock_timeout`` seconds in all).
-Readers open it read-only. Workers never write here: the coordinator does. Threads of one
-process take turns (one lock per process): DuckDB refuses a read-only connection to a file
-that the same process has open for writing, which is no lock conflict to wait out.
+"""The history: every run, candidate, evaluation, LLM call, insight, forecast and event, written
+by the coordinator in short transactions (``agent.store.database``) and read back by the CLI,
+reports, chat sessions and resumed runs. Workers never write here: the coordinator does.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
+from collections.abc import Sequence
 
-import duckdb
-
-from agent.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, create_statements
-from evaluator.errors import ArchAgentError, NotFoundError
 from agent.records import ForecastRecord, LLMCall, LLMOutcome, Run, RunStatus
+from agent.store.database import DB_NAME, Database, HistoryError, dumps_json, loads_json, naive_utc
+from evaluator.errors import NotFoundError
 from evaluator.records import Candidate, Evaluation, Status
 
-DB_NAME = "history.duckdb"
-# Held while this process has the file open: a search's proposal thread (agent.engine.proposing)
-# reads the history and records LLM calls while the graph's thread writes.
-_IN_PROCESS = threading.RLock()
 
-
-class HistoryError(ArchAgentError):
-    """The history database cannot be used (locked too long, newer schema, damaged)."""
-
-
-def _is_lock_conflict(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, duckdb.IOException) and ("lock" in text or "resource temporarily unavailable" in text)
-
-
-def _naive_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)
-
-
-def _loads(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-class History:
-    """All access to ``$AGENT_HOME/history.duckdb``."""
-
-    def __init__(self, home: Path, lock_timeout: float = 60.0) -> None:
-        self.home = Path(home)
-        self.path = self.home / DB_NAME
-        self.lock_timeout = lock_timeout
-        self._checked = False
-
-    # -- connections -------------------------------------------------------------------
-
-    @contextmanager
-    def _connection(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The file, open for this thread alone until closed (see the module docstring)."""
-        with _IN_PROCESS:
-            con = self._open(read_only)
-            try:
-                yield con
-            finally:
-                con.close()
-
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.005
-        while True:
-            try:
-                return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.Error as exc:
-                if not _is_lock_conflict(exc):
-                    raise HistoryError(
-                        f"cannot open the history database {self.path}: {exc}",
-                        hint="check the path and its permissions; a damaged file can be moved aside to start afresh",
-                    ) from None
-                if time.monotonic() + delay > deadline:
-                    raise HistoryError(
-                        f"the history database {self.path} stayed locked by another process for "
-                        f"{self.lock_timeout:g} s: {exc}",
-                        hint="another process holds it open too long; stop it, or raise lock_timeout in agent.toml",
-                    ) from None
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 1.6, 0.25)
-
-    @contextmanager
-    def _transaction(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        if not self._checked:
-            self._ensure_schema()
-        with self._connection(read_only) as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-
-    def exists(self) -> bool:
-        return self.path.is_file()
-
-    # -- schema ------------------------------------------------------------------------
-
-    def _ensure_schema(self) -> None:
-        """Create the database or upgrade it; refuse a database newer than this code."""
-        if not self.exists():
-            self._create()
-        version = self._read_version()
-        if version > SCHEMA_VERSION:
-            raise HistoryError(
-                f"the history database {self.path} has schema version {version}, newer than "
-                f"this archagent understands ({SCHEMA_VERSION})",
-                hint="upgrade archagent (pip install -U archagent), or use another --home",
-            )
-        if version < SCHEMA_VERSION:
-            with self._connection(read_only=False) as con:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    self._create_or_migrate(con)
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")
-        self._checked = True
-
-    def _create(self) -> None:
-        """Make the database beside its final name and link it into place, so no process ever
-        opens a half-created file; when several processes race, the first link wins."""
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HistoryError(
-                f"cannot create the home directory {self.home}: {exc.strerror or exc}",
-                hint="point --home / AGENT_HOME at a writable folder",
-            ) from None
-        tmp = self.home / f".{DB_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            con = duckdb.connect(str(tmp))
-            try:
-                self._create_or_migrate(con)
-            finally:
-                con.close()
-            try:
-                os.link(tmp, self.path)
-            except FileExistsError:
-                pass  # another process created it first; theirs is as good as ours
-            except OSError:  # a file system without hard links: a rename, unless someone was first
-                if not self.path.exists():
-                    os.replace(tmp, self.path)
-        finally:
-            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
-                leftover.unlink(missing_ok=True)
-
-    def _read_version(self) -> int:
-        with self._connection(read_only=True) as con:
-            return self._version_of(con)
-
-    @staticmethod
-    def _version_of(con: duckdb.DuckDBPyConnection) -> int:
-        has_meta = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
-        ).fetchone()[0]
-        if not has_meta:
-            return 0
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 0
-
-    def _create_or_migrate(self, con: duckdb.DuckDBPyConnection) -> None:
-        version = self._version_of(con)  # again: another process may have done it meanwhile
-        if version == SCHEMA_VERSION:
-            return
-        if version == 0:
-            tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
-            if tables:
-                raise HistoryError(
-                    f"{self.path} is a DuckDB file but not an archagent history (no schema version)",
-                    hint="use another --home, or move the file aside",
-                )
-            for stmt in create_statements():
-                con.execute(stmt)
-            con.execute("INSERT INTO meta VALUES ('created', ?)", [datetime.now(timezone.utc).isoformat()])
-        else:
-            for step in MIGRATIONS:
-                if step.version > version:
-                    for stmt in step.statements:
-                        con.execute(stmt)
-        con.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-        )
-
-    def schema_version(self) -> int | None:
-        return self._read_version() if self.exists() else None
-
-    # -- writes ------------------------------------------------------------------------
-
-    @staticmethod
-    def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        names = TABLES_BY_NAME[table].column_names
-        unknown = set(rows[0]) - set(names)
-        if unknown:
-            raise ValueError(f"columns {sorted(unknown)} are not in table {table}")
-        cols = list(rows[0])
-        con.executemany(
-            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-            [[row[c] for c in cols] for row in rows],
-        )
+class History(Database):
+    """All the records of ``$AGENT_HOME/history.duckdb`` (the ``agent.store.recorder.Recorder`` a
+    search writes to by default)."""
 
     def create_run(self, run: Run) -> None:
         with self._transaction() as con:
             self._insert(con, "runs", [{
                 "run_id": run.run_id, "task": run.task, "space": run.space, "proposer": run.proposer,
                 "seed": run.seed, "budget": run.budget, "status": run.status.value,
-                "config": _json(run.config), "created": _naive_utc(run.created),
+                "config": dumps_json(run.config), "created": naive_utc(run.created),
                 "host": socket.gethostname(), "pid": os.getpid(),
             }])
             self._insert(con, "events", [self._event_row(run.run_id, "run_started", {"pid": os.getpid()})])
@@ -251,18 +45,18 @@ class History:
             ])
             self._insert(con, "candidates", [{
                 "candidate_id": c.candidate_id, "run_id": c.run_id, "seq": c.seq, "space": c.space,
-                "spec": _json(c.spec), "canonical_key": c.canonical_key, "parents": _json(c.parents),
+                "spec": dumps_json(c.spec), "canonical_key": c.canonical_key, "parents": dumps_json(c.parents),
                 "proposer": c.proposer, "model": c.model, "rationale": c.rationale,
                 "prompt_ref": c.prompt_ref, "status": c.status.value, "error": c.error,
-                "created": _naive_utc(c.created), "updated": _naive_utc(c.created),
-                "measurements": _json(c.measurements) if c.measurements else None,
+                "created": naive_utc(c.created), "updated": naive_utc(c.created),
+                "measurements": dumps_json(c.measurements) if c.measurements else None,
             } for c in candidates])
 
     def set_status(self, candidate_ids: Sequence[str], status: Status, error: str | None = None) -> None:
         """Set the candidates' status (and, given, their error text)."""
         if not candidate_ids:
             return
-        now = _naive_utc(datetime.now(timezone.utc))
+        now = naive_utc(datetime.now(timezone.utc))
         with self._transaction() as con:
             con.executemany(
                 "UPDATE candidates SET status = ?, updated = ?, error = coalesce(?, error) WHERE candidate_id = ?",
@@ -281,9 +75,9 @@ class History:
                     "evaluation_id": eid, "candidate_id": ev.candidate_id, "run_id": run_id,
                     "purpose": ev.purpose.value, "status": ev.status.value, "fidelity": ev.fidelity,
                     "fidelity_unit": ev.fidelity_unit, "val_accuracy": ev.val_accuracy,
-                    "test_accuracy": ev.test_accuracy, "metrics": _json(ev.metrics), "source": ev.source,
+                    "test_accuracy": ev.test_accuracy, "metrics": dumps_json(ev.metrics), "source": ev.source,
                     "wall_seconds": ev.wall_seconds, "device_seconds": ev.device_seconds,
-                    "error": ev.error, "created": _naive_utc(ev.created),
+                    "error": ev.error, "created": naive_utc(ev.created),
                 })
                 curve_rows += [{
                     "evaluation_id": eid, "candidate_id": ev.candidate_id, "epoch": p.epoch,
@@ -293,7 +87,7 @@ class History:
             self._insert(con, "evaluations", rows)
             self._insert(con, "curves", curve_rows)
             if update_status:
-                now = _naive_utc(datetime.now(timezone.utc))
+                now = naive_utc(datetime.now(timezone.utc))
                 con.executemany(
                     "UPDATE candidates SET status = ?, error = ?, updated = ? WHERE candidate_id = ?",
                     [[ev.status.value, ev.error, now, ev.candidate_id] for ev in evaluations if ev.purpose.value == "search"],
@@ -303,7 +97,7 @@ class History:
     def _event_row(run_id: str, kind: str, payload: dict[str, Any], candidate_id: str | None = None) -> dict[str, Any]:
         return {
             "event_id": uuid.uuid4().hex, "run_id": run_id, "candidate_id": candidate_id, "kind": kind,
-            "time": _naive_utc(datetime.now(timezone.utc)), "payload": _json(payload),
+            "time": naive_utc(datetime.now(timezone.utc)), "payload": dumps_json(payload),
         }
 
     def add_llm_calls(self, calls: Sequence[LLMCall]) -> None:
@@ -312,8 +106,8 @@ class History:
             return
         with self._transaction() as con:
             self._insert(con, "llm_calls", [
-                c.model_dump(mode="python") | {"messages": _json(c.messages), "outcome": c.outcome.value,
-                                               "created": _naive_utc(c.created)} for c in calls])
+                c.model_dump(mode="python") | {"messages": dumps_json(c.messages), "outcome": c.outcome.value,
+                                               "created": naive_utc(c.created)} for c in calls])
 
     def llm_calls(self, run_id: str | None = None, candidate_id: str | None = None,
                   proposal: str | None = None) -> list[dict[str, Any]]:
@@ -329,7 +123,7 @@ class History:
                 return []
             rows = self._dicts(con.execute(f"SELECT * FROM llm_calls WHERE {where} ORDER BY created, attempt", params))
         for r in rows:
-            r["messages"] = _loads(r["messages"])
+            r["messages"] = loads_json(r["messages"])
         return rows
 
     def llm_totals(self, run_id: str) -> dict[str, Any]:
@@ -364,7 +158,7 @@ class History:
         """Store one reflection's insights; the newest reflection's set is what prompts show."""
         if not texts:
             return
-        now = _naive_utc(datetime.now(timezone.utc))
+        now = naive_utc(datetime.now(timezone.utc))
         with self._transaction() as con:
             self._insert(con, "insights", [
                 {"insight_id": f"{reflection}-{i}", "run_id": run_id, "reflection": reflection, "position": i,
@@ -388,7 +182,7 @@ class History:
         if not forecasts:
             return
         with self._transaction() as con:
-            self._insert(con, "forecasts", [f.model_dump(mode="python") | {"created": _naive_utc(f.created)}
+            self._insert(con, "forecasts", [f.model_dump(mode="python") | {"created": naive_utc(f.created)}
                                             for f in forecasts])
 
     def forecasts(self, run_id: str | None = None, candidate_id: str | None = None) -> list[dict[str, Any]]:
@@ -410,28 +204,12 @@ class History:
         with self._transaction() as con:
             con.execute(
                 "UPDATE runs SET status = ?, finished = ?, summary = ? WHERE run_id = ?",
-                [status.value, _naive_utc(datetime.now(timezone.utc)), _json(summary) if summary is not None else None, run_id],
+                [status.value, naive_utc(datetime.now(timezone.utc)), dumps_json(summary) if summary is not None else None, run_id],
             )
             requeued = con.execute("UPDATE candidates SET status = 'queued' WHERE run_id = ? AND status = 'running' "
                                    "RETURNING candidate_id", [run_id]).fetchall()
             payload = {"status": status.value} | ({"requeued": sorted(r[0] for r in requeued)} if requeued else {})
             self._insert(con, "events", [self._event_row(run_id, "run_finished", payload)])
-
-    # -- reads -------------------------------------------------------------------------
-
-    @contextmanager
-    def _reader(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
-        """A read-only transaction, or None when there is no history yet."""
-        if not self.exists():
-            yield None
-            return
-        with self._transaction(read_only=True) as con:
-            yield con
-
-    @staticmethod
-    def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     _RUN_ROWS = """
         SELECT r.run_id, r.task, r.status, r.created, r.space, r.proposer, r.seed, r.budget, r.finished,
@@ -474,7 +252,7 @@ class History:
         with self._reader() as con:
             row = self._dicts(con.execute(self._RUN_ROWS + " WHERE r.run_id = ?", [run_id]))[0]
             extra = con.execute("SELECT config, summary FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        row["config"], row["summary"] = _loads(extra[0]), _loads(extra[1])
+        row["config"], row["summary"] = loads_json(extra[0]), loads_json(extra[1])
         return row
 
     def run_candidates(self, run_id: str) -> list[dict[str, Any]]:
@@ -499,8 +277,8 @@ class History:
                 [run_id],
             ))
         for row in rows:
-            row["parents"], row["spec"] = _loads(row["parents"]), _loads(row["spec"])
-            row["measurements"] = _loads(row["measurements"]) or {}
+            row["parents"], row["spec"] = loads_json(row["parents"]), loads_json(row["spec"])
+            row["measurements"] = loads_json(row["measurements"]) or {}
         return rows
 
     def prompt_history(self, run_id: str, *, best: int = 8, recent: int = 5, diverse: int = 5, failures: int = 5,
@@ -535,7 +313,7 @@ class History:
         out["diverse"] = [r for r in out["diverse"] if r["candidate_id"] not in recent_ids][:diverse]
         for rows in out.values():
             for r in rows:
-                r["spec"], r["measurements"] = _loads(r["spec"]), _loads(r["measurements"]) or {}
+                r["spec"], r["measurements"] = loads_json(r["spec"]), loads_json(r["measurements"]) or {}
         return out
 
     def get_candidate(self, candidate_id: str) -> dict[str, Any]:
@@ -559,10 +337,10 @@ class History:
             forecasts = self._dicts(con.execute(
                 "SELECT epoch, final_epoch, method, reference_curves, last_value, mean, lower, median, upper, incumbent, "
                 "p_beat, action, reason FROM forecasts WHERE candidate_id = ? ORDER BY epoch", [candidate_id]))
-        row["spec"], row["parents"] = _loads(row["spec"]), _loads(row["parents"])
-        row["measurements"] = _loads(row["measurements"]) or {}
+        row["spec"], row["parents"] = loads_json(row["spec"]), loads_json(row["parents"])
+        row["measurements"] = loads_json(row["measurements"]) or {}
         for ev in evals:
-            ev["metrics"] = _loads(ev["metrics"])
+            ev["metrics"] = loads_json(ev["metrics"])
             ev["curve"] = [
                 {k: v for k, v in c.items() if k != "evaluation_id"} for c in curves if c["evaluation_id"] == ev["evaluation_id"]
             ]
@@ -576,51 +354,8 @@ class History:
                 return []
             rows = self._dicts(con.execute("SELECT * FROM events WHERE run_id = ? ORDER BY time, event_id", [run_id]))
         for row in rows:
-            row["payload"] = _loads(row["payload"])
+            row["payload"] = loads_json(row["payload"])
         return rows
-
-    # -- ad-hoc queries ------------------------------------------------------------------
-
-    def query(self, sql: str, params: Sequence[Any] | None = None, *,
-              max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]], bool]:
-        """Run one read-only SQL statement on the history: ``(columns, rows, truncated)``.
-
-        The connection is read-only and cut off from everything outside the database (no
-        files, no extensions, no other databases), with its configuration locked, so a query
-        can neither change the history nor read or write anything else. DuckDB's own errors
-        come back as ``HistoryError`` naming the tables to query."""
-        result = self.query_result(sql, params, max_rows=max_rows)
-        return result.columns, result.rows, result.truncated
-
-    def query_result(self, sql: str, params: Sequence[Any] | None = None, *,
-                     max_rows: int | None = None) -> "QueryResult":
-        """As :meth:`query`, with each column's DuckDB type (``JSON``, ``TIMESTAMP``, ...)."""
-        if not self.exists():
-            raise NotFoundError(f"no history yet at {self.path}",
-                                hint="run a search first, or point --home / AGENT_HOME at the folder that has one")
-        hint = ("the history is read-only here; tables: " + ", ".join(TABLES_BY_NAME)
-                + " (`agent sql \"DESCRIBE candidates\"` shows a table's columns)")
-        try:
-            statements = len(duckdb.extract_statements(sql))
-        except duckdb.Error as exc:
-            raise HistoryError(f"the query failed: {str(exc).strip()}", hint=hint) from None
-        if statements != 1:
-            raise HistoryError(f"give one SQL statement; the query holds {statements}",
-                               hint="run each statement on its own; " + hint)
-        with self._transaction(read_only=True) as con:
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
-            try:
-                cursor = con.execute(sql, list(params or []))
-                if cursor.description is None:
-                    return QueryResult([], [], [], False)
-                columns = [d[0] for d in cursor.description]
-                types = [str(d[1]) for d in cursor.description]
-                rows = cursor.fetchmany(max_rows + 1) if max_rows is not None else cursor.fetchall()
-            except duckdb.Error as exc:
-                raise HistoryError(f"the query failed: {str(exc).strip()}", hint=hint) from None
-        truncated = max_rows is not None and len(rows) > max_rows
-        return QueryResult(columns, types, rows[:max_rows] if truncated else rows, truncated)
 
     # -- resuming a run ------------------------------------------------------------------
 
@@ -652,11 +387,11 @@ class History:
                                         "events show what; start a new run instead")
             requeued = [r[0] for r in con.execute(
                 "UPDATE candidates SET status = 'queued', updated = ? WHERE run_id = ? AND status = 'running' "
-                "RETURNING candidate_id", [_naive_utc(datetime.now(timezone.utc)), run_id]).fetchall()]
-            merged = (_loads(config) or {}) | (config_update or {})
+                "RETURNING candidate_id", [naive_utc(datetime.now(timezone.utc)), run_id]).fetchall()]
+            merged = (loads_json(config) or {}) | (config_update or {})
             con.execute("UPDATE runs SET status = 'running', finished = NULL, host = ?, pid = ?, config = ?, "
                         "budget = coalesce(?, budget) WHERE run_id = ?",
-                        [socket.gethostname(), os.getpid(), _json(merged), budget, run_id])
+                        [socket.gethostname(), os.getpid(), dumps_json(merged), budget, run_id])
             payload = {"pid": os.getpid(), "previous_status": status, "requeued": sorted(requeued)}
             self._insert(con, "events", [self._event_row(run_id, "run_resumed", payload)])
         return {"resumes": resumes + 1, "requeued": sorted(requeued), "previous_status": status}
@@ -678,10 +413,10 @@ class History:
         for p in points:
             curves.setdefault(p.pop("evaluation_id"), []).append(p)
         candidates = [Candidate(
-            candidate_id=c["candidate_id"], run_id=c["run_id"], seq=c["seq"], space=c["space"], spec=_loads(c["spec"]),
-            canonical_key=c["canonical_key"], parents=_loads(c["parents"]) or [], proposer=c["proposer"],
+            candidate_id=c["candidate_id"], run_id=c["run_id"], seq=c["seq"], space=c["space"], spec=loads_json(c["spec"]),
+            canonical_key=c["canonical_key"], parents=loads_json(c["parents"]) or [], proposer=c["proposer"],
             model=c["model"], rationale=c["rationale"], prompt_ref=c["prompt_ref"], status=Status(c["status"]),
-            error=c["error"], measurements=_loads(c["measurements"]) or {},
+            error=c["error"], measurements=loads_json(c["measurements"]) or {},
             created=c["created"].replace(tzinfo=timezone.utc)) for c in cands]
         evaluations = [_evaluation(e, curves.get(e["evaluation_id"], [])) for e in evals]
         return candidates, evaluations
@@ -718,22 +453,8 @@ def _evaluation(row: dict[str, Any], curve: list[dict[str, Any]]) -> Evaluation:
     return Evaluation(
         candidate_id=row["candidate_id"], purpose=row["purpose"], status=Status(row["status"]), fidelity=row["fidelity"],
         fidelity_unit=row["fidelity_unit"], val_accuracy=row["val_accuracy"], test_accuracy=row["test_accuracy"],
-        curve=curve, metrics=_loads(row["metrics"]) or {}, source=row["source"], wall_seconds=row["wall_seconds"],
+        curve=curve, metrics=loads_json(row["metrics"]) or {}, source=row["source"], wall_seconds=row["wall_seconds"],
         device_seconds=row["device_seconds"], error=row["error"], created=row["created"].replace(tzinfo=timezone.utc))
-
-
-def interrupted(exc: BaseException | None) -> bool:
-    """Whether ``exc`` is, or was raised while handling, an interrupt: Ctrl-C or SIGTERM
-    (KeyboardInterrupt), including one DuckDB noticed first and reported as its own error
-    ("Query interrupted"), so that a stopped run is marked interrupted, not failed."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
-                isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _alive(pid: int | None) -> bool:
@@ -753,11 +474,4 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
-@dataclass(frozen=True)
-class QueryResult:
-    """What :meth:`History.query_result` returns."""
-
-    columns: list[str]
-    types: list[str]  # DuckDB's type of each column, as text: "JSON", "TIMESTAMP", "BIGINT", ...
-    rows: list[tuple[Any, ...]]
-    truncated: bool  # more rows than max_rows matched
+__all__ = ["DB_NAME", "History", "HistoryError"]

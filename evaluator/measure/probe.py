@@ -132,9 +132,9 @@ class ModelProbe:
         if latency is not None and (latency.device, latency.threads) != (device, threads):
             device, threads = latency.device, latency.threads
         if proxies:
-            from evaluator.measure.proxies import _check_names
+            from evaluator.measure.proxies import check_names
 
-            proxies = tuple(_check_names(proxies))
+            proxies = tuple(check_names(proxies))
         self.device, self.threads, self.latency, self.proxies, self.timeout = device, threads, latency, tuple(proxies), timeout
         self._batch_file: Path | None = None
         if batch is not None:

@@ -69,8 +69,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluator.errors import ArchAgentError, did_you_mean
+from evaluator.measure import PROXY_NAMES
 
-PROXY_NAMES: tuple[str, ...] = ("synflow", "naswot", "jacob_cov", "grad_norm", "snip")
 NEEDS_TARGETS: frozenset[str] = frozenset({"grad_norm", "snip"})  # the others ignore labels
 MIN_BATCH = {"naswot": 2, "jacob_cov": 2}  # a kernel / correlation matrix over the batch
 JACOB_COV_K = 1e-5  # Mellor et al.'s regulariser of the eigenvalues
@@ -104,7 +104,7 @@ def compute_proxies(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     ``errors="omit"`` leaves out a proxy that is undefined for this network instead of raising;
     bad arguments always raise. Raises ProxyError (a ValueError) with the reason and the fix.
     """
-    wanted = _check_names(names)
+    wanted = check_names(names)
     if not isinstance(model, nn.Module):
         raise ProxyError(f"model must be a torch.nn.Module, got {type(model).__name__}",
                          hint="pass the network itself, e.g. build_model('nb201', spec, (3, 32, 32), 10)")
@@ -328,7 +328,7 @@ def _constant_jacobian() -> ProxyError:
                       proxy="jacob_cov")
 
 
-def _check_names(names: Iterable[str] | str) -> list[str]:
+def check_names(names: Iterable[str] | str) -> list[str]:
     wanted = [names] if isinstance(names, str) else list(names)
     if not wanted:
         raise ProxyError("names is empty", hint="ask for at least one of " + ", ".join(PROXY_NAMES))

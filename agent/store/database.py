@@ -1,0 +1,311 @@
+"""The history's database file: connections, transactions, the schema (created or migrated once per
+process) and read-only ad-hoc queries. ``agent.store.history.History`` builds the records on it.
+
+The DuckDB file is shared by any number of processes on one AGENT_HOME.
+
+Concurrency contract (DESIGN.md): no process keeps the database open. Every read or write
+opens the file for one short transaction and closes it; a process that finds the file
+locked by another retries with bounded, jittered backoff (``lock_timeout`` seconds in all).
+Readers open it read-only. Workers never write here: the coordinator does. Threads of one
+process take turns (one lock per process): DuckDB refuses a read-only connection to a file
+that the same process has open for writing, which is no lock conflict to wait out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from agent.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, create_statements
+from evaluator.errors import ArchAgentError, NotFoundError
+
+DB_NAME = "history.duckdb"
+# Held while this process has the file open: a search's proposal thread (agent.engine.proposing)
+# reads the history and records LLM calls while the graph's thread writes.
+_IN_PROCESS = threading.RLock()
+
+
+class HistoryError(ArchAgentError):
+    """The history database cannot be used (locked too long, newer schema, damaged)."""
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.IOException) and ("lock" in text or "resource temporarily unavailable" in text)
+
+
+def naive_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def dumps_json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+def loads_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class Database:
+    """The file ``$AGENT_HOME/history.duckdb``: short transactions, its schema, read-only queries."""
+
+
+    def __init__(self, home: Path, lock_timeout: float = 60.0) -> None:
+        self.home = Path(home)
+        self.path = self.home / DB_NAME
+        self.lock_timeout = lock_timeout
+        self._checked = False
+
+    # -- connections -------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The file, open for this thread alone until closed (see the module docstring)."""
+        with _IN_PROCESS:
+            con = self._open(read_only)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.Error as exc:
+                if not _is_lock_conflict(exc):
+                    raise HistoryError(
+                        f"cannot open the history database {self.path}: {exc}",
+                        hint="check the path and its permissions; a damaged file can be moved aside to start afresh",
+                    ) from None
+                if time.monotonic() + delay > deadline:
+                    raise HistoryError(
+                        f"the history database {self.path} stayed locked by another process for "
+                        f"{self.lock_timeout:g} s: {exc}",
+                        hint="another process holds it open too long; stop it, or raise lock_timeout in agent.toml",
+                    ) from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.6, 0.25)
+
+    @contextmanager
+    def _transaction(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not self._checked:
+            self._ensure_schema()
+        with self._connection(read_only) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        """Create the database or upgrade it; refuse a database newer than this code."""
+        if not self.exists():
+            self._create()
+        version = self._read_version()
+        if version > SCHEMA_VERSION:
+            raise HistoryError(
+                f"the history database {self.path} has schema version {version}, newer than "
+                f"this archagent understands ({SCHEMA_VERSION})",
+                hint="upgrade archagent (pip install -U archagent), or use another --home",
+            )
+        if version < SCHEMA_VERSION:
+            with self._connection(read_only=False) as con:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    self._create_or_migrate(con)
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+        self._checked = True
+
+    def _create(self) -> None:
+        """Make the database beside its final name and link it into place, so no process ever
+        opens a half-created file; when several processes race, the first link wins."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HistoryError(
+                f"cannot create the home directory {self.home}: {exc.strerror or exc}",
+                hint="point --home / AGENT_HOME at a writable folder",
+            ) from None
+        tmp = self.home / f".{DB_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            con = duckdb.connect(str(tmp))
+            try:
+                self._create_or_migrate(con)
+            finally:
+                con.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process created it first; theirs is as good as ours
+            except OSError:  # a file system without hard links: a rename, unless someone was first
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+
+    def _read_version(self) -> int:
+        with self._connection(read_only=True) as con:
+            return self._version_of(con)
+
+    @staticmethod
+    def _version_of(con: duckdb.DuckDBPyConnection) -> int:
+        has_meta = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchone()[0]
+        if not has_meta:
+            return 0
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _create_or_migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        version = self._version_of(con)  # again: another process may have done it meanwhile
+        if version == SCHEMA_VERSION:
+            return
+        if version == 0:
+            tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
+            if tables:
+                raise HistoryError(
+                    f"{self.path} is a DuckDB file but not an archagent history (no schema version)",
+                    hint="use another --home, or move the file aside",
+                )
+            for stmt in create_statements():
+                con.execute(stmt)
+            con.execute("INSERT INTO meta VALUES ('created', ?)", [datetime.now(timezone.utc).isoformat()])
+        else:
+            for step in MIGRATIONS:
+                if step.version > version:
+                    for stmt in step.statements:
+                        con.execute(stmt)
+        con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+        )
+
+    def schema_version(self) -> int | None:
+        return self._read_version() if self.exists() else None
+
+    # -- reads -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        names = TABLES_BY_NAME[table].column_names
+        unknown = set(rows[0]) - set(names)
+        if unknown:
+            raise ValueError(f"columns {sorted(unknown)} are not in table {table}")
+        cols = list(rows[0])
+        con.executemany(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            [[row[c] for c in cols] for row in rows],
+        )
+
+    @contextmanager
+    def _reader(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A read-only transaction, or None when there is no history yet."""
+        if not self.exists():
+            yield None
+            return
+        with self._transaction(read_only=True) as con:
+            yield con
+
+    @staticmethod
+    def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    # -- ad-hoc queries ------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | None = None, *,
+              max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+        """Run one read-only SQL statement on the history: ``(columns, rows, truncated)``.
+
+        The connection is read-only and cut off from everything outside the database (no
+        files, no extensions, no other databases), with its configuration locked, so a query
+        can neither change the history nor read or write anything else. DuckDB's own errors
+        come back as ``HistoryError`` naming the tables to query."""
+        result = self.query_result(sql, params, max_rows=max_rows)
+        return result.columns, result.rows, result.truncated
+
+    def query_result(self, sql: str, params: Sequence[Any] | None = None, *,
+                     max_rows: int | None = None) -> "QueryResult":
+        """As :meth:`query`, with each column's DuckDB type (``JSON``, ``TIMESTAMP``, ...)."""
+        if not self.exists():
+            raise NotFoundError(f"no history yet at {self.path}",
+                                hint="run a search first, or point --home / AGENT_HOME at the folder that has one")
+        hint = ("the history is read-only here; tables: " + ", ".join(TABLES_BY_NAME)
+                + " (`agent sql \"DESCRIBE candidates\"` shows a table's columns)")
+        try:
+            statements = len(duckdb.extract_statements(sql))
+        except duckdb.Error as exc:
+            raise HistoryError(f"the query failed: {str(exc).strip()}", hint=hint) from None
+        if statements != 1:
+            raise HistoryError(f"give one SQL statement; the query holds {statements}",
+                               hint="run each statement on its own; " + hint)
+        with self._transaction(read_only=True) as con:
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            try:
+                cursor = con.execute(sql, list(params or []))
+                if cursor.description is None:
+                    return QueryResult([], [], [], False)
+                columns = [d[0] for d in cursor.description]
+                types = [str(d[1]) for d in cursor.description]
+                rows = cursor.fetchmany(max_rows + 1) if max_rows is not None else cursor.fetchall()
+            except duckdb.Error as exc:
+                raise HistoryError(f"the query failed: {str(exc).strip()}", hint=hint) from None
+        truncated = max_rows is not None and len(rows) > max_rows
+        return QueryResult(columns, types, rows[:max_rows] if truncated else rows, truncated)
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was raised while handling, an interrupt: Ctrl-C or SIGTERM
+    (KeyboardInterrupt), including one DuckDB noticed first and reported as its own error
+    ("Query interrupted"), so that a stopped run is marked interrupted, not failed."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
+                isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """What :meth:`History.query_result` returns."""
+
+    columns: list[str]
+    types: list[str]  # DuckDB's type of each column, as text: "JSON", "TIMESTAMP", "BIGINT", ...
+    rows: list[tuple[Any, ...]]
+    truncated: bool  # more rows than max_rows matched
