@@ -73,7 +73,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluator.early_stop.forecast import CurveForecaster, Decision, EarlyStopRule
+from evaluator.early_stop.forecast import CurveForecaster
+from evaluator.early_stop.rule import Decision, EarlyStopRule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DOC, REPO_ROOT, RunInfo, run_info, stderr_progress, write_doc  # noqa: E402

@@ -59,7 +59,7 @@ from evaluator.pools.base import EvaluationPool, Job  # noqa: E402
 from evaluator.spaces import get_space  # noqa: E402
 from evaluator.pools.training import TrainingPool, job_threads  # noqa: E402
 from sandbox.isolation import Isolation  # noqa: E402
-from sandbox.process import Limits  # noqa: E402
+from sandbox.limits import Limits  # noqa: E402
 
 POOL_EPOCHS = 15  # the digits task's schedule; a workload's jobs train ``epochs`` of it (Job.fidelity)
 

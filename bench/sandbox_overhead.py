@@ -33,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DEFAULT_BENCHMARK_DIR, publish, run_info, stderr_progress  # noqa: E402
 
 from sandbox.isolation import Isolation, detect_layers  # noqa: E402
-from sandbox.process import ChildProcess, Limits, clean_env  # noqa: E402
+from sandbox.environment import clean_env  # noqa: E402
+from sandbox.limits import Limits  # noqa: E402
+from sandbox.process import ChildProcess  # noqa: E402
 
 JOBS = {"python -c pass": "pass", "python -c 'import torch'": "import torch"}
 

@@ -381,7 +381,7 @@ def detect_layers() -> list[Layer]:
                             "RLIMIT_NPROC only for non-root users (the kernel ignores it for root)"))
     else:
         layers.append(Layer("rlimits", False, f"no resource module on {sys.platform}"))
-    layers.append(Layer("clean-env", True, "the job gets only the environment it is given (sandbox.process.clean_env: "
+    layers.append(Layer("clean-env", True, "the job gets only the environment it is given (sandbox.environment.clean_env: "
                         "an allowlist); names that look like secrets or proxies are dropped even then"))
     layers.append(Layer("scratch-quota", True, "a watchdog sums the sizes of the files under the scratch dir every "
                         "0.2 s and kills the job beyond Isolation.scratch_quota_mb; RLIMIT_FSIZE caps each file"))

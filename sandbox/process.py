@@ -11,7 +11,7 @@ With ``isolation=None`` that is all: a process boundary. With an ``Isolation``
 (``sandbox.isolation``) the same call applies every hardened layer this machine has:
 bubblewrap (or unshare) namespaces, a seccomp socket filter, cgroups for memory, processes
 and CPU, a scratch-disk quota, and a kill that leaves no process of the job behind (daemons
-included); ``ProcessResult.layers`` names what was applied. ``redact`` keeps the trusted
+included); ``ProcessResult.layers`` names what was applied. ``sandbox.environment.redact`` keeps the trusted
 process's secrets out of the log lines it keeps.
 
 A child started *held* (``ChildProcess(..., held=True)``) gets every limit and layer at once,
@@ -27,10 +27,7 @@ longer than 15 s to exit.
 from __future__ import annotations
 
 import collections
-import functools
 import os
-import re
-import resource
 import signal
 import subprocess
 import threading
@@ -40,43 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox import cgroups
+from sandbox.environment import redact_with, secret_values, without_secret_names
+from sandbox.limits import Limits, limit_resources
+from sandbox.procfs import PAGE_BYTES, group_rss_bytes, pidns_of, scan_proc, scratch_bytes, start_if_alive, user_tasks
 from sandbox.isolation import Isolation, Plan, bwrap_argv, check_isolation, unshare_argv
 from sandbox.seccomp import install_in_child, program as seccomp_program
 
 CHANNEL_FD_ENV = "ARCHAGENT_CHANNEL_FD"  # the child writes its messages to this descriptor
 KEY_FD_ENV = "ARCHAGENT_KEY_FD"  # the child reads its message key here once, before running anything untrusted
-
-# Only these variables reach the child; everything else (API keys, tokens, proxies, cloud
-# credentials) stays out. Values are copied from the parent when set there.
-ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                 "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one job may use. ``memory_mb`` is enforced twice: as the address-space limit
-    (RLIMIT_AS: an allocation beyond it fails at once, with a MemoryError in Python) and by a
-    watchdog that kills the whole process group when its resident memory exceeds it.
-    ``address_space=False`` keeps only the watchdog: the CUDA driver reserves far more
-    address space than it uses, so a CUDA job cannot start under RLIMIT_AS."""
-
-    wall_seconds: float = 600.0
-    memory_mb: int | None = 4096  # None: no memory limit
-    address_space: bool = True  # also apply memory_mb as RLIMIT_AS
-    cpu_seconds: int | None = None  # RLIMIT_CPU; None: wall_seconds x threads + slack
-    file_size_mb: int | None = 1024  # largest file the job may write (RLIMIT_FSIZE)
-    open_files: int = 512
-    # processes and threads of the job (cgroup pids.max; torch starts a few threads per core).
-    # Also RLIMIT_NPROC for a non-root user, counted on top of the tasks the user already runs.
-    max_processes: int = 256
-
-    def __post_init__(self) -> None:
-        if self.wall_seconds <= 0:
-            raise ValueError(f"wall_seconds={self.wall_seconds} must be positive")
-        if self.memory_mb is not None and self.memory_mb < 256:
-            raise ValueError(f"memory_mb={self.memory_mb} is too small to start Python (>= 256)")
-        if self.max_processes < 4:
-            raise ValueError(f"max_processes={self.max_processes} is too small to start a job (>= 4)")
 
 
 @dataclass
@@ -96,98 +64,6 @@ class ProcessResult:
     @property
     def tail_text(self) -> str:
         return "\n".join(self.tail)
-
-
-def clean_env(extra: Mapping[str, str] | None = None, home: Path | None = None) -> dict[str, str]:
-    env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
-    env.setdefault("PATH", "/usr/bin:/bin")
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    if home is not None:
-        env["HOME"] = str(home)
-        env["TMPDIR"] = str(home)
-    env.update(extra or {})
-    return env
-
-
-
-# The values of the trusted process's variables with these in their names never reach a kept
-# log line (``redact``), and with an Isolation such names never reach the job's environment.
-SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE", "SESSION")
-REDACTED = "[redacted]"
-MIN_SECRET_CHARS = 6
-
-
-def _looks_secret(name: str) -> bool:
-    upper = name.upper()
-    return any(part in upper for part in SECRET_NAME_PARTS)
-
-
-def _secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    env = os.environ if environ is None else environ
-    return sorted({v for k, v in env.items() if _looks_secret(k) and len(v) >= MIN_SECRET_CHARS}, key=len, reverse=True)
-
-
-def _redact_with(text: str, values: Sequence[str]) -> str:
-    for value in values:
-        if value in text:
-            text = text.replace(value, REDACTED)
-    return text
-
-
-def redact(text: str) -> str:
-    """``text`` with the value of every secret-looking variable of this (trusted) process's
-    environment (names with KEY, TOKEN, SECRET, PASSWORD, PASSWD, CREDENTIAL, AUTH, COOKIE or
-    SESSION; values of 6 characters or more) replaced by "[redacted]"."""
-    return _redact_with(text, _secret_values())
-
-
-def _without_secret_names(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if not _looks_secret(k) and not re.search(r"(^|_)PROXY$", k, re.IGNORECASE)}
-
-
-PR_SET_PDEATHSIG = 1
-
-
-@functools.cache
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, loaded in the parent (loading a library between fork and exec could deadlock)."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-def _limit_resources(limits: Limits, cpu_seconds: int, parent: int, *, nproc: int | None = None,
-                     join: Callable[[], None] | None = None,
-                     seccomp: Callable[[], None] | None = None) -> Callable[[], None]:
-    prctl = _prctl()
-
-    def apply() -> None:  # runs in the child between fork and exec
-        # Linux kills the child when its parent dies, even by kill -9: a dead coordinator
-        # leaves no worker behind (the group is killed on every other exit path).
-        if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os._exit(1)
-        if join is not None:  # into the job's cgroups, before anything else runs
-            join()
-        mb = 1024 * 1024
-        if limits.memory_mb is not None and limits.address_space:
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
-        if limits.file_size_mb is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if nproc is not None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        if seccomp is not None:  # last: it also forbids what the lines above might need
-            seccomp()
-
-    return apply
 
 
 class ChildProcess:
@@ -247,12 +123,12 @@ class ChildProcess:
     # ------------------------------------------------------------ start
 
     def start(self) -> None:
-        self._secrets = _secret_values()
+        self._secrets = secret_values()
         argv, env, extra_fds = self.argv, self.env, []
         join = install = nproc = None
         if self.isolation is not None:
             self._plan = plan = check_isolation(self.isolation)  # raises before anything starts
-            env = _without_secret_names(self.env)
+            env = without_secret_names(self.env)
             try:
                 self._cgroup = self._make_cgroup(plan)
                 join = self._cgroup.join if self._cgroup is not None else None
@@ -264,7 +140,7 @@ class ChildProcess:
                     install = install_in_child()
                 argv = self._wrap(plan, seccomp_fd)
                 if os.geteuid() != 0:  # the kernel counts every task of the user, and ignores the limit for root
-                    nproc = _user_tasks(os.getuid()) + self.limits.max_processes
+                    nproc = user_tasks(os.getuid()) + self.limits.max_processes
             except BaseException:
                 self._release(extra_fds)
                 raise
@@ -277,7 +153,7 @@ class ChildProcess:
                 argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                 pass_fds=(channel_w, key_r, *extra_fds),
-                preexec_fn=_limit_resources(self.limits, self.cpu_seconds, os.getpid(), nproc=nproc, join=join,
+                preexec_fn=limit_resources(self.limits, self.cpu_seconds, os.getpid(), nproc=nproc, join=join,
                                             seccomp=install),
             )
         except BaseException:
@@ -350,7 +226,7 @@ class ChildProcess:
     def _read_logs(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         for raw in self._proc.stdout:
-            text = _redact_with(raw.decode("utf-8", "replace").rstrip("\n"), self._secrets)
+            text = redact_with(raw.decode("utf-8", "replace").rstrip("\n"), self._secrets)
             with self._tail_lock:
                 self._tail.append(text[:2000])
 
@@ -421,7 +297,7 @@ class ChildProcess:
         """Add the job's processes now running to ``_job``; their resident memory in bytes."""
         assert self._proc is not None
         root = self._proc.pid
-        procs = _scan_proc()
+        procs = scan_proc()
         in_cgroup = self._cgroup.pids() if self._cgroup is not None else set()
         children: dict[int, list[int]] = collections.defaultdict(list)
         for pid, info in procs.items():
@@ -440,13 +316,13 @@ class ChildProcess:
             for pid in found:
                 self._job[pid] = procs[pid][2]
             if self._pidns is None and self._plan is not None and self._plan.backend != "none":
-                own = _pidns_of("self")
+                own = pidns_of("self")
                 for pid in sorted(found - {root}, key=lambda p: procs[p][0] != root):  # root's children first
-                    ns = _pidns_of(pid)
+                    ns = pidns_of(pid)
                     if ns is not None and ns != own:
                         self._pidns = ns
                         break
-        return sum(procs[pid][3] for pid in found) * _PAGE
+        return sum(procs[pid][3] for pid in found) * PAGE_BYTES
 
     def _quota_watchdog(self) -> None:
         assert self._proc is not None and self._plan is not None and self._plan.scratch_quota_mb is not None
@@ -479,10 +355,10 @@ class ChildProcess:
         """SIGKILL every process of the job still alive; the pids it signalled."""
         with self._job_lock:
             seen = dict(self._job)
-        left = [pid for pid, start in seen.items() if _start_if_alive(pid) == start]
+        left = [pid for pid, start in seen.items() if start_if_alive(pid) == start]
         if self._pidns is not None:  # everything in the job's pid namespace
-            left += [pid for pid in _scan_proc() if pid not in seen and _pidns_of(pid) == self._pidns
-                     and _start_if_alive(pid) is not None]
+            left += [pid for pid in scan_proc() if pid not in seen and pidns_of(pid) == self._pidns
+                     and start_if_alive(pid) is not None]
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -570,104 +446,5 @@ def _pipe_holding(data: bytes) -> int:
 
 MEMORY_POLL_SECONDS = 0.2
 QUOTA_POLL_SECONDS = 0.2
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def group_rss_bytes(pgid: int) -> int:
-    """Resident memory of every process in process group ``pgid`` (Linux /proc; 0 elsewhere)."""
-    return sum(rss for _, pgrp, _, rss in _scan_proc().values() if pgrp == pgid) * _PAGE
-
-
-def _stat_fields(pid: int | str) -> list[bytes] | None:
-    """The fields of /proc/PID/stat after the command name (field 3, the state, first)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-        return stat[stat.rindex(b")") + 2:].split()
-    except (OSError, ValueError):
-        return None
-
-
-def _scan_proc() -> dict[int, tuple[int, int, int, int]]:
-    """pid -> (parent pid, process group, start time, resident pages) of every live process."""
-    out = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return out
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        f = _stat_fields(entry)
-        if f is None or len(f) < 22 or f[0] in (b"Z", b"X"):
-            continue
-        try:  # fields 4 ppid, 5 pgrp, 22 starttime, 24 rss
-            out[int(entry)] = (int(f[1]), int(f[2]), int(f[19]), int(f[21]))
-        except ValueError:
-            continue
-    return out
-
-
-def _start_if_alive(pid: int) -> int | None:
-    """The start time of ``pid`` when it runs (not a zombie), else None."""
-    f = _stat_fields(pid)
-    if f is None or len(f) < 20 or f[0] in (b"Z", b"X"):
-        return None
-    try:
-        return int(f[19])
-    except ValueError:
-        return None
-
-
-def _pidns_of(pid: int | str) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid")
-    except OSError:
-        return None
-
-
-def _user_tasks(uid: int) -> int:
-    """Tasks (threads) the user runs now: what RLIMIT_NPROC counts against."""
-    total = 0
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as fh:
-                status = dict(line.split(":", 1) for line in fh if ":" in line)
-            if int(status["Uid"].split()[0]) == uid:
-                total += int(status["Threads"])
-        except (OSError, KeyError, ValueError, IndexError):
-            continue
-    return total
-
-
-def scratch_bytes(root: Path) -> int:
-    """Disk used by the files under ``root``: each inode once, symlinks not followed, the larger
-    of a file's size and its allocated blocks (sparse and preallocated files both count)."""
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    stack = [str(root)]
-    while stack:
-        try:
-            it = os.scandir(stack.pop())
-        except OSError:
-            continue
-        with it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                except OSError:
-                    continue
-                if st.st_nlink > 1:
-                    if (st.st_dev, st.st_ino) in seen:
-                        continue
-                    seen.add((st.st_dev, st.st_ino))
-                total += max(st.st_size, getattr(st, "st_blocks", 0) * 512)
-    return total

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from evaluator.early_stop.forecast import CurveForecaster, Decision, EarlyStopRule
+from evaluator.early_stop.forecast import CurveForecaster
+from evaluator.early_stop.rule import Decision, EarlyStopRule
 from agent.records import ForecastRecord
 from evaluator.records import Candidate, Evaluation, Purpose, Status
 

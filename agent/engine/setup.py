@@ -180,7 +180,7 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
                       declared: Any = None) -> Setup:
     from evaluator.data import load_dataset
     from evaluator.pools.training import TrainingPool
-    from sandbox.process import Limits
+    from sandbox.limits import Limits
 
     name = settings.space
     if declared is None and name is not None and name not in SPACES:
@@ -310,7 +310,7 @@ def _prepare_curves(settings: Settings) -> Setup:
     path = Path(settings.task[len(CURVES_PREFIX):]).expanduser()
     table = load_curve_table(path)
     task = curves_task(settings.task, path, len(table.archs), table.epochs)
-    if (settings.space or "nb201") != "nb201":
+    if (settings.space or task.default_space) != task.default_space:
         raise UserInputError(f"task {task.name} replays NAS-Bench-201 cells; space {settings.space!r} cannot be used with it",
                              hint="drop --space or pass --space nb201")
     space = Nb201Space(cells=frozenset(table.archs), cells_source=path.name, max_params=settings.max_params,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import types
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from agent.exporter.recipe import normalisation_from_data, training_recipe
 from agent.exporter.template import Source, WeightsLine, render, results_card
 from agent.store import History
 from evaluator.errors import UserInputError
+from evaluator.spaces import space_class
 
 # Every file an export may write: an earlier export's files are replaced as a whole.
 EXPORT_FILES = ("model.py", "candidate_model.py", "recipe.json", "weights.pt", "model.onnx")
@@ -51,9 +53,9 @@ def export_candidate(history: History, candidate_id: str, *, out: Path | str | N
     if onnx:
         from agent.exporter.onnx_file import require_onnx
 
-        if facts.space in ("code", "declared"):
+        if not space_class(facts.space).builds_in_trusted_process:
             raise UserInputError(
-                f"--onnx is not available for {'code-mode' if facts.space == 'code' else 'declared-space'} candidate "
+                f"--onnx is not available for {'code-mode' if space_class(facts.space).runs_candidate_code else 'declared-space'} candidate "
                 f"{facts.candidate_id}: writing ONNX means building the network, which runs the candidate's code (or "
                 "the space's builder), and archagent runs that code only in the sandbox",
                 hint="export without --onnx, read candidate_model.py, then run torch.onnx.export on model.py's "
@@ -176,27 +178,34 @@ def _write(folder: Path, files: dict[str, str], chosen: weights_mod.Chosen | Non
 
 def _source(facts: Facts) -> tuple[Source, str]:
     """The space's part of model.py and a one-line description of the architecture."""
-    from evaluator.spaces import SPACES, get_space
-
-    if facts.space == "declared":  # a space file's candidate: its choices, built by the file's builder
-        return _declared_source(facts)
-    if facts.space not in SPACES:
+    write = _SOURCES.get(facts.space)
+    if write is None:
         raise UserInputError(f"candidate {facts.candidate_id} is of space {facts.space!r}, which export does not know",
-                             hint="export knows the layers, nb201, code and declared spaces")
-    space = get_space(facts.space, input_shape=facts.input_shape, num_classes=facts.num_classes)
-    if facts.space == "layers":
-        summary = space.summary(facts.spec)
-        return layers_source(space.validate(facts.spec), summary), summary
-    if facts.space == "nb201":
-        from evaluator.spaces.nb201 import arch_string
+                             hint="export knows the " + ", ".join(_SOURCES) + " spaces")
+    return write(facts)
 
-        spec = space.validate(facts.spec)
-        return nb201_source(spec), f"NAS-Bench-201 cell {arch_string(spec)} (C=16, N=5)"
-    if facts.space == "code":
-        summary = space.summary(facts.spec)
-        return code_source(facts.spec["source"]), summary
-    raise UserInputError(f"candidate {facts.candidate_id} is of space {facts.space!r}, which export does not know",
-                         hint="export knows the layers, nb201 and code spaces")
+
+def _layers_source(facts: Facts) -> tuple[Source, str]:
+    space = _space(facts)
+    summary = space.summary(facts.spec)
+    return layers_source(space.validate(facts.spec), summary), summary
+
+
+def _nb201_source(facts: Facts) -> tuple[Source, str]:
+    from evaluator.spaces.nb201 import arch_string
+
+    spec = _space(facts).validate(facts.spec)
+    return nb201_source(spec), f"NAS-Bench-201 cell {arch_string(spec)} (C=16, N=5)"
+
+
+def _code_source(facts: Facts) -> tuple[Source, str]:
+    return code_source(facts.spec["source"]), _space(facts).summary(facts.spec)
+
+
+def _space(facts: Facts) -> Any:
+    from evaluator.spaces import get_space
+
+    return get_space(facts.space, input_shape=facts.input_shape, num_classes=facts.num_classes)
 
 
 def _declared_source(facts: Facts) -> tuple[Source, str]:
@@ -224,10 +233,15 @@ def _declared_source(facts: Facts) -> tuple[Source, str]:
     return declared_source(builder.decode("utf-8"), facts.spec, name), f"{name}: {summary}"
 
 
+# How each space's candidates become model.py: a writer per space, by the name the history records.
+_SOURCES: dict[str, Callable[[Facts], tuple[Source, str]]] = {
+    "layers": _layers_source, "nb201": _nb201_source, "code": _code_source, "declared": _declared_source}
+
+
 def _evaluator_network(facts: Facts) -> Any | None:
     """The evaluator's own network for the candidate (the reference), or None where building it
     would run code here (code mode, a declared space's builder)."""
-    if facts.space in ("code", "declared"):
+    if not space_class(facts.space).builds_in_trusted_process:
         return None
     import torch
 

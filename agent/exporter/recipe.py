@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.exporter.facts import Facts
 from evaluator.recipe import Training
+from evaluator.spaces import space_class
 
 SCHEDULES = {
     "cosine": "after warm-up, lr * 0.5 * (1 + cos(pi * progress)), updated every step, reaching 0 at the end",
@@ -39,8 +40,7 @@ def training_recipe(facts: Facts, normalisation: dict[str, Any] | None) -> dict[
 
 
 def _trained(facts: Facts, normalisation: dict[str, Any] | None) -> dict[str, Any]:
-    training = facts.spec.get("training") if facts.space != "declared" else None  # declared: a slot may be so named
-    recipe = Training.unchecked(training)
+    recipe = Training.unchecked(space_class(facts.space).recipe_of(facts.spec))
     sgd = recipe.optimizer == "sgd"
     if normalisation is not None:
         inputs = {"scale": normalisation["scale"], "mean": list(normalisation["mean"]), "std": list(normalisation["std"]),

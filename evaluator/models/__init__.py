@@ -2,11 +2,11 @@
 
 This package runs inside the untrusted worker process: it imports only torch, numpy and the
 search spaces (for their normalisation and shape rules), never the agent or the sandbox.
-``seeds`` holds the code space's seed model files (our own code, not candidates).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -23,29 +23,46 @@ def build_model(space_name: str, spec: Any, input_shape: tuple[int, ...], num_cl
     ``build_model(spec, input_shape, num_classes)`` it calls (also only inside the worker).
     The output is (B, num_classes) logits.
     """
-    if space_name == "layers":
-        from evaluator.models.layers_net import LayersNet
-
-        if options:
-            raise TypeError(f"the layers builder takes no options, got {sorted(options)}")
-        return LayersNet(spec, tuple(input_shape), num_classes)
-    if space_name == "nb201":
-        from evaluator.models.nb201_net import Nb201Net
-
-        return Nb201Net(spec, tuple(input_shape), num_classes, **options)
-    if space_name == "code":  # only ever inside the sandboxed worker: this runs candidate code
-        from evaluator.models.code import build_from_file
-
-        if set(options) != {"path"}:
-            raise TypeError(f"the code builder takes one option, path (the model file), got {sorted(options)}")
-        return build_from_file(options["path"], tuple(input_shape), num_classes)
-    if space_name == "declared":  # only ever inside the sandboxed worker: this runs the space's builder file
-        from evaluator.models.code import build_from_builder
-
-        if set(options) != {"path"}:
-            raise TypeError(f"the declared builder takes one option, path (the builder file), got {sorted(options)}")
-        return build_from_builder(options["path"], spec, tuple(input_shape), num_classes)
-    raise ValueError(f"space_name={space_name!r} has no network builder; use 'layers', 'nb201', 'code' or 'declared'")
+    builder = BUILDERS.get(space_name)
+    if builder is None:
+        raise ValueError(f"space_name={space_name!r} has no network builder; use " + ", ".join(map(repr, BUILDERS)))
+    return builder(spec, tuple(input_shape), num_classes, **options)
 
 
-__all__ = ["build_model"]
+def _layers(spec: Any, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    from evaluator.models.layers_net import LayersNet
+
+    if options:
+        raise TypeError(f"the layers builder takes no options, got {sorted(options)}")
+    return LayersNet(spec, input_shape, num_classes)
+
+
+def _nb201(spec: Any, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    from evaluator.models.nb201_net import Nb201Net
+
+    return Nb201Net(spec, input_shape, num_classes, **options)
+
+
+def _model_file(spec: Any, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    """Only ever inside the sandboxed worker: this imports the candidate's file (candidate code)."""
+    from evaluator.models.code import build_from_file
+
+    if set(options) != {"path"}:
+        raise TypeError(f"the code builder takes one option, path (the model file), got {sorted(options)}")
+    return build_from_file(options["path"], input_shape, num_classes)
+
+
+def _builder_file(spec: Any, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    """Only ever inside the sandboxed worker: this runs the space file's builder."""
+    from evaluator.models.code import build_from_builder
+
+    if set(options) != {"path"}:
+        raise TypeError(f"the declared builder takes one option, path (the builder file), got {sorted(options)}")
+    return build_from_builder(options["path"], spec, input_shape, num_classes)
+
+
+# The network builder of each space, by the space's name (the name a job records).
+BUILDERS: dict[str, Callable[..., nn.Module]] = {"layers": _layers, "nb201": _nb201, "code": _model_file,
+                                                  "declared": _builder_file}
+
+__all__ = ["BUILDERS", "build_model"]

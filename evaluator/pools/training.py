@@ -44,17 +44,20 @@ never a time the worker sends) of ``prepare`` (submit: the job's folder and file
 ``first_step`` (submit to ready: just before proxies and the first training step), ``finish``
 (the worker's last message to the evaluation made: process exit, checks, checkpoint and weights
 kept, folder removed), and ``warm`` (whether a spare ran the job).
+
+Why one module of this length: one lock guards the running jobs, and submitting a job, checking
+its messages, judging how it ended and keeping its checkpoint and weights all act on the same job
+record (``_Running``). The spares (``evaluator.pools.spares``) and the files a pool stages and
+keeps (``evaluator.pools.staging``) live apart.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import queue
 import secrets
 import shutil
-import stat
 import sys
 import threading
 import time
@@ -67,11 +70,15 @@ import numpy as np
 from evaluator.data.base import Dataset
 from evaluator.pools.base import EvaluationPool, Job, PoolEvent
 from evaluator.job.protocol import Checker, Done, Epoch, Failure, Proxies, Ready, Test
+from evaluator.pools.spares import Spare, Spares, end_spare
+from evaluator.pools.staging import NotKept, copy_regular_file, default_weights_dir, stage_arrays
 from evaluator.records import CurvePoint, Evaluation, Purpose, Status
 from evaluator.spaces import space_class
 from evaluator.job.worker import CHECKPOINT_IN, CHECKPOINT_OUT, TEST_HOOKS_ENV, WEIGHTS_OUT
 from sandbox.isolation import Isolation
-from sandbox.process import ChildProcess, Limits, clean_env, redact
+from sandbox.environment import clean_env, redact
+from sandbox.limits import Limits
+from sandbox.process import ChildProcess
 
 
 PROXY_EXTRAS = ("proxy_seconds", "proxy_undefined")  # the metrics written beside the proxy_<name> scores
@@ -84,19 +91,6 @@ WORKER_BOOT = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
                "runpy.run_module('evaluator.job.worker', run_name='__main__', alter_sys=True)")
 WEIGHTS_FORMAT = 1  # the .json written beside kept weights
 SHARED_ARRAYS = ("x_train", "y_train", "x_val")  # what every job's folder holds (a final job also gets x_test)
-SPARE_POLL_SECONDS = 1.0  # how often the keeper looks for spares that died while waiting
-SPARE_BACKOFF_SECONDS = 30.0  # the longest pause before replacing spares that keep dying unused
-SPARE_IDLE_GRACE_SECONDS = 0.5  # a core left free this long (no job came for it) may start a spare
-
-
-def default_weights_dir(workdir: Path) -> Path:
-    """Where final jobs' weights are kept when the pool is not told: for the runner's layout
-    ``HOME/work/RUN`` (a scratch area that may be cleaned) it is ``HOME/weights/RUN``; for any
-    other workdir, ``workdir/weights``."""
-    workdir = Path(workdir)
-    if workdir.parent.name == "work":
-        return workdir.parent.parent / "weights" / workdir.name
-    return workdir / "weights"
 
 
 @dataclass
@@ -134,15 +128,6 @@ class _Running:
     launched: float | None = None  # the process was spawned, or the spare released
     ready_at: float | None = None  # its ready message arrived
     last_message_at: float | None = None  # its last accepted message arrived
-
-
-@dataclass
-class _Spare:
-    """A held worker waiting for a job, in its own fresh scratch folder holding SHARED_ARRAYS."""
-
-    process: ChildProcess
-    scratch: Path
-    holder: dict[str, _Running]  # the job's run once it has one: where its messages go
 
 
 def pool_cores() -> int:
@@ -216,14 +201,7 @@ class TrainingPool(EvaluationPool):
         self._staged = stage_arrays(dataset, self.workdir / "data") if staged is None else Path(staged)
         self.warm = warm
         self._cores = pool_cores()
-        self._spares: list[_Spare] = []  # ready for a job, oldest first
-        self._dead: list[_Spare] = []  # found dead while waiting: the keeper ends them
-        self._closing = threading.Event()
-        self._wake = threading.Event()  # the keeper has work: a spare was taken or found dead
-        self._keeper: threading.Thread | None = None
-        if warm:
-            self._keeper = threading.Thread(target=self._keep_spares, name="spare-keeper", daemon=True)
-            self._keeper.start()
+        self.spares = Spares(warm, start=self._start_spare, may_start=self._core_idle)
 
     # -- data ------------------------------------------------------------------------
 
@@ -293,7 +271,7 @@ class TrainingPool(EvaluationPool):
         if inject is not None:
             spec["test_inject"] = inject
             extra_env[TEST_HOOKS_ENV] = "1"
-        spare = self._take_spare() if inject is None else None  # fault injection needs its own environment: cold
+        spare = self.spares.take() if inject is None else None  # fault injection needs its own environment: cold
         scratch = spare.scratch if spare is not None else self._scratch(job_id)
         try:
             self._job_files(job, scratch)
@@ -302,7 +280,7 @@ class TrainingPool(EvaluationPool):
             (scratch / "job.json").write_text(json.dumps(spec))
         except BaseException:
             if spare is not None:  # e.g. a full disk: the spare never runs this half-written job
-                self._end_spare(spare)
+                end_spare(spare)
             raise
         checker = Checker(key=key, job=job_id, n_val=len(self.dataset.y_val),
                           n_test=len(self.dataset.y_test) if want_test else 0,
@@ -322,7 +300,7 @@ class TrainingPool(EvaluationPool):
         run.launched = time.monotonic()
         if spare is not None:
             process.release(key)
-            self._wake.set()  # the keeper starts its replacement
+            self.spares.wake()  # the keeper starts its replacement
         else:
             process.start()
         self._events.put(PoolEvent(kind="started", candidate_id=job.candidate_id,
@@ -369,7 +347,7 @@ class TrainingPool(EvaluationPool):
             saved.path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self._close_spares()
+        self.spares.close()
         for cid in list(self._running):
             self.cancel(cid)
         if self._own_staged:
@@ -377,20 +355,9 @@ class TrainingPool(EvaluationPool):
         shutil.rmtree(self.workdir / "checkpoints", ignore_errors=True)
         self._checkpoints.clear()
 
-    # -- spares ----------------------------------------------------------------------
+    # -- spares (evaluator.pools.spares keeps them) ------------------------------------
 
-    def _take_spare(self) -> _Spare | None:
-        """The oldest spare still alive, or None; the dead ones found go to the keeper."""
-        with self._lock:
-            while self._spares:
-                spare = self._spares.pop(0)
-                if spare.process.poll() is None:
-                    return spare
-                self._dead.append(spare)  # died while waiting (killed, out of memory): never given a job
-                self._wake.set()
-        return None
-
-    def _start_spare(self) -> _Spare:
+    def _start_spare(self) -> Spare:
         scratch = self._scratch(f"spare-{secrets.token_hex(4)}")
         holder: dict[str, _Running] = {}
         process = self._process(scratch, holder)
@@ -399,53 +366,7 @@ class TrainingPool(EvaluationPool):
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        return _Spare(process=process, scratch=scratch, holder=holder)
-
-    @staticmethod
-    def _end_spare(spare: _Spare) -> None:
-        """Kill a spare that never got a job (or died waiting) and remove its folder."""
-        spare.process.kill()
-        spare.process.wait()
-        shutil.rmtree(spare.scratch, ignore_errors=True)
-
-    def _keep_spares(self) -> None:
-        """The keeper thread: keeps ``warm`` spares started, one start at a time, and replaces the
-        ones that died waiting (pausing longer each time spares keep dying unused). It stops making
-        spares when one cannot be started at all (e.g. the sandbox is unavailable): every job then
-        starts cold, and a cold start raises the same error where the caller sees it."""
-        deaths = 0
-        while not self._closing.is_set():
-            self._wake.clear()
-            with self._lock:
-                alive = []
-                for spare in self._spares:
-                    (alive if spare.process.poll() is None else self._dead).append(spare)
-                self._spares, dead, self._dead = alive, self._dead, []
-                missing = self.warm - len(self._spares)
-            for spare in dead:
-                self._end_spare(spare)
-            deaths += len(dead)
-            if dead and self._closing.wait(min(SPARE_BACKOFF_SECONDS, 0.5 * 2 ** deaths)):
-                break
-            if missing <= 0 or not self._core_idle():
-                self._wake.wait(SPARE_POLL_SECONDS)
-                continue
-            # A job that ended is often followed at once by the next (a queue of proposals): that one
-            # starts cold on the free core rather than beside a spare's start. Spares fill idle time.
-            if self._closing.wait(SPARE_IDLE_GRACE_SECONDS) or not self._core_idle():
-                continue
-            try:
-                spare = self._start_spare()
-            except Exception:  # noqa: BLE001 - e.g. the sandbox is unavailable: submit() starts cold and raises it
-                return
-            with self._lock:
-                if not self._closing.is_set():
-                    self._spares.append(spare)
-                    spare = None
-            if spare is not None:
-                self._end_spare(spare)
-            if not dead:
-                deaths = 0
+        return Spare(process=process, scratch=scratch, holder=holder)
 
     def _core_idle(self) -> bool:
         """Whether a spare may start now: a core is left beside the threads of the jobs running.
@@ -459,16 +380,6 @@ class TrainingPool(EvaluationPool):
         with self._lock:
             busy = self.threads * len(self._running)
         return self._cores - busy >= 1
-
-    def _close_spares(self) -> None:
-        self._closing.set()
-        self._wake.set()
-        if self._keeper is not None:
-            self._keeper.join()
-        with self._lock:
-            spares, self._spares, self._dead = self._spares + self._dead, [], []
-        for spare in spares:
-            self._end_spare(spare)
 
     # -- one job ---------------------------------------------------------------------
 
@@ -514,7 +425,7 @@ class TrainingPool(EvaluationPool):
             self._results[run.job.candidate_id] = evaluation
             self._events.put(PoolEvent(kind="finished", candidate_id=run.job.candidate_id, evaluation=evaluation))
             self._running.pop(run.job.candidate_id, None)
-        self._wake.set()  # a core may be free for a spare now
+        self.spares.wake()  # a core may be free for a spare now
 
     @staticmethod
     def _overhead(run: _Running) -> dict[str, float | bool | None]:
@@ -634,7 +545,7 @@ class TrainingPool(EvaluationPool):
         cid, seed = run.job.candidate_id, run.job.seed
         keep = self.weights_dir / f"{cid}-seed{seed}.pt"
         try:
-            digest, size = _copy_regular_file(run.scratch / WEIGHTS_OUT, keep)
+            digest, size = copy_regular_file(run.scratch / WEIGHTS_OUT, keep)
             if self._normalisation is None:
                 self._normalisation = self.dataset.input_normalisation()
             facts = {"format": WEIGHTS_FORMAT, "candidate_id": cid, "seed": seed, "epochs": self.epochs,
@@ -643,7 +554,7 @@ class TrainingPool(EvaluationPool):
                      "sha256": digest, "bytes": size,
                      "note": "written by the sandboxed worker: untrusted data; load with torch.load(weights_only=True)"}
             keep.with_suffix(".json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-        except _NotKept as exc:
+        except NotKept as exc:
             return evaluation.model_copy(update={"metrics": evaluation.metrics | {"weights_error": str(exc)}})
         except OSError as exc:  # e.g. a full disk: the evaluation stands, the weights are not kept
             keep.unlink(missing_ok=True)
@@ -680,45 +591,3 @@ class TrainingPool(EvaluationPool):
                        metrics=dict(facts["metrics"]), jobs=int(facts["jobs"]))
         with self._lock:
             self._checkpoints[candidate_id] = saved
-
-
-def stage_arrays(dataset: Dataset, folder: Path) -> Path:
-    """Write the arrays a worker may see (training images and labels, validation and test
-    images); validation and test labels never leave the trusted side."""
-    folder.mkdir(parents=True, exist_ok=True)
-    d = dataset
-    for name, array in (("x_train", d.x_train), ("y_train", d.y_train.astype(np.int64)),
-                        ("x_val", d.x_val), ("x_test", d.x_test)):
-        np.save(folder / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-    return folder
-
-
-class _NotKept(Exception):
-    """Why a job's weights file was not kept (the text goes into the metrics)."""
-
-
-def _copy_regular_file(source: Path, target: Path) -> tuple[str, int]:
-    """Copy ``source`` to ``target`` (through a temporary name), refusing anything but a regular
-    file (a link could point anywhere on the trusted side); return its SHA-256 and size."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the pool
-    except FileNotFoundError:
-        raise _NotKept(f"the worker left no weights file ({source.name})") from None
-    except OSError as exc:
-        raise _NotKept(f"{source.name} cannot be opened as a regular file ({exc.strerror or exc}); not kept") from None
-    partial = target.with_name(target.name + f".{secrets.token_hex(3)}.partial")
-    digest, size = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "rb") as src:
-            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
-                raise _NotKept(f"{source.name} is not a regular file; not kept")
-            with open(partial, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    dst.write(chunk)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return digest.hexdigest(), size

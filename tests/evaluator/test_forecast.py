@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluator.early_stop.forecast import QUANTILE_LEVELS, CurveForecaster, EarlyStopRule
+from evaluator.early_stop.forecast import QUANTILE_LEVELS, CurveForecaster
+from evaluator.early_stop.rule import EarlyStopRule
 from tests.conftest import ROOT
 
 EPOCHS = np.arange(1, 101, dtype=float)  # a 100-epoch schedule

@@ -474,9 +474,9 @@ def test_mutate_on_a_tight_budget_and_a_1x1_input_stays_valid():
 
 
 def test_mutate_falls_back_to_a_training_edit_when_no_edit_applies(space, monkeypatch):
-    from evaluator.spaces import layers
+    from evaluator.spaces.layers import edits, space as space_module
 
-    monkeypatch.setattr(layers, "_EDITS", ((layers._edit_add_stage, 1),))  # a full network cannot grow
+    monkeypatch.setattr(space_module, "EDITS", ((edits._edit_add_stage, 1),))  # a full network cannot grow
     parent = space.validate(short(*[{"channels": 16}] * 6))
     child = space.mutate(parent, random.Random(0))
     assert leaf_diff(parent, child) == ["training.augmentation"]

@@ -21,7 +21,7 @@ from evaluator.pools.ray import RayPool, Resources  # noqa: E402
 from evaluator.records import Purpose, Status  # noqa: E402
 from evaluator.spaces import get_space  # noqa: E402
 from sandbox.isolation import Isolation  # noqa: E402
-from sandbox.process import Limits  # noqa: E402
+from sandbox.limits import Limits  # noqa: E402
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 

@@ -21,8 +21,9 @@ from evaluator.pools.base import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces import get_space
 from evaluator.job.trainer import channel_stats, to_unit
-from evaluator.pools.training import TrainingPool, default_weights_dir, job_threads
-from sandbox.process import Limits
+from evaluator.pools.staging import default_weights_dir
+from evaluator.pools.training import TrainingPool, job_threads
+from sandbox.limits import Limits
 
 HOSTILE = r'''
 import gc, json, os, sys

@@ -18,7 +18,7 @@ from evaluator.records import Status
 from evaluator.spaces import get_space
 from evaluator.pools.training import TrainingPool
 from sandbox.isolation import Isolation
-from sandbox.process import Limits
+from sandbox.limits import Limits
 from tests.security.processes import descendants, leftovers
 
 PHASES = ("prepare", "boot", "first_step", "finish")
@@ -35,7 +35,7 @@ def spares(pool: TrainingPool, n: int = 1, timeout: float = 60.0) -> list:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with pool._lock:
-            ready = list(pool._spares)
+            ready = list(pool.spares.ready)
         if len(ready) >= n:
             return ready
         time.sleep(0.05)
@@ -157,7 +157,7 @@ def test_close_kills_the_spares_and_removes_their_folders(digits, tmp_path):
     assert not leftovers(before=before)
     jobs = tmp_path / "w" / "jobs"
     assert not jobs.exists() or not any(jobs.iterdir())
-    assert pool._spares == []
+    assert pool.spares.ready == []
 
 
 def test_a_negative_number_of_spares_is_refused(digits, tmp_path):
@@ -172,7 +172,7 @@ def spare_seen_while_running(pool: TrainingPool, job: Job) -> bool:
     while True:
         events = pool.events(timeout=0.05)
         with pool._lock:
-            seen |= bool(pool._spares)
+            seen |= bool(pool.spares.ready)
         if any(e.kind == "finished" for e in events):
             return seen
 

@@ -20,7 +20,9 @@ import pytest
 
 from sandbox import cgroups, isolation
 from sandbox.isolation import Isolation, IsolationUnavailable, check_isolation, describe_isolation, detect_layers
-from sandbox.process import CHANNEL_FD_ENV, KEY_FD_ENV, ChildProcess, Limits, ProcessResult, clean_env, redact
+from sandbox.environment import clean_env, redact
+from sandbox.limits import Limits
+from sandbox.process import CHANNEL_FD_ENV, KEY_FD_ENV, ChildProcess, ProcessResult
 
 LAYERS = {layer.name: layer for layer in detect_layers()}
 REPO = Path(__file__).resolve().parents[2]

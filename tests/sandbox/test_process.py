@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.process import CHANNEL_FD_ENV, KEY_FD_ENV, ChildProcess, Limits, clean_env
+from sandbox.environment import clean_env
+
+from sandbox.limits import Limits
+
+from sandbox.process import CHANNEL_FD_ENV, KEY_FD_ENV, ChildProcess
 
 CHILD = textwrap.dedent(f"""
     import os, sys
@@ -117,7 +121,9 @@ def test_limits_reject_nonsense():
 COORDINATOR = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from sandbox.process import ChildProcess, Limits, clean_env
+    from sandbox.environment import clean_env
+    from sandbox.limits import Limits
+    from sandbox.process import ChildProcess
     proc = ChildProcess([sys.executable, "-c", "import time; time.sleep(120)"], cwd=Path(sys.argv[1]),
                         env=clean_env(), limits=Limits(wall_seconds=120), key=b"k", on_message=lambda line: None)
     proc.start()
