@@ -3,7 +3,10 @@
 # make demo     installs, then trains a 12-candidate search on scikit-learn's digits with the offline LLM and the
 #               proposer portfolio (about 3.5 min on 2 cores; the first run also prepares the model, about 1 min)
 # make demo-nb201  the same on the NAS-Bench-201 tables (tabular, seconds)
-# make test     installs, then runs the whole test suite, in parallel (PYTEST_WORKERS, PYTEST_ARGS)
+# make test     installs, then runs the linter and the import contracts (make lint), then the whole test
+#               suite, in parallel (PYTEST_WORKERS, PYTEST_ARGS)
+# make test-fast  the same without the tests marked slow, llm, ray or gpu: for development (under 3 min on 2 cores)
+# make lint     ruff (the rule set in pyproject.toml) and the import contracts (lint-imports; docs/architecture.md)
 # make bench    reproduces docs/benchmarks.md (hours on 2 cores)
 
 SYS_PYTHON ?= python3
@@ -19,7 +22,7 @@ PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n
 PYTHON := $(shell $(SYS_PYTHON) -c "import os, sys, sysconfig; managed = os.path.exists(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')); print('.venv/bin/python' if managed and sys.prefix == sys.base_prefix else sys.executable)")
 STAMP := .make/installed
 
-.PHONY: install sandbox-tools demo demo-nb201 test bench clean
+.PHONY: install sandbox-tools demo demo-nb201 lint test test-fast bench clean
 
 install: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
@@ -55,14 +58,24 @@ demo: $(STAMP)
 demo-nb201: $(STAMP)
 	@if [ ! -f "$(BENCHDATA)/nb201/nb201_12epoch_accuracy.csv" ]; then \
 	  echo "make demo-nb201 needs the NAS-Bench-201 tables in $(BENCHDATA)/nb201 (nb201_12epoch_accuracy.csv)."; \
-	  echo "Get them as README.md ('NAS-Bench-201 tables') says, then run: make demo-nb201 BENCHDATA=/path/to/benchdata"; \
+	  echo "Get them as docs/training.md ('NAS-Bench-201 tables') says, then run: make demo-nb201 BENCHDATA=/path/to/benchdata"; \
 	  exit 1; fi
 	$(PYTHON) -m agent search --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201" --proposer evolution --budget 100 --seed 0
 
 # --dist loadgroup: tests one at a time to whichever worker is free (tests/conftest.py puts the slow
 # ones first), except that a group (xdist_group: the offline-model tests) runs on one worker.
-test: $(STAMP)
+test: lint
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+FAST_MARKERS := not slow and not llm and not ray and not gpu
+test-fast: lint
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
+
+# The import contracts are in pyproject.toml ([tool.importlinter]); lint-imports runs through the
+# interpreter that has them installed, wherever its scripts folder is.
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-cache
 
 bench: $(STAMP)
 	$(PYTHON) bench/search_nb201.py --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201"
@@ -77,4 +90,4 @@ bench: $(STAMP)
 	$(PYTHON) bench/sandbox_overhead.py
 
 clean:
-	rm -rf .make build *.egg-info .pytest_cache
+	rm -rf .make build *.egg-info .pytest_cache .ruff_cache .import_linter_cache

@@ -149,7 +149,7 @@ def _validate_one(key: str, value: Any, source: str) -> Any:
     if isinstance(value, bool) and key not in BOOL_FIELDS:  # TOML true/false: pydantic would take it as 1/0
         raise ConfigError(
             f"{source}: bad value {value!r} for {key}: expected {Settings.model_fields[key].annotation}, not a boolean",
-            hint=f"set {key} to a valid value ({Settings.model_fields[key].description or 'see README.md'})",
+            hint=f"set {key} to a valid value ({Settings.model_fields[key].description or 'see docs/configuration.md'})",
         )
     try:
         Settings.model_validate({key: value})
@@ -157,7 +157,7 @@ def _validate_one(key: str, value: Any, source: str) -> Any:
         msg = exc.errors()[0]["msg"]
         raise ConfigError(
             f"{source}: bad value {value!r} for {key}: {msg}",
-            hint=f"set {key} to a valid value ({Settings.model_fields[key].description or 'see README.md'})",
+            hint=f"set {key} to a valid value ({Settings.model_fields[key].description or 'see docs/configuration.md'})",
         ) from None
     return value
 

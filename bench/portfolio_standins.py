@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = args.benchmark_dir.expanduser().resolve()
     if not (tables / SIGNAL_TABLE_NAME).is_file():
         print(f"portfolio_standins: no NAS-Bench-201 tables: looked for {tables / SIGNAL_TABLE_NAME}; pass --benchmark-dir "
-              "with the folder that holds them (README.md says where to get them)", file=sys.stderr)
+              "with the folder that holds them (docs/training.md, NAS-Bench-201 tables, says where to get them)", file=sys.stderr)
         return 2
     results = run_all(tables, args.budgets, args.seeds)
     text = table(results, args.budgets, args.seeds)

@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (benchmark_dir / SIGNAL_TABLE_NAME).is_file():
         print(f"search_nb201: no NAS-Bench-201 tables: looked for {benchmark_dir / SIGNAL_TABLE_NAME}.\n"
               f"Pass --benchmark-dir with the folder that holds {SIGNAL_TABLE_NAME} (and optionally "
-              "nb201_<dataset>_200epoch_test.csv); README.md says where to get them.", file=sys.stderr)
+              "nb201_<dataset>_200epoch_test.csv); docs/training.md (NAS-Bench-201 tables) says where to get them.", file=sys.stderr)
         return 2
     try:
         facts = table_facts(TabularBenchmark(resolve_task(args.task, benchmark_dir=benchmark_dir)))

@@ -151,7 +151,7 @@ def resolve_task(
             raise TaskError(
                 f"task {name} needs the NAS-Bench-201 tables, and no benchmark directory was given",
                 hint=f"pass --benchmark-dir DIR (the folder with {SIGNAL_TABLE_NAME}), --signal-table FILE, "
-                "or set benchmark_dir in agent.toml / AGENT_BENCHMARK_DIR; README.md says where to get the tables",
+                "or set benchmark_dir in agent.toml / AGENT_BENCHMARK_DIR; docs/training.md (NAS-Bench-201 tables) says where to get them",
             )
         signal_table = bdir / SIGNAL_TABLE_NAME
         if not signal_table.is_file():

@@ -7,6 +7,7 @@ tests that need it skip with the reason when it is absent, as in a user's clone.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import os
@@ -39,12 +40,57 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(threads)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test`) the tests marked slow come first: the scheduler hands
-    tests out in this order, so the long ones start early, beside the many short ones, rather
-    than last, with one worker busy and the others idle. A plain run keeps the files' order."""
+    """What the markers (pyproject.toml) mean here:
+
+    - ``llm``: the test runs the offline local model. It skips where the model is not installed;
+      under pytest-xdist (`make test`: --dist loadgroup) the ``llm`` tests run on one worker, one
+      after another: they share the model cache, whose preparation on a fresh machine (about a
+      minute) would otherwise keep a second worker waiting on the cache's lock, and each worker
+      would hold its own 1 GB copy.
+    - ``ray``: the test starts or joins a Ray cluster; the ``ray`` tests run on one worker (one
+      cluster at a time on a small machine).
+    - ``gpu``: the test needs CUDA; it skips without it.
+    - ``slow``: under pytest-xdist the slow tests come first: the scheduler hands tests out in this
+      order, so the long ones start early, beside the many short ones, rather than last, with one
+      worker busy and the others idle. A plain run keeps the files' order.
+    """
+    for item in items:
+        if item.get_closest_marker("llm") is not None:
+            item.add_marker(pytest.mark.xdist_group("offline-model"))
+            if not local_model_installed():
+                item.add_marker(pytest.mark.skip(reason="the default local model is not installed (make install "
+                                                        "installs it)"))
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        if item.get_closest_marker("gpu") is not None and not cuda_available():
+            item.add_marker(pytest.mark.skip(reason="no CUDA device here"))
     if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts alike
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@functools.cache
+def local_model_installed() -> bool:
+    """Whether the offline model and what runs it are installed (asked once, and only when a
+    collected test needs it: importing transformers takes seconds)."""
+    from agent.llm import local_backend
+    from agent.llm.base import LLMError
+
+    try:
+        local_backend.default_parts()
+        import transformers  # noqa: F401
+        import xgrammar  # noqa: F401
+    except (LLMError, ImportError):
+        return False
+    return True
+
+
+@functools.cache
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @pytest.fixture(scope="session")

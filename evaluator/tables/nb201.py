@@ -42,7 +42,7 @@ class AccuracyTable:
         except KeyError:
             raise TableError(
                 f"{self.path} has no column {name!r} (columns: {', '.join(self.columns)})",
-                hint="use a table in the NAS-Bench-201 format described in README.md",
+                hint="use a table in the NAS-Bench-201 format described in docs/training.md (NAS-Bench-201 tables)",
             ) from None
 
     def __len__(self) -> int:
@@ -53,7 +53,7 @@ def _check_file(path: Path, what: str, flag: str) -> None:
     if not path.exists():
         raise TableError(
             f"{what} not found: {path}",
-            hint=f"pass {flag} with the right path (the NAS-Bench-201 tables are described in README.md)",
+            hint=f"pass {flag} with the right path (docs/training.md, NAS-Bench-201 tables, describes them)",
         )
     if not path.is_file():
         raise TableError(f"{what} {path} is not a file", hint=f"pass {flag} with a CSV file")

@@ -18,7 +18,6 @@ import pytest
 
 from agent.chat.session import intent_by_rule, turn_schema
 from agent.store import History
-from tests.agent.test_llm_local import needs_model
 from tests.conftest import ROOT, run_cli
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -42,7 +41,7 @@ def _say(child: pexpect.spawn, text: str) -> str:
     return ANSI.sub("", child.before).replace("\r", "")
 
 
-@needs_model
+@pytest.mark.llm
 @pytest.mark.slow
 def test_a_terminal_session_answers_from_the_history_stores_directions_evaluates_and_resumes(tmp_path, tiny_tables):
     home = tmp_path / "home"

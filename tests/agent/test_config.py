@@ -307,8 +307,8 @@ def test_settings_model_forbids_unknown_fields():
         Settings.model_validate({"nope": 1})
 
 
-def test_the_readme_agent_toml_example_is_valid(tmp_path):
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_documented_agent_toml_example_is_valid(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "agent.toml").write_text(block)
     resolved = load_settings({}, env={}, cwd=tmp_path)

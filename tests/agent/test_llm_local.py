@@ -22,25 +22,6 @@ from evaluator.spaces import get_space
 from tests.conftest import ROOT
 
 
-def _model_installed() -> bool:
-    try:
-        local_backend.default_parts()
-        import transformers  # noqa: F401
-        import xgrammar  # noqa: F401
-    except (LLMError, ImportError):
-        return False
-    return True
-
-
-def needs_model(test):
-    """For tests that run the real model. They skip where it is not installed; under pytest-xdist
-    (`make test`: --dist loadgroup) they run on one worker, one after another: they share the model
-    cache, whose preparation on a fresh machine (about a minute) would otherwise keep a second
-    worker waiting on the cache's lock, and each worker would hold its own 1 GB copy."""
-    test = pytest.mark.skipif(not _model_installed(),
-                              reason="the default local model is not installed (make install installs it)")(test)
-    return pytest.mark.xdist_group("offline-model")(test)
-
 NB201 = get_space("nb201")
 CellProposal = create_model("CellProposal", rationale=(str, Field(max_length=120)),
                             spec=(NB201.proposal_schema, ...))
@@ -60,7 +41,7 @@ def backend(cache):
     return LocalBackend(cache_dir=cache)  # torch's threads as set for this process (tests/conftest.py)
 
 
-@needs_model
+@pytest.mark.llm
 @pytest.mark.slow
 def test_every_reply_of_the_local_model_parses_and_fits_the_space(backend, cache):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -74,7 +55,7 @@ def test_every_reply_of_the_local_model_parses_and_fits_the_space(backend, cache
         NB201.validate(reply.value.spec.model_dump())  # the space's own checks pass too
 
 
-@needs_model
+@pytest.mark.llm
 @pytest.mark.slow
 def test_a_second_load_reads_the_converted_copy(backend, cache):
     again = LocalBackend(cache_dir=cache)

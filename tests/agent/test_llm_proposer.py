@@ -19,7 +19,6 @@ from agent.store import History
 from evaluator.errors import SpecError
 from agent.records import Run
 from evaluator.spaces import get_space
-from tests.agent.test_llm_local import needs_model
 from tests.agent.test_llm_openai import ok, serve  # noqa: F401 - the fixture
 
 NB201 = get_space("nb201")
@@ -113,7 +112,7 @@ def test_cli_search_with_an_openai_compatible_endpoint(serve, tiny_tables, tmp_p
     assert b"sk-very-secret-key" not in (home / "history.duckdb").read_bytes()
 
 
-@needs_model
+@pytest.mark.llm
 @pytest.mark.slow
 def test_cli_code_mode_search_with_the_offline_model(tmp_path):
     """The code-mode acceptance command, smaller: the offline model edits model files shown in

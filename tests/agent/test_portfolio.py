@@ -27,7 +27,6 @@ from evaluator.errors import UserInputError
 from evaluator.records import Candidate, Evaluation, Status
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import EDGE_FIELDS
-from tests.agent.test_llm_local import needs_model
 from tests.agent.test_llm_openai import completion, serve  # noqa: F401 - the fixture
 
 NB201 = get_space("nb201")
@@ -191,7 +190,7 @@ def test_max_llm_cost_stops_the_search_and_needs_prices(serve, tiny_tables, tmp_
     assert "llm_price_in" in info.value.hint
 
 
-@needs_model
+@pytest.mark.llm
 @pytest.mark.slow
 def test_the_offline_model_reflects_and_drives_the_portfolio(tiny_tables, tmp_path):
     """The real model: its reflection parses (grammar) and is stored; the portfolio runs with it."""

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'archagent[ray]')")
 
-pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 FINAL = {"ok", "invalid", "failed", "timeout", "stopped_early", "pruned"}
 

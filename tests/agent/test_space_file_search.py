@@ -12,7 +12,6 @@ from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.store import History
 from evaluator.errors import UserInputError
-from tests.agent.test_llm_local import needs_model
 from tests.conftest import ROOT, run_cli
 from tests.evaluator.test_declared_space import small_space_text, write
 from tests.evaluator.test_lookup import score, write_space
@@ -73,7 +72,7 @@ def test_random_and_evolution_search_a_small_declared_space_through_the_cli(tmp_
     assert "choices: b1=" in text and "table key" in text
 
 
-@needs_model
+@pytest.mark.llm
 @pytest.mark.slow
 def test_the_local_llm_searches_a_declared_space_and_every_proposal_is_valid(tmp_path):
     path = write_space(tmp_path / "space")

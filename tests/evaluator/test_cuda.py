@@ -16,7 +16,7 @@ from evaluator.spaces import get_space
 from evaluator.job.trainer import TrainConfig, train
 from evaluator.pools.training import TrainingPool
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+pytestmark = pytest.mark.gpu
 
 SPEC = {"stem": {"channels": 32, "kernel": 3, "stride": 1, "norm": "batch", "activation": "relu"},
         "stages": [{"block": "residual", "channels": 32, "depth": 2, "kernel": 3, "stride": 1, "norm": "batch",

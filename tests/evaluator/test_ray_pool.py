@@ -23,7 +23,7 @@ from evaluator.spaces import get_space  # noqa: E402
 from sandbox.isolation import Isolation  # noqa: E402
 from sandbox.limits import Limits  # noqa: E402
 
-pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SLOW_START = "import time; time.sleep(4)"  # gives a test time to kill the worker in the middle of the job
 
