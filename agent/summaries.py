@@ -1,4 +1,4 @@
-"""The result objects of the CLI and the Python API; their JSON is DESIGN.md's contract."""
+"""The result objects of the CLI and the Python API; their JSON is part of docs/contracts.md."""
 
 from __future__ import annotations
 

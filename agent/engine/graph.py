@@ -29,10 +29,10 @@ from langgraph.runtime import Runtime
 from agent.proposers import ProposalContext
 from agent.engine.state import TOP_K, SearchContext, SearchState
 from evaluator.errors import SpecError
+from evaluator.measure import PROXY_NAMES
 from evaluator.objectives import dominates, objective_values
 from evaluator.pools.base import Job
 from evaluator.records import Candidate, Evaluation, Purpose, Status
-from evaluator.pools.training import PROXY_EXTRAS
 
 
 def _candidate_id(run_id: str, seq: int) -> str:
@@ -315,7 +315,7 @@ def tally(ctx: SearchContext, state: SearchState, results: list[tuple[Candidate,
                         "val_accuracy": ev.val_accuracy})
             if ctx.objectives.multi:
                 front = _front_with(front, ctx, candidate, ev)
-            proxies = {k: v for k, v in ev.metrics.items() if k.startswith("proxy_") and k not in PROXY_EXTRAS}
+            proxies = {k: v for k, v in ev.metrics.items() if k.startswith("proxy_") and k[len("proxy_"):] in PROXY_NAMES}
             if proxies:
                 proxy_scores.append({"val_accuracy": ev.val_accuracy, **proxies})
         ctx.proposing.observe(candidate, ev)

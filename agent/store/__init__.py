@@ -1,5 +1,8 @@
-"""Where results are kept: the DuckDB history (one declared schema, short transactions, many
-processes) and the in-memory recorder used by benchmarks."""
+"""Where results are kept, and the only place SQL is written: the DuckDB history (``history``:
+the records, on ``database``: connections, transactions, the schema declared once in
+``schema``), the reads behind reports (``report_rows``), the ``Recorder`` protocol a search
+writes through and its in-memory implementation (``recorder``), and DuckDB values as JSON
+(``json_values``)."""
 
 from agent.store.history import DB_NAME, History, HistoryError
 
