@@ -610,7 +610,7 @@ def doc_section(args: argparse.Namespace, curves: Curves, rows: list[PolicyRow],
         "until a policy stops it or it finishes, then the next arrives; the incumbent is the best final validation "
         "accuracy among the candidates finished so far. Every policy runs the same way, with the same seeded "
         f"audit draw: {100 * args.audit:g}% of the candidates a policy would stop train to the end anyway and count as "
-        "finished. \"forecast\" is `evaluator.early_stop.forecast.EarlyStopRule` (stop when P(final > incumbent) < threshold, "
+        "finished. \"forecast\" is `evaluator.early_stop.rule.EarlyStopRule` (stop when P(final > incumbent) < threshold, "
         f"from epoch {args.min_epochs:g}, once the forecast rests on at least 3 finished curves) with a "
         "`CurveForecaster` that learns only from the curves finished earlier in the same replay"
         + (" (validation curves, and the training-accuracy curves at the same epochs as a second covariate)"

@@ -4,7 +4,7 @@ stop the ones that will almost surely not beat the incumbent, and audit the rule
 The forecast uses the training accuracy the worker reports beside each epoch's validation
 accuracy when every epoch has it (it ranks candidates better early on: bench/early_stopping.py).
 The search graph calls ``on_epoch`` for every epoch a search candidate reports and ``on_finished``
-for every result. The rule (evaluator.early_stop.forecast.EarlyStopRule) rests on the run's own finished
+for every result. The rule (evaluator.early_stop.rule.EarlyStopRule) rests on the run's own finished
 curves: each candidate that trains to the end becomes a reference, and the best of them is the
 incumbent. Every forecast becomes a ``ForecastRecord`` (drained into the history by the record
 step). A seeded share of the candidates the rule would stop (``audit_fraction``) trains to the

@@ -151,3 +151,20 @@ def test_the_history_does_not_change_the_search(tiny_tables, tmp_path):
     rec = MemoryRecorder()
     run_search(s, recorder=rec)
     assert keys == [c.canonical_key for c in sorted(rec.candidates.values(), key=lambda c: c.seq)]
+
+
+def test_a_run_recorded_in_memory_resumes_from_it_as_from_the_history(tiny_tables, tmp_path):
+    """Both recorders implement the whole Recorder protocol: a run stopped at 6 evaluations and
+    resumed to 10 gives the same candidates whether it lives in memory or in the history."""
+    first = settings(tiny_tables, budget=6, seed=3, proposer="evolution", home=tmp_path / "home")
+    memory, history = MemoryRecorder(), History(tmp_path / "home")
+    runs = {}
+    for name, recorder in (("memory", memory), ("history", history)):
+        started = run_search(first, recorder=recorder)
+        resumed = run_search(first.model_copy(update={"budget": 10}), recorder=recorder, resume=started.run_id)
+        assert resumed.run_id == started.run_id and resumed.evaluations == 10
+        assert recorder.count_events(started.run_id, "run_resumed") == 1
+        candidates, _ = recorder.run_records(started.run_id)
+        runs[name] = [c.canonical_key for c in candidates]
+    assert runs["memory"] == runs["history"] and len(set(runs["memory"])) == 10
+    assert memory.get_run(memory.resolve_run_id("latest"))["status"] == "done"
