@@ -62,6 +62,7 @@ from evaluator.models import build_model
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import parse_arch
 from evaluator.job.trainer import EpochReport, TrainConfig, make_optimizer, train
+from evaluator.recipe import Training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DOC, REPO_ROOT, RunInfo, run_info, stderr_progress, write_doc  # noqa: E402
@@ -151,7 +152,7 @@ def run_trainer(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig
     """The project's trainer; its own per-epoch clock (validation predictions are outside it)."""
     reports: list[EpochReport] = []
     train(model, x, y, x[:8], 255.0, cfg, reports.append)
-    images = len(x) // cfg.batch_size * cfg.batch_size  # the trainer drops the last partial batch
+    images = len(x) // cfg.training.batch_size * cfg.training.batch_size  # the trainer drops the last partial batch
     return [Epoch(epoch=r.epoch, images=images, seconds=r.seconds,
                   train_loss=r.train_loss, train_accuracy=r.train_accuracy) for r in reports]
 
@@ -171,7 +172,7 @@ def run_plain(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig) 
     ys = torch.from_numpy(y).to(device)
     model = model.to(device=device, memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)  # SGD, Nesterov; decay on weights only
-    n, batch = len(xs), cfg.batch_size
+    n, batch = len(xs), cfg.training.batch_size
     steps = n // batch
     total_steps = cfg.epochs * steps
     # ---- training, timed per epoch ----
@@ -182,7 +183,7 @@ def run_plain(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig) 
         order = torch.randperm(n, generator=gen).to(device)
         total_loss = torch.zeros((), device=device)
         for step in range(steps):
-            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * ((epoch - 1) * steps + step) / total_steps))
+            lr = cfg.training.lr * 0.5 * (1 + math.cos(math.pi * ((epoch - 1) * steps + step) / total_steps))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             idx = order[step * batch:(step + 1) * batch]
@@ -242,7 +243,7 @@ class Row:
 
 
 def config(args: argparse.Namespace, device: str, epochs: int) -> TrainConfig:
-    return TrainConfig(epochs=epochs, seed=args.seed, device=device, threads=args.threads, **HYP)
+    return TrainConfig(epochs=epochs, training=Training(**HYP), seed=args.seed, device=device, threads=args.threads)
 
 
 def measure(args: argparse.Namespace) -> tuple[list[Run], list[Row]]:

@@ -17,6 +17,7 @@ def test_api_names_are_not_shadowed_by_subpackages():
     assert not subpackages & set(agent.__all__)
 
 
+@pytest.mark.slow
 def test_search_history_show_evaluate(tiny_tables, tmp_path):
     home = tmp_path / "home"
     first = agent.search("nb201-cifar10", benchmark_dir=tiny_tables, budget=6, seed=1, home=home)

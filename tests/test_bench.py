@@ -6,9 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_search_nb201_compares_the_portfolio_with_the_baselines(tiny_tables, tmp_path):
     out = subprocess.run([sys.executable, "bench/search_nb201.py", "--benchmark-dir", str(tiny_tables), "--seeds", "2",
                           "--budgets", "5", "12", "--proposers", "evolution", "random", "portfolio-nollm", "--no-write",
@@ -22,6 +25,7 @@ def test_search_nb201_compares_the_portfolio_with_the_baselines(tiny_tables, tmp
     assert all(r["llm_share"] == 0 for r in raw["results"] if r["proposer"] == "portfolio-nollm")
 
 
+@pytest.mark.slow
 def test_early_stop_curves_compares_the_modes_on_the_same_candidates(tmp_path):
     from tests.evaluator.test_curves import cells, write_curves
 

@@ -6,9 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_portfolio_standins_runs_every_setting_with_both_stand_ins(tiny_tables, tmp_path):
     out = subprocess.run([sys.executable, "bench/portfolio_standins.py", "--benchmark-dir", str(tiny_tables), "--seeds", "2",
                           "--budgets", "12", "--no-write", "--json", str(tmp_path / "raw.json")],

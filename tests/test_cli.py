@@ -42,6 +42,7 @@ def test_acceptance_search_on_the_real_tables(nb201_dir, tmp_path):
     assert api.best.arch == s["best"]["arch"] and api.best.test_accuracy == s["best"]["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_search_history_show_json_shapes(tiny_tables, tmp_path):
     home = tmp_path / "home"
     out = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--budget", "8",
@@ -73,6 +74,7 @@ def test_search_history_show_json_shapes(tiny_tables, tmp_path):
     assert human.returncode == 0 and summary["best"]["arch"] in human.stdout
 
 
+@pytest.mark.slow
 def test_human_search_output_names_the_final_report(tiny_tables, tmp_path):
     out = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--budget", "5", home=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -90,6 +92,7 @@ def test_eval_one_arch(tiny_tables, tmp_path):
     assert res["val_accuracy"] > 0 and res["test_accuracy"] > 0
 
 
+@pytest.mark.slow  # 14 CLI processes
 @pytest.mark.parametrize(
     "args, exit_code, expected",
     [
@@ -124,6 +127,7 @@ def test_bad_input_gets_a_clear_error(args, exit_code, expected, tiny_tables, tm
     assert not (tmp_path / "home" / "history.duckdb").exists() or args[0] in {"show", "history"}
 
 
+@pytest.mark.slow
 def test_config_precedence_end_to_end(tiny_tables, tmp_path):
     """flags > environment > ./agent.toml > $AGENT_HOME/agent.toml > defaults."""
     home = tmp_path / "home"
@@ -148,6 +152,7 @@ def test_config_precedence_end_to_end(tiny_tables, tmp_path):
     assert out.returncode == 2 and "unknown setting 'budgt'" in out.stderr and "did you mean 'budget'" in out.stderr
 
 
+@pytest.mark.slow
 def test_doctor_reports_versions_device_home_and_availability(tmp_path):
     out = run_cli("doctor", "--json", home=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -174,6 +179,7 @@ def test_tasks_and_spaces_catalog():
     assert set(spaces["nb201"]["schema"]["properties"]) == {f"edge_{i}_{j}" for i in range(1, 4) for j in range(i)}
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_search_and_marks_the_run_interrupted(tiny_tables, tmp_path):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
@@ -196,6 +202,7 @@ def test_ctrl_c_stops_a_search_and_marks_the_run_interrupted(tiny_tables, tmp_pa
     assert run["status"] == "interrupted" and 0 < run["evaluations"] < 100000
 
 
+@pytest.mark.slow
 def test_curves_search_with_halving_and_two_objectives_reads_well_in_every_command(tmp_path):
     from tests.evaluator.test_curves import cells, write_curves
 

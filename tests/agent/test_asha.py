@@ -56,6 +56,7 @@ def test_asha_trains_the_best_to_the_end_and_prunes_the_rest_at_their_rung(tmp_p
     assert summary.best.test_accuracy is not None
 
 
+@pytest.mark.slow
 def test_a_time_limit_prunes_the_candidates_waiting_at_a_rung(tmp_path):
     settings = Settings(home=tmp_path / "home", task="digits", final_seeds=1, device="cpu", budget=50, epochs=EPOCHS,
                         early_stop="asha", rungs=[1], minutes=0.25, proxies=[])
@@ -89,6 +90,7 @@ def curves_search(tmp_path, n_cells: int = 30, epochs: int = 10, **kw):
     return run_search(settings), History(tmp_path / "home")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 3])
 def test_on_replayed_curves_every_candidate_ends_and_the_rungs_add_up(tmp_path, workers):
     summary, h = curves_search(tmp_path, budget=18, early_stop="asha", workers=workers, proposer="random")
@@ -105,6 +107,7 @@ def test_on_replayed_curves_every_candidate_ends_and_the_rungs_add_up(tmp_path, 
     assert summary.best.candidate_id == max(rows, key=lambda r: r["val_accuracy"] or 0)["candidate_id"]
 
 
+@pytest.mark.slow
 def test_a_space_smaller_than_the_budget_closes_the_rungs_instead_of_waiting_forever(tmp_path):
     summary, h = curves_search(tmp_path, n_cells=5, budget=8, early_stop="asha", proposer="evolution", population=2,
                                tournament=1)
@@ -112,6 +115,7 @@ def test_a_space_smaller_than_the_budget_closes_the_rungs_instead_of_waiting_for
     assert {r["status"] for r in h.run_candidates(summary.run_id)} <= {"ok", "pruned"} and summary.counts["ok"] >= 1
 
 
+@pytest.mark.slow
 def test_both_forecasts_inside_the_rungs_and_records_every_forecast(tmp_path):
     summary, h = curves_search(tmp_path, budget=20, epochs=20, early_stop="both", rungs=[2, 6], proposer="random")
     assert summary.evaluations == 20 and summary.early_stop["mode"] == "forecast" and summary.asha["eta"] == 3

@@ -114,6 +114,7 @@ def test_unambiguous_phrasings_fix_the_intent_the_model_may_write():
     assert turn_schema(None).model_json_schema()["properties"]["intent"]["enum"][0] == "best"
 
 
+@pytest.mark.slow
 def test_slash_commands_read_and_write_the_history_without_the_model(tmp_path, tiny_tables):
     from agent.chat.session import ChatContext, ChatSession
     from agent.engine.runner import run_search

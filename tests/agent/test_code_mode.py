@@ -32,6 +32,7 @@ def model_file(tmp_path, name: str, body: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_eval_trains_a_model_file_in_the_sandbox_and_records_it(tmp_path):
     home = tmp_path / "home"
@@ -48,6 +49,7 @@ def test_eval_trains_a_model_file_in_the_sandbox_and_records_it(tmp_path):
     assert config["unsafe"] is False and config["sandbox"].startswith("bwrap")
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_eval_limits_come_from_timeout_and_memory_flags(tmp_path):
     """--timeout ends the job; --memory-mb is the job's limit (the memory bomb itself is in the
@@ -67,6 +69,7 @@ def test_eval_limits_come_from_timeout_and_memory_flags(tmp_path):
     assert config["timeout"] == 5 and config["memory_mb"] == 1500
 
 
+@pytest.mark.slow
 def test_a_file_that_fails_the_static_checks_is_refused_before_anything_runs(tmp_path):
     home = tmp_path / "home"
     bad = tmp_path / "bad.py"
@@ -79,6 +82,7 @@ def test_a_file_that_fails_the_static_checks_is_refused_before_anything_runs(tmp
     assert missing.returncode == 2 and "cannot read --file" in missing.stderr
 
 
+@pytest.mark.slow
 def test_code_mode_refuses_without_network_isolation_and_unsafe_is_recorded(tmp_path):
     """--sandbox none stands in for a machine without bubblewrap or unshare. --unsafe runs the
     file anyway, records it on the run, and still keeps the trusted side's secrets out of the

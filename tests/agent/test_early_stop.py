@@ -78,12 +78,14 @@ def test_a_search_stops_hopeless_candidates_audits_some_and_records_every_foreca
     assert summary.best.candidate_id[-5:] in {"c0000", "c0001", "c0002"}
 
 
+@pytest.mark.slow
 def test_without_early_stop_every_epoch_is_trained_and_counted(tmp_path):
     summary = small_search(tmp_path / "home", budget=2, epochs=3)
     assert summary.epochs_trained == 6 and summary.epochs_saved == 0 and summary.early_stop is None
     assert History(tmp_path / "home").forecasts(summary.run_id) == []
 
 
+@pytest.mark.slow
 def test_early_stop_on_a_table_task_is_refused_before_anything_is_recorded(tiny_tables, tmp_path):
     with pytest.raises(UserInputError, match="needs a task that trains") as info:
         run_search(Settings(home=tmp_path / "home", task="nb201-cifar10", benchmark_dir=tiny_tables, budget=3,

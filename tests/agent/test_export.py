@@ -110,6 +110,7 @@ def import_model_py(path: Path):
     return module
 
 
+@pytest.mark.slow
 def test_acceptance_trained_candidates_export_run_with_torch_alone_and_reproduce_their_results(tmp_path):
     """One layers spec (with --onnx), one nb201 cell and the code-mode seed file, trained on digits
     through the CLI at the same time, exported, and run with torch alone."""
@@ -252,6 +253,7 @@ def write_history(home: Path, *, space="layers", spec=None, status=Status.OK, fi
     return h, cid, states
 
 
+@pytest.mark.slow
 def test_unknown_invalid_and_unevaluated_candidates_are_refused_with_their_status(tmp_path):
     home = tmp_path / "home"
     write_history(home)
@@ -344,6 +346,7 @@ def test_weights_are_found_after_the_home_moved(tmp_path):
     assert export(cid, home=new)["weights_seed"] == 0
 
 
+@pytest.mark.slow
 def test_the_export_folder_must_be_new_empty_or_an_earlier_export(tmp_path):
     home = tmp_path / "home"
     _, cid, _ = write_history(home, finals=1)
@@ -417,6 +420,7 @@ def test_hostile_text_from_a_candidate_cannot_become_code_in_model_py(tmp_path, 
     assert "read it before you run it" in " ".join(line.lstrip("# ") for line in text.splitlines())
 
 
+@pytest.mark.slow
 def test_a_tabular_nb201_cell_exports_the_benchmark_network(tmp_path, tiny_tables):
     import agent
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-import agent.store.history as store
+import agent.store.database as store
 from agent.store import History, HistoryError
 from agent.store.schema import SCHEMA_VERSION, TABLES, Migration
 from evaluator.errors import NotFoundError
@@ -307,6 +307,7 @@ def _writer(home: str, run_id: str, n: int) -> None:
 WRITER = "import sys\nfrom tests.agent.test_history import _writer\n_writer(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
 
 
+@pytest.mark.slow
 def test_two_writer_processes_and_a_reader_lose_nothing(tmp_path):
     procs = [_python(WRITER, str(tmp_path), f"w{i}", "30") for i in range(2)]
     reads = 0
@@ -326,6 +327,7 @@ def test_two_writer_processes_and_a_reader_lose_nothing(tmp_path):
         assert len(rows) == 30 and all(r["status"] == "ok" for r in rows)
 
 
+@pytest.mark.slow
 def test_a_reader_thread_beside_a_writer_thread_of_one_process_loses_nothing(tmp_path):
     """A search's proposal thread reads the history (prompts) while the graph's thread writes:
     DuckDB refuses a read-only connection beside a read-write one of the same process, so the

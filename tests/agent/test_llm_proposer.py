@@ -78,6 +78,7 @@ def test_repairs_that_run_out_return_the_last_reply_for_the_search_to_record(ser
         NB201.validate(p.spec)
 
 
+@pytest.mark.slow
 def test_cli_search_with_an_openai_compatible_endpoint(serve, tiny_tables, tmp_path):
     """`agent search --proposer llm --llm openai` end to end: the summary's llm object, the
     calls in the history, `agent show --prompt`, and the key never written anywhere."""

@@ -150,6 +150,7 @@ def test_until_is_the_next_such_local_time():
         until_time("7.30pm", now)
 
 
+@pytest.mark.slow
 def test_resume_continues_a_crashed_table_loop_to_the_same_budget_and_refuses_what_would_change_the_run(
         tmp_path, tiny_tables):
     home = tmp_path / "home"
@@ -175,6 +176,7 @@ def test_resume_continues_a_crashed_table_loop_to_the_same_budget_and_refuses_wh
     assert json.loads(more.stdout)["evaluations"] == 15 and len(History(home).run_candidates(run["run_id"])) == 15
 
 
+@pytest.mark.slow
 def test_a_live_run_cannot_be_resumed_by_a_second_process(tmp_path, tiny_tables):
     home = tmp_path / "home"
     proc = _loop(home, "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--proposer", "random",
@@ -194,6 +196,7 @@ def test_a_live_run_cannot_be_resumed_by_a_second_process(tmp_path, tiny_tables)
     assert run["budget"] == 1_000_000  # a loop bounded by time only
 
 
+@pytest.mark.slow
 def test_the_device_time_limit_stops_the_loop(tmp_path):
     from tests.evaluator.test_curves import cells, write_curves
 
@@ -206,6 +209,7 @@ def test_the_device_time_limit_stops_the_loop(tmp_path):
     assert summary["stop_reason"] == "device time limit reached (15 of 12 s)" and summary["evaluations"] == 3
 
 
+@pytest.mark.slow
 def test_rechecks_train_the_leader_again_with_another_seed_outside_the_budget_and_the_choice_uses_the_mean(tmp_path):
     home = tmp_path / "home"
     out = run_cli("search", "--task", "digits", "--proposer", "random", "--budget", "4", "--epochs", "1", "--workers", "2",

@@ -39,6 +39,7 @@ class TinyAndHuge(Proposer):
         return out
 
 
+@pytest.mark.slow
 def test_a_latency_limit_rejects_slow_candidates_untrained_and_the_answer_is_the_front(tmp_path):
     home = tmp_path / "home"
     settings = Settings(home=home, task="digits", final_seeds=1, device="cpu", budget=2, epochs=2, proxies=[],
@@ -88,6 +89,7 @@ class Widths(Proposer):
                 for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_screening_trains_the_best_of_each_batch_by_the_proxy(tmp_path):
     home = tmp_path / "home"
     settings = Settings(home=home, task="digits", final_seeds=1, device="cpu", budget=2, epochs=1,

@@ -153,6 +153,7 @@ def test_the_bandit_rewards_rank_and_divides_by_cost(tiny_tables):
     assert len({NB201.canonical_key(NB201.validate(x.spec)) for x in p.propose(5, ctx)}) == 5
 
 
+@pytest.mark.slow
 def test_reflection_stores_insights_that_later_prompts_show_and_directions_reach_every_prompt(serve, tiny_tables, tmp_path):
     server = serve(model(cells(("nor_conv_3x3", "nor_conv_1x1", "skip_connect"), seed=3),
                          insights=["3x3 convolutions on every edge beat pooling", "skips help the last node"]))
@@ -210,6 +211,7 @@ def test_the_offline_model_reflects_and_drives_the_portfolio(tiny_tables, tmp_pa
     assert sum(o["proposals"] for o in summary.operators["operators"].values()) == summary.proposals
 
 
+@pytest.mark.slow
 def test_cli_flags_reach_the_search(serve, tiny_tables, tmp_path):
     from tests.conftest import run_cli
 

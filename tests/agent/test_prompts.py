@@ -67,6 +67,7 @@ def test_a_large_history_is_cut_to_the_token_budget_best_first(tmp_path):
         Prompts().propose_messages(history=full, token_budget=50, **CONTEXT)
 
 
+@pytest.mark.slow
 def test_candidates_under_way_are_listed_and_cut_after_the_sample_and_the_recent(tmp_path):
     h, run = history_with(tmp_path, 40)
     pending = [Row(candidate_id=f"r1-c{100 + i:04d}", description=f"cell {i}", status="pending") for i in range(30)]

@@ -160,6 +160,7 @@ def test_a_repeat_of_a_candidate_under_way_is_a_duplicate_and_costs_nothing(repl
     assert len(rows) == 8 and len({r["canonical_key"] for r in rows}) == 8
 
 
+@pytest.mark.slow
 def test_a_replay_in_virtual_time_proposes_inline_and_stays_reproducible(replays, tmp_path):
     path, pools, space, options = replays
     options["realtime"] = False
@@ -337,6 +338,7 @@ def test_the_llm_prompt_lists_the_candidates_being_evaluated(serve):
     assert HEADING not in server.requests[-1]["body"]["messages"][-1]["content"]  # nothing under way: no heading
 
 
+@pytest.mark.slow
 def test_a_search_with_a_slow_llm_shows_it_the_candidates_in_the_pool(serve, replays, tmp_path):
     path, pools, space, _ = replays
     server = serve(model(load_curve_table(path).archs, delay=0.05))

@@ -134,6 +134,7 @@ def curves_home(tmp_path_factory):
     return home, older.run_id, random_run.run_id, search
 
 
+@pytest.mark.slow
 def test_report_overlays_the_random_baseline_marks_pruned_curves_and_draws_the_front(curves_home, tmp_path):
     from agent.reporting.data import gather
 
@@ -257,6 +258,7 @@ def write_portfolio_run(home: Path, run_id: str = "r-portfolio", *, finish: bool
     return cid
 
 
+@pytest.mark.slow
 def test_history_text_is_escaped_and_every_section_reads_a_portfolio_run(tmp_path):
     import agent
     from agent.reporting.data import gather
@@ -299,6 +301,7 @@ def test_history_text_is_escaped_and_every_section_reads_a_portfolio_run(tmp_pat
     assert "3 ok, 1 invalid, 1 failed, 1 stopped_early, 1 pruned" in page
 
 
+@pytest.mark.slow
 def test_a_running_run_reports_what_is_there(tmp_path):
     import pexpect
 

@@ -127,6 +127,7 @@ def test_run_status_when_a_search_is_interrupted_or_fails(tiny_tables, exc, stat
     assert run.status is status
 
 
+@pytest.mark.slow
 def test_history_records_the_whole_run(tiny_tables, tmp_path):
     home = tmp_path / "home"
     summary = run_search(settings(tiny_tables, budget=10, home=home))
@@ -142,6 +143,7 @@ def test_history_records_the_whole_run(tiny_tables, tmp_path):
     assert [e["purpose"] for e in best["evaluations"]] == ["search", "final"]
 
 
+@pytest.mark.slow
 def test_the_history_does_not_change_the_search(tiny_tables, tmp_path):
     """bench/ runs searches with the in-memory recorder; they must equal `agent search`'s."""
     s = settings(tiny_tables, proposer="evolution", budget=25, seed=5, population=6, tournament=2, home=tmp_path / "h")

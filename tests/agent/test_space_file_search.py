@@ -37,6 +37,7 @@ def build_model(choices, input_shape, num_classes):
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("proposer", ["random", "evolution"])
 def test_the_nb201_space_file_chooses_and_reports_exactly_as_the_built_in_task(nb201_dir, tmp_path, proposer):
     """Acceptance: the NAS-Bench-201 cell as a space file, the shared tables, the same seed."""
@@ -55,6 +56,7 @@ def test_the_nb201_space_file_chooses_and_reports_exactly_as_the_built_in_task(n
     assert "cifar10_test_200ep from nb201_cifar10_200epoch_test.csv" in declared.best.test_source
 
 
+@pytest.mark.slow
 def test_random_and_evolution_search_a_small_declared_space_through_the_cli(tmp_path):
     path = write_space(tmp_path / "space")
     home = tmp_path / "home"
@@ -90,6 +92,7 @@ def test_the_local_llm_searches_a_declared_space_and_every_proposal_is_valid(tmp
     assert len(candidates) == 3 and all(c["status"] == "ok" and c["proposer"] == "llm" for c in candidates)
 
 
+@pytest.mark.slow
 def test_a_table_with_fewer_rows_restricts_the_search_to_them(tmp_path):
     rows = [("conv3",) * 6, ("conv5",) * 6, ("skip",) * 6, ("conv3",) * 5 + ("skip",), ("skip",) + ("conv5",) * 5]
     path = write_space(tmp_path / "space", rows=rows)
@@ -99,6 +102,7 @@ def test_a_table_with_fewer_rows_restricts_the_search_to_them(tmp_path):
     assert summary.best.key == "conv3-conv3-conv3-conv3-conv3-conv3"
 
 
+@pytest.mark.slow
 def test_objectives_from_the_file_read_the_tables_metrics(tmp_path):
     folder = tmp_path / "space"
     path = write_space(folder, '\n[lookup]\nkey = "{b1}-{b2}-{b3}-{b4}-{b5}-{b6}"\nkey_column = "arch"\n'
@@ -113,6 +117,7 @@ def test_objectives_from_the_file_read_the_tables_metrics(tmp_path):
         run_search(Settings(home=tmp_path / "home", space_file=path, max_params=10, budget=3))
 
 
+@pytest.mark.slow
 def test_a_resumed_run_refuses_a_space_file_that_changed(tmp_path):
     path = write_space(tmp_path / "space")
     home = tmp_path / "home"
@@ -122,6 +127,7 @@ def test_a_resumed_run_refuses_a_space_file_that_changed(tmp_path):
     assert out.returncode == 2 and "the space file" in out.stderr and "changed since the run started" in out.stderr
 
 
+@pytest.mark.slow
 def test_bad_space_files_and_tables_fail_before_anything_is_recorded(tmp_path):
     home = tmp_path / "home"
     bad = write(tmp_path, small_space_text() + '\n[slots.b7]\ndescription = "x"\n', "bad.toml")
@@ -141,6 +147,7 @@ def builder_space(folder: Path) -> Path:
     return write(folder, small_space_text() + '\n[train]\nbuilder = "builder.py"\ntask = "digits"\n')
 
 
+@pytest.mark.slow
 def test_a_declared_space_trains_through_its_builder_in_the_sandbox(tmp_path):
     path = builder_space(tmp_path / "space")
     home = tmp_path / "home"
@@ -185,6 +192,7 @@ def test_a_declared_space_trains_through_its_builder_in_the_sandbox(tmp_path):
     assert out.returncode == 2 and "looked up in a table, never built" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_builder_that_fails_fails_its_candidate_with_the_reason(tmp_path):
     folder = tmp_path / "space"
     path = builder_space(folder)
@@ -215,6 +223,7 @@ def test_a_declared_space_refuses_flags_that_need_a_trusted_build(tmp_path):
         run_search(Settings(home=tmp_path / "home", space_file=lookup_only, task="digits", budget=2))
 
 
+@pytest.mark.slow
 def test_agent_spaces_checks_a_file_and_agent_eval_looks_one_candidate_up(tmp_path):
     path = write_space(tmp_path / "space")
     out = run_cli("spaces", "--space-file", str(path), "--json", home=tmp_path / "home")
@@ -231,6 +240,7 @@ def test_agent_spaces_checks_a_file_and_agent_eval_looks_one_candidate_up(tmp_pa
     assert result["test_accuracy"] == pytest.approx((score(("conv3",) * 6) + 1.5) / 100)
 
 
+@pytest.mark.slow
 def test_the_worked_example_of_docs_spaces_md_holds_together(tmp_path):
     """docs/examples/blocks: the file loads, its sweep (made by a real training search) looks up,
     and its builder builds every kind of block for the digits' shape."""

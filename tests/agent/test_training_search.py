@@ -122,6 +122,7 @@ def _workers_of(path) -> list[int]:
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
                          ids=["ctrl-c", "kill"])
+@pytest.mark.slow
 def test_stopping_during_training_marks_the_run_interrupted_and_requeues_the_candidate(tmp_path, sig, code, word):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}

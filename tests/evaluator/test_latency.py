@@ -33,6 +33,7 @@ def test_a_probe_reports_batch_1_and_throughput_with_a_fingerprint():
         report.at(2)
 
 
+@pytest.mark.slow
 def test_latency_is_normalised_by_the_reference_network_and_the_calibration_accumulates(tmp_path):
     settings = LatencySettings(**QUICK, calibration_dir=str(tmp_path / "cal"))
     first = measure_latency(settings, "nb201", CELL, (3, 8, 8), 10, channels=4, cells=1)

@@ -34,6 +34,7 @@ def test_counts_agree_with_the_layers_spaces_static_analysis(layers):
         assert sum(p.numel() for p in model.parameters()) == stats["params"]
 
 
+@pytest.mark.slow
 def test_one_process_measures_many_candidates_and_survives_a_bad_one(layers, tmp_path):
     rng = random.Random(0)
     specs = [layers.sample(rng) for _ in range(3)]

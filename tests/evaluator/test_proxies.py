@@ -260,6 +260,7 @@ def write_curves(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_benchmark_script_scores_a_small_curves_file(tmp_path):
     doc = ROOT / "docs" / "benchmarks.md"
     doc_before = doc.read_text(encoding="utf-8") if doc.is_file() else None

@@ -77,6 +77,7 @@ def run_one(digits, tmp_path, spec, *, inject=None, purpose=Purpose.SEARCH, limi
         pool.close()
 
 
+@pytest.mark.slow
 def test_honest_training_is_measured_on_the_trusted_side(digits, spec, tmp_path):
     ev, kinds = run_one(digits, tmp_path, spec)
     assert ev.status is Status.OK, ev.error
@@ -89,6 +90,7 @@ def test_honest_training_is_measured_on_the_trusted_side(digits, spec, tmp_path)
     assert not {"y_val.npy", "y_test.npy"} & staged  # labels the worker must not see are never written
 
 
+@pytest.mark.slow
 def test_final_evaluation_reports_test_accuracy_and_keeps_the_trained_weights(digits, spec, tmp_path):
     ev, _ = run_one(digits, tmp_path, spec, purpose=Purpose.FINAL)
     assert ev.status is Status.OK and ev.purpose is Purpose.FINAL and 0.0 <= ev.test_accuracy <= 1.0
@@ -129,6 +131,7 @@ torch.save = save
 '''
 
 
+@pytest.mark.slow
 def test_a_final_job_that_leaves_a_link_instead_of_weights_keeps_none(digits, spec, tmp_path):
     ev, _ = run_one(digits, tmp_path, spec, purpose=Purpose.FINAL, inject=LINKED_WEIGHTS, epochs=1)
     assert ev.status is Status.OK and ev.test_accuracy is not None  # the measured result stands
@@ -136,6 +139,7 @@ def test_a_final_job_that_leaves_a_link_instead_of_weights_keeps_none(digits, sp
     assert not any((tmp_path / "work" / "weights").glob("*.pt"))
 
 
+@pytest.mark.slow
 def test_hostile_code_cannot_change_the_recorded_accuracy(digits, spec, tmp_path):
     honest, _ = run_one(digits, tmp_path / "honest", spec)
     hostile, _ = run_one(digits, tmp_path / "hostile", spec, inject=HOSTILE)
@@ -160,6 +164,7 @@ def test_hostile_code_cannot_change_the_recorded_accuracy(digits, spec, tmp_path
     ],
     ids=["raises", "nan", "memory", "timeout", "exit"],
 )
+@pytest.mark.slow
 def test_faults_become_statuses_with_errors(digits, spec, tmp_path, code, limits, status, words):
     ev, _ = run_one(digits, tmp_path, spec, inject=code, limits=limits)
     assert ev.status is status
@@ -183,6 +188,7 @@ def test_cancel_kills_the_job_and_reports_pruned(digits, spec, tmp_path):
         pool.close()
 
 
+@pytest.mark.slow
 def test_the_pool_trains_up_to_its_capacity_at_once(digits, spec, tmp_path):
     pool = TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=1, capacity=2, threads=1)
     try:
@@ -254,6 +260,7 @@ def test_a_job_stopped_at_a_rung_continues_from_its_checkpoint_as_one_run(digits
         pool.close()
 
 
+@pytest.mark.slow
 def test_a_worker_that_leaves_no_checkpoint_fails_and_discard_drops_one(digits, spec, tmp_path):
     pool = TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=3, threads=1,
                         test_inject={"c0001": "import evaluator.job.trainer as t\nt._save_checkpoint = lambda *a, **k: None"})
@@ -283,6 +290,7 @@ time.sleep(60)
 '''
 
 
+@pytest.mark.slow
 def test_a_worker_that_floods_the_channel_is_killed(digits, spec, tmp_path):
     ev, _ = run_one(digits, tmp_path, spec, inject=FLOOD)
     assert ev.status is Status.FAILED and ev.val_accuracy is None

@@ -112,6 +112,7 @@ def test_a_spare_runs_one_job_only_and_injected_jobs_start_cold(digits, spec, tm
         pool.close()
 
 
+@pytest.mark.slow
 def test_a_spare_killed_while_waiting_is_replaced_and_never_gets_a_job(digits, spec, tmp_path):
     pool = TrainingPool(digits, "layers", workdir=tmp_path / "w", epochs=1, threads=1, warm=1)
     try:
