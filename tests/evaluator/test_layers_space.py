@@ -1,5 +1,9 @@
 """The `layers` space: schema, defaults, static shape / parameter / FLOP checks, limits,
-sample, mutate, canonical keys, and the task information every space now receives."""
+sample, mutate, canonical keys, and the task information every space now receives.
+
+Why one module of this length: every test here checks one space through the same helpers (the
+spec builders at the top), as the space's package (evaluator/spaces/layers/) is one unit of four
+modules; the contract every space shares is in test_space_contract.py."""
 
 from __future__ import annotations
 
