@@ -40,9 +40,6 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(threads)
 
 
-LONG_MARKERS = ("slow", "llm", "ray")  # handed out first under pytest-xdist
-
-
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """What the markers (pyproject.toml) mean here:
@@ -55,10 +52,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     - ``ray``: the test starts or joins a Ray cluster; the ``ray`` tests run on one worker (one
       cluster at a time on a small machine).
     - ``gpu``: the test needs CUDA; it skips without it.
-    - ``slow``: under pytest-xdist the slow tests come first, and the ``llm`` and ``ray`` groups
-      with them: the scheduler hands tests out in this order, so the long ones (a group runs one
-      test after another on one worker) start early, beside the many short ones, rather than last,
-      with one worker busy and the others idle. A plain run keeps the files' order.
+    - ``slow``: under pytest-xdist the slow tests (the ``ray`` group among them) come first: the
+      scheduler hands tests out in this order, so the long ones start early, beside the many short
+      ones, rather than last, with one worker busy and the others idle. The ``llm`` group comes
+      last: the model answers several times slower beside training jobs and Ray (on 2 cores its
+      four longest tests took 430-680 s each when they ran beside the slow tests, against about 7
+      minutes for the whole group beside the short ones). A plain run keeps the files' order.
     """
     for item in items:
         if item.get_closest_marker("llm") is not None:
@@ -71,7 +70,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("gpu") is not None and not cuda_available():
             item.add_marker(pytest.mark.skip(reason="no CUDA device here"))
     if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts alike
-        items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in LONG_MARKERS))
+        items.sort(key=_handed_out)
+
+
+def _handed_out(item: pytest.Item) -> int:
+    """Under pytest-xdist: slow tests first, then the short ones, then the offline-model group."""
+    if item.get_closest_marker("llm") is not None:
+        return 2
+    return 0 if item.get_closest_marker("slow") is not None else 1
 
 
 @functools.cache
