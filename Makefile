@@ -4,7 +4,7 @@
 #               proposer portfolio (about 3.5 min on 2 cores; the first run also prepares the model, about 1 min)
 # make demo-nb201  the same on the NAS-Bench-201 tables (tabular, seconds)
 # make test     installs, then runs the linter and the import contracts (make lint), then the whole test
-#               suite, in parallel (PYTEST_WORKERS, PYTEST_ARGS)
+#               suite: in parallel, then the offline-model tests on their own (PYTEST_WORKERS, MARKERS, PYTEST_ARGS)
 # make test-fast  the same without the tests marked slow, llm, ray or gpu: for development (under 3 min on 2 cores)
 # make lint     ruff (the rule set in pyproject.toml) and the import contracts (lint-imports; docs/architecture.md)
 # make bench    reproduces docs/benchmarks.md (hours on 2 cores)
@@ -62,10 +62,18 @@ demo-nb201: $(STAMP)
 	  exit 1; fi
 	$(PYTHON) -m agent search --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201" --proposer evolution --budget 100 --seed 0
 
-# --dist loadgroup: tests one at a time to whichever worker is free (tests/conftest.py puts the slow
-# ones first), except that a group (xdist_group: the offline-model tests) runs on one worker.
+# Two passes. First every test but the offline-model ones, in parallel: --dist loadgroup hands tests
+# out one at a time to whichever worker is free (tests/conftest.py puts the slow ones first), except
+# that a group (xdist_group: the Ray tests) runs on one worker. Then the offline-model tests (marker
+# llm), in one process with every core: beside training jobs and Ray on 2 cores the model answered
+# about 5x slower (its six tests took over 30 min in the parallel pass, 5 min on their own).
+# Exit status 5 is pytest's "no test selected" (a PYTEST_ARGS -k that picks none of a pass).
+# MARKERS narrows both passes (make test MARKERS="not slow"); PYTEST_ARGS adds options to both.
+MARKERS ?=
+and_markers = $(if $(strip $(MARKERS)), and ($(MARKERS)))
 test: lint
-	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not llm$(and_markers)" $(PYTEST_ARGS) || [ $$? = 5 ]
+	$(PYTHON) -m pytest -m "llm$(and_markers)" $(PYTEST_ARGS) || [ $$? = 5 ]
 
 FAST_MARKERS := not slow and not llm and not ray and not gpu
 test-fast: lint

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 class Limits:
     """What one job may use. ``memory_mb`` is enforced twice: as the address-space limit
     (RLIMIT_AS: an allocation beyond it fails at once, with a MemoryError in Python) and by a
-    watchdog that kills the whole process group when its resident memory exceeds it.
-    ``address_space=False`` keeps only the watchdog: the CUDA driver reserves far more
+    watchdog that kills the whole process group when its resident memory exceeds it, or, for an
+    isolated job whose cgroup has the memory controller, by the cgroup's limit instead of the
+    watchdog. ``address_space=False`` keeps only the watchdog (or the cgroup): the CUDA driver reserves far more
     address space than it uses, so a CUDA job cannot start under RLIMIT_AS."""
 
     wall_seconds: float = 600.0

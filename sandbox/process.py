@@ -279,11 +279,19 @@ class ChildProcess:
         """Kill the job when its resident memory passes the limit. Without isolation it counts
         the process group; an isolated job's watchdog counts every process of the job (its
         process tree, its process group and its cgroup; bwrap puts the job in a session of its
-        own) and remembers them for the final kill (``_track``)."""
+        own) and remembers them for the final kill (``_track``).
+
+        Where the job's cgroup enforces the memory limit the watchdog only measures: the kernel
+        charges each page once, while resident memory also counts the shared libraries' pages
+        (charged to whoever read them first) and pages that forked copies share, so the sum
+        passes the limit before the cgroup's charge does and the watchdog would pre-empt the
+        exact limit (a 400 MB job was killed at 408 MB resident on a busy machine)."""
         assert self._proc is not None
         pid = self._proc.pid
         measure = (lambda: group_rss_bytes(pid)) if self.isolation is None else self._track
         limit = None if self.limits.memory_mb is None else self.limits.memory_mb * 1024 * 1024
+        if self._cgroup is not None and "memory" in self._cgroup.controllers:
+            limit = None
         while self._proc.poll() is None:
             rss = measure()
             self._peak_rss = max(self._peak_rss, rss)

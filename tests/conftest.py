@@ -52,12 +52,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     - ``ray``: the test starts or joins a Ray cluster; the ``ray`` tests run on one worker (one
       cluster at a time on a small machine).
     - ``gpu``: the test needs CUDA; it skips without it.
-    - ``slow``: under pytest-xdist the slow tests (the ``ray`` group among them) come first: the
-      scheduler hands tests out in this order, so the long ones start early, beside the many short
-      ones, rather than last, with one worker busy and the others idle. The ``llm`` group comes
-      last: the model answers several times slower beside training jobs and Ray (on 2 cores its
-      four longest tests took 430-680 s each when they ran beside the slow tests, against about 7
-      minutes for the whole group beside the short ones). A plain run keeps the files' order.
+    - ``slow``: under pytest-xdist the slow tests come first: the scheduler hands tests out in this
+      order, so the long ones start early, beside the many short ones, rather than last, with one
+      worker busy and the others idle. (pytest-xdist hands out a group, the ``ray`` one, before any
+      single test: it orders the work by the number of tests in a unit.) A plain run keeps the
+      files' order.
+
+    `make test` runs the ``llm`` tests in a second pass of their own, with every core (Makefile):
+    beside training jobs and Ray on 2 cores the model answered about 5x slower.
     """
     for item in items:
         if item.get_closest_marker("llm") is not None:
@@ -70,14 +72,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("gpu") is not None and not cuda_available():
             item.add_marker(pytest.mark.skip(reason="no CUDA device here"))
     if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts alike
-        items.sort(key=_handed_out)
-
-
-def _handed_out(item: pytest.Item) -> int:
-    """Under pytest-xdist: slow tests first, then the short ones, then the offline-model group."""
-    if item.get_closest_marker("llm") is not None:
-        return 2
-    return 0 if item.get_closest_marker("slow") is not None else 1
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @functools.cache
