@@ -1,7 +1,7 @@
 # make install  installs archagent with every extra the tests need (test, local: the offline LLM, report, onnx, ray) into the current Python
 #               environment (or into ./.venv when that Python is externally managed, PEP 668)
 # make demo     installs, then trains a 12-candidate search on scikit-learn's digits with the offline LLM and the
-#               proposer portfolio (about 3.5 min on 2 cores; the first run also prepares the model, about 1 min)
+#               proposer portfolio (about 6 min on 2 cores after make install, the model's preparation on first use included)
 # make demo-nb201  the same on the NAS-Bench-201 tables (tabular, seconds)
 # make test     installs, then runs the linter and the import contracts (make lint), then the whole test
 #               suite: in parallel, then the offline-model tests on their own (PYTEST_WORKERS, MARKERS, PYTEST_ARGS)
