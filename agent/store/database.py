@@ -3,16 +3,26 @@ process) and read-only ad-hoc queries. ``agent.store.history.History`` builds th
 
 The DuckDB file is shared by any number of processes on one AGENT_HOME.
 
-Concurrency contract (DESIGN.md): no process keeps the database open. Every read or write
-opens the file for one short transaction and closes it; a process that finds the file
+Concurrency contract (docs/contracts.md): no process keeps the database open. Every read or
+write opens the file for one short transaction and closes it; a process that finds the file
 locked by another retries with bounded, jittered backoff (``lock_timeout`` seconds in all).
 Readers open it read-only. Workers never write here: the coordinator does. Threads of one
 process take turns (one lock per process): DuckDB refuses a read-only connection to a file
 that the same process has open for writing, which is no lock conflict to wait out.
+
+Our own lock, ``history.duckdb.lock`` beside the file, is held from before the connection
+opens until after it closes: shared by readers, exclusive by writers (``flock``; the kernel
+drops it when a process dies). DuckDB's file lock alone is not enough: DuckDB 2.0.1 reads the
+file's header before it takes that lock and works from those bytes afterwards, so a process
+that opened while another committed and closed (a close checkpoints into the file) overwrote
+the committed transaction with its own close, and several such processes corrupted the file
+(../shared/repro/duckdb-header-race; tests/agent/test_history_lock.py).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import random
@@ -32,6 +42,7 @@ from agent.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, creat
 from evaluator.errors import ArchAgentError, NotFoundError
 
 DB_NAME = "history.duckdb"
+LOCK_NAME = DB_NAME + ".lock"  # never deleted: a process may be waiting on it
 # Held while this process has the file open: a search's proposal thread (agent.engine.proposing)
 # reads the history and records LLM calls while the graph's thread writes.
 _IN_PROCESS = threading.RLock()
@@ -44,6 +55,84 @@ class HistoryError(ArchAgentError):
 def _is_lock_conflict(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, duckdb.IOException) and ("lock" in text or "resource temporarily unavailable" in text)
+
+
+def _held_too_long(path: Path, timeout: float, detail: str) -> HistoryError:
+    return HistoryError(
+        f"the history database {path} stayed locked by another process for {timeout:g} s: {detail}",
+        hint="another process holds it open too long; stop it, or raise lock_timeout in agent.toml",
+    )
+
+
+class _FileLock:
+    """``flock`` on the lock file beside the database until the ``with`` block ends: shared or
+    exclusive, waited for with jittered backoff until ``deadline`` (time.monotonic()).
+
+    A reader that cannot create or open the lock file (a read-only home, made by another user)
+    reads without it: no writer can be at work where no writer could create the lock file.
+    A process holds one lock at a time (``_IN_PROCESS``); a nested ``with`` in the same thread
+    keeps the one it has (DuckDB refuses a second connection of another mode anyway)."""
+
+    _held: "_FileLock | None" = None  # the lock this process holds now (guarded by _IN_PROCESS)
+
+    def __init__(self, path: Path, *, exclusive: bool, deadline: float, database: Path, timeout: float) -> None:
+        self.path, self.exclusive, self.deadline, self.database = path, exclusive, deadline, database
+        self.timeout = timeout
+        self._fd: int | None = None
+        self._outer = False
+
+    def __enter__(self) -> "_FileLock":
+        held = _FileLock._held
+        if held is not None:
+            if self.exclusive and not held.exclusive:
+                raise RuntimeError(f"a write to {self.database} inside a read of it in the same thread")
+            return self
+        self._fd = self._open()
+        if self._fd is not None:
+            self._wait()
+        _FileLock._held, self._outer = self, True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._outer:
+            return
+        _FileLock._held = None
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    def _open(self) -> int | None:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            if not self.exclusive and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+                try:
+                    return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    return None
+            raise HistoryError(f"cannot open the history's lock file {self.path}: {exc.strerror or exc}",
+                               hint="the home folder must be writable for searches; check its permissions") from None
+
+    def _wait(self) -> None:
+        assert self._fd is not None
+        mode = (fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(self._fd, mode)
+                return
+            except BlockingIOError:
+                pass
+            except BaseException:
+                os.close(self._fd)
+                self._fd = None
+                raise
+            if time.monotonic() + delay > self.deadline:
+                os.close(self._fd)
+                self._fd = None
+                raise _held_too_long(self.database, self.timeout, f"{self.path.name} is held") from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 1.6, 0.1)
 
 
 def naive_utc(value: datetime | None) -> datetime | None:
@@ -76,16 +165,19 @@ class Database:
 
     @contextmanager
     def _connection(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The file, open for this thread alone until closed (see the module docstring)."""
+        """The file, open for this thread alone until closed, under the file lock (see the
+        module docstring)."""
         with _IN_PROCESS:
-            con = self._open(read_only)
-            try:
-                yield con
-            finally:
-                con.close()
+            deadline = time.monotonic() + self.lock_timeout
+            with _FileLock(self.home / LOCK_NAME, exclusive=not read_only, deadline=deadline,
+                           database=self.path, timeout=self.lock_timeout):
+                con = self._open(read_only, deadline)
+                try:
+                    yield con
+                finally:
+                    con.close()
 
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout
+    def _open(self, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
         delay = 0.005
         while True:
             try:
@@ -96,12 +188,8 @@ class Database:
                         f"cannot open the history database {self.path}: {exc}",
                         hint="check the path and its permissions; a damaged file can be moved aside to start afresh",
                     ) from None
-                if time.monotonic() + delay > deadline:
-                    raise HistoryError(
-                        f"the history database {self.path} stayed locked by another process for "
-                        f"{self.lock_timeout:g} s: {exc}",
-                        hint="another process holds it open too long; stop it, or raise lock_timeout in agent.toml",
-                    ) from None
+                if time.monotonic() + delay > deadline:  # a process that does not take our lock
+                    raise _held_too_long(self.path, self.lock_timeout, str(exc)) from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.6, 0.25)
 
