@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -52,9 +53,13 @@ class HistoryError(ArchAgentError):
     """The history database cannot be used (locked too long, newer schema, damaged)."""
 
 
+# DuckDB's words for "another process holds the file" (not any "lock": a path may hold "blocks",
+# and a corrupt block is no conflict to wait out)
+_LOCK_CONFLICT = re.compile(r"could not set lock|conflicting lock|resource temporarily unavailable", re.IGNORECASE)
+
+
 def _is_lock_conflict(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, duckdb.IOException) and ("lock" in text or "resource temporarily unavailable" in text)
+    return isinstance(exc, duckdb.IOException) and _LOCK_CONFLICT.search(str(exc)) is not None
 
 
 def _held_too_long(path: Path, timeout: float, detail: str) -> HistoryError:

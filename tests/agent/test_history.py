@@ -296,6 +296,46 @@ def test_lock_held_too_long_gives_a_clear_error(tmp_path):
     assert History(tmp_path).list_runs()[0]["run_id"] == "r1"  # usable again once released
 
 
+HOLD_OURS = """
+import sys
+from pathlib import Path
+from agent.store import History
+with History(Path(sys.argv[1]))._connection(read_only=False):
+    print("opened", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_writer_waits_for_our_lock_and_says_so_when_it_is_held_too_long(tmp_path):
+    h = History(tmp_path, lock_timeout=0.3)
+    h.create_run(_run("r1"))
+    holder = _python(HOLD_OURS, str(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "opened", "the child never took the history"
+        with pytest.raises(HistoryError, match=r"stayed locked .*history\.duckdb\.lock is held") as info:
+            History(tmp_path, lock_timeout=0.3).create_run(_run("r2"))
+        assert "lock_timeout" in info.value.hint
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=30)
+        finally:
+            holder.kill()
+    History(tmp_path).create_run(_run("r2"))  # the kernel let go with the process
+    assert {r["run_id"] for r in History(tmp_path).list_runs()} == {"r1", "r2"}
+
+
+def test_a_damaged_file_is_reported_at_once_not_waited_on_as_a_lock(tmp_path):
+    """A path with "blocks" in it made DuckDB's "not a valid database file" look like a lock
+    conflict (the old test matched "lock" anywhere), which was retried for lock_timeout."""
+    home = tmp_path / "blocks"
+    home.mkdir()
+    (home / "history.duckdb").write_bytes(b"\x00garbage" * 10_000)
+    with pytest.raises(HistoryError, match="cannot open the history database") as info:
+        History(home, lock_timeout=2).list_runs()
+    assert "stayed locked" not in str(info.value)
+
+
 def _writer(home: str, run_id: str, n: int) -> None:
     h = History(Path(home))
     h.create_run(_run(run_id, budget=n))
