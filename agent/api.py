@@ -103,12 +103,13 @@ def export(candidate: str, out: Path | str | None = None, onnx: bool = False, *,
 
 
 def sql(query: str, params: list[Any] | None = None, *, home: Path | str | None = None,
-        max_rows: int | None = 1000) -> dict[str, Any]:
+        max_rows: int | None = 1000, timeout: float | None = 30.0) -> dict[str, Any]:
     """``agent sql QUERY --json``: one read-only statement on the history, as ``{"columns", "rows",
-    "truncated"}`` with JSON values (times as ISO 8601, JSON columns parsed); ``max_rows=None``: all."""
+    "truncated"}`` with JSON values (times as ISO 8601, JSON columns parsed); ``max_rows=None``: all.
+    A query still running after ``timeout`` seconds is stopped (``HistoryError``); None: no limit."""
     from agent.store.json_values import json_rows
 
-    result = _history(home).query_result(query, params, max_rows=max_rows)
+    result = _history(home).query_result(query, params, max_rows=max_rows, timeout=timeout)
     return {"columns": result.columns, "rows": json_rows(result.types, result.rows), "truncated": result.truncated}
 
 

@@ -2,7 +2,8 @@
 
 The query runs on a read-only connection cut off from files, extensions and other databases
 (History.query_result): statements that change the history or touch anything outside it fail
-with DuckDB's reason. One statement per call.
+with DuckDB's reason. One statement per call; transaction statements are refused; a query that
+runs past --timeout is stopped.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import argparse
 import csv
 import sys
 
-from agent.commands.options import console as make_console, non_negative_int, print_json
+from agent.commands.options import console as make_console, non_negative_float, non_negative_int, print_json
 from evaluator.errors import UserInputError
 
 DEFAULT_MAX_ROWS = 1000
+DEFAULT_TIMEOUT = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--csv", action="store_true", help="write CSV (a header line, then the rows) to stdout")
     parser.add_argument("--max-rows", dest="max_rows", type=non_negative_int, default=DEFAULT_MAX_ROWS,
                         help=f"rows to print at most (default {DEFAULT_MAX_ROWS}; 0: all)")
+    parser.add_argument("--timeout", type=non_negative_float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds the query may run before it is stopped (default {DEFAULT_TIMEOUT:g}; 0: no "
+                             "limit). Searches on the same home wait for the file while a query reads it.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.query.strip():
         raise UserInputError("the query is empty", hint='pass one SQL statement, e.g. agent sql "SELECT * FROM runs"')
-    out = sql(args.query, home=args.home, max_rows=args.max_rows or None)
+    out = sql(args.query, home=args.home, max_rows=args.max_rows or None, timeout=args.timeout or None)
     if out["truncated"]:
         shown = "row is" if args.max_rows == 1 else f"{args.max_rows} rows are"
         print(f"note: only the first {shown} shown; pass --max-rows N for more (0: all), or add a LIMIT / WHERE to "

@@ -43,6 +43,7 @@ from agent.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES_BY_NAME, creat
 from evaluator.errors import ArchAgentError, NotFoundError
 
 DB_NAME = "history.duckdb"
+QUERY_TIMEOUT = 30.0  # seconds an ad-hoc query may run (agent sql --timeout): half the default lock_timeout
 LOCK_NAME = DB_NAME + ".lock"  # never deleted: a process may be waiting on it
 # Held while this process has the file open: a search's proposal thread (agent.engine.proposing)
 # reads the history and records LLM calls while the graph's thread writes.
@@ -338,19 +339,21 @@ class Database:
 
     # -- ad-hoc queries ------------------------------------------------------------------
 
-    def query(self, sql: str, params: Sequence[Any] | None = None, *,
-              max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+    def query(self, sql: str, params: Sequence[Any] | None = None, *, max_rows: int | None = None,
+              timeout: float | None = QUERY_TIMEOUT) -> tuple[list[str], list[tuple[Any, ...]], bool]:
         """Run one read-only SQL statement on the history: ``(columns, rows, truncated)``.
 
         The connection is read-only and cut off from everything outside the database (no
         files, no extensions, no other databases), with its configuration locked, so a query
         can neither change the history nor read or write anything else. DuckDB's own errors
-        come back as ``HistoryError`` naming the tables to query."""
-        result = self.query_result(sql, params, max_rows=max_rows)
+        come back as ``HistoryError`` naming the tables to query. A query still running after
+        ``timeout`` seconds (None: no limit) is interrupted: while it reads, searches on the
+        same home wait for the file, and give up after their ``lock_timeout``."""
+        result = self.query_result(sql, params, max_rows=max_rows, timeout=timeout)
         return result.columns, result.rows, result.truncated
 
-    def query_result(self, sql: str, params: Sequence[Any] | None = None, *,
-                     max_rows: int | None = None) -> "QueryResult":
+    def query_result(self, sql: str, params: Sequence[Any] | None = None, *, max_rows: int | None = None,
+                     timeout: float | None = QUERY_TIMEOUT) -> "QueryResult":
         """As :meth:`query`, with each column's DuckDB type (``JSON``, ``TIMESTAMP``, ...)."""
         if not self.exists():
             raise NotFoundError(f"no history yet at {self.path}",
@@ -358,15 +361,31 @@ class Database:
         hint = ("the history is read-only here; tables: " + ", ".join(TABLES_BY_NAME)
                 + " (`agent sql \"DESCRIBE candidates\"` shows a table's columns)")
         try:
-            statements = len(duckdb.extract_statements(sql))
+            statements = duckdb.extract_statements(sql)
         except duckdb.Error as exc:
             raise HistoryError(f"the query failed: {str(exc).strip()}", hint=hint) from None
-        if statements != 1:
-            raise HistoryError(f"give one SQL statement; the query holds {statements}",
+        if len(statements) != 1:
+            raise HistoryError(f"give one SQL statement; the query holds {len(statements)}",
                                hint="run each statement on its own; " + hint)
+        if statements[0].type == duckdb.StatementType.TRANSACTION:
+            raise HistoryError(f"{sql.strip().rstrip(';')!r} is a transaction statement, not a query: each query "
+                               "runs in a read-only transaction of its own", hint="give a SELECT (or DESCRIBE, SHOW, "
+                               "PRAGMA) statement; " + hint)
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout={timeout!r}: give seconds > 0, or None for no limit")
         with self._transaction(read_only=True) as con:
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
+            expired = threading.Event()
+
+            def stop() -> None:
+                expired.set()
+                con.interrupt()
+
+            timer = threading.Timer(timeout, stop) if timeout is not None else None
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
             try:
                 cursor = con.execute(sql, list(params or []))
                 if cursor.description is None:
@@ -375,7 +394,17 @@ class Database:
                 types = [str(d[1]) for d in cursor.description]
                 rows = cursor.fetchmany(max_rows + 1) if max_rows is not None else cursor.fetchall()
             except duckdb.Error as exc:
+                if interrupted(exc) and not expired.is_set():
+                    raise  # Ctrl-C, noticed by DuckDB first
+                if expired.is_set():
+                    raise HistoryError(
+                        f"the query ran past its time limit of {timeout:g} s and was stopped",
+                        hint="narrow it (WHERE, LIMIT), or give it more time: agent sql --timeout SECONDS "
+                             "(searches on this home wait for the file while a query reads it)") from None
                 raise HistoryError(f"the query failed: {str(exc).strip()}", hint=hint) from None
+            finally:
+                if timer is not None:
+                    timer.cancel()
         truncated = max_rows is not None and len(rows) > max_rows
         return QueryResult(columns, types, rows[:max_rows] if truncated else rows, truncated)
 

@@ -111,3 +111,23 @@ def test_no_history_says_where_it_looked(tmp_path):
     assert "run a search first" in out.stderr
     with pytest.raises(NotFoundError):
         agent.sql("SELECT 1", home=tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("statement", ["COMMIT", "begin;", "ROLLBACK", "BEGIN TRANSACTION"])
+def test_transaction_statements_are_refused_by_name(home, statement):
+    """COMMIT and ROLLBACK used to end in an internal error (no transaction active)."""
+    out = run_cli("sql", statement, home=home)
+    assert out.returncode == 1 and "internal error" not in out.stderr
+    assert "is a transaction statement, not a query" in out.stderr and "hint: give a SELECT" in out.stderr
+
+
+def test_a_query_past_its_time_limit_is_stopped_and_lets_the_writers_in(home):
+    endless = "SELECT sum(a.range * b.range) FROM range(1000000) a, range(1000000) b"
+    with pytest.raises(HistoryError, match="ran past its time limit of 0.5 s") as info:
+        agent.sql(endless, home=home, timeout=0.5)
+    assert "--timeout" in info.value.hint
+    out = run_cli("sql", "--timeout", "0.5", endless, home=home)
+    assert out.returncode == 1 and "ran past its time limit of 0.5 s" in out.stderr
+    History(home, lock_timeout=5).set_status([f"{RUN}-c0000"], Status.OK)  # the file is free again
+    with pytest.raises(ValueError, match="timeout=0"):
+        agent.sql("SELECT 1", home=home, timeout=0)
