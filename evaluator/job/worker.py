@@ -134,6 +134,8 @@ def run(job_dir: Path, channel: Channel) -> None:
                 scores |= compute_proxies(model, xs[pick], ys[pick], [name], seed=cfg.seed)
             except ProxyError as exc:
                 errors[name] = str(exc)[:500]
+            except Exception as exc:  # noqa: BLE001 - candidate code: a proxy it breaks is recorded, never fails it
+                errors[name] = f"{type(exc).__name__}: {exc}"[:500]
         channel.send("proxies", scores=scores, errors=errors, seconds=time.perf_counter() - started)
 
     start = job.get("start_epoch", 0)

@@ -294,6 +294,8 @@ def _serve() -> int:
                         out["proxies"] |= compute_proxies(model, batch[0], batch[1], [name], seed=0)
                     except ProxyError as exc:
                         out["proxy_errors"][name] = str(exc)[:500]
+                    except Exception as exc:  # noqa: BLE001 - a proxy the network breaks is recorded as null
+                        out["proxy_errors"][name] = f"{type(exc).__name__}: {exc}"[:500]
             if request["latency"]:
                 timed = time_model(model.eval(), input_shape, settings["latency"], request["stop_above_ms"])
                 skipped = timed.pop("skipped")

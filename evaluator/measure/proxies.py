@@ -230,6 +230,8 @@ def jacob_cov(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | No
     if not y.requires_grad:
         raise _constant_jacobian()
     y.backward(torch.ones_like(y))
+    if x.grad is None:  # the output depends on the weights only, not on the input
+        raise _constant_jacobian()
     jacobians = x.grad.reshape(x.shape[0], -1).double().cpu().numpy()  # (B, input size)
     if (jacobians.std(axis=1) == 0).any():
         raise _constant_jacobian()

@@ -107,3 +107,32 @@ def test_code_mode_refuses_without_network_isolation_and_unsafe_is_recorded(tmp_
     config = history.get_run(result["run_id"])["config"]
     assert config["unsafe"] is True and "NOT isolated" in config["sandbox"]
     assert SECRET not in json.dumps(history.get_candidate(result["candidate_id"]), default=str)
+
+
+@pytest.mark.slow
+@needs_bwrap
+def test_a_model_whose_output_ignores_its_input_trains_and_records_its_undefined_proxies(tmp_path):
+    """It used to fail before training: jacob_cov raised AttributeError in the worker. A proxy that
+    cannot be computed is recorded as null with its reason; the candidate trains."""
+    home = tmp_path / "home"
+    prior = model_file(tmp_path, "prior.py", """
+        class Prior(nn.Module):
+            def __init__(self, num_classes):
+                super().__init__()
+                self.logits = nn.Parameter(torch.zeros(num_classes))
+
+            def forward(self, x):
+                return self.logits.expand(x.shape[0], -1)
+
+
+        def build_model(input_shape, num_classes):
+            return Prior(num_classes)
+        """)
+    out = run_cli("eval", "--task", "digits", "--space", "code", "--file", prior, "--epochs", "1", "--json",
+                  home=home, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["status"] == "ok" and result["error"] is None, result["error"]
+    (metrics,) = [row[0] for row in History(home).query("SELECT metrics FROM evaluations")[1]]
+    metrics = json.loads(metrics) if isinstance(metrics, str) else metrics
+    assert metrics["proxy_jacob_cov"] is None and "jacob_cov: the output does not depend" in metrics["proxy_undefined"]

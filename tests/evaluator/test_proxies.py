@@ -243,6 +243,27 @@ def test_a_network_without_weights_or_relus_names_the_proxy(batch):
         compute_proxies(nn.Linear(5, 10), *batch, names="grad_norm")
 
 
+class _Constant(nn.Module):
+    """Logits from the weights alone: the output does not depend on the input at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(10))
+        self.fc = nn.Linear(10, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.logits).expand(x.shape[0], -1)
+
+
+def test_a_model_whose_output_ignores_its_input_makes_jacob_cov_undefined_not_an_error(batch):
+    """It used to raise AttributeError ('NoneType' object has no attribute 'reshape'), which
+    failed the candidate in the worker before training."""
+    with pytest.raises(ProxyError, match="jacob_cov: the output does not depend") as err:
+        compute_proxies(_Constant(), *batch, names=["jacob_cov"])
+    assert err.value.proxy == "jacob_cov"
+    assert set(compute_proxies(_Constant(), *batch, errors="omit")) == {"synflow", "grad_norm", "snip"}
+
+
 # --- the benchmark script -------------------------------------------------------------------
 
 CURVE_COLUMNS = "arch_i,arch_str,grad_norm,snip,grasp,fisher,jacob_cov,plain,synflow_bn,synflow,train_accs,val_accs"
