@@ -8,6 +8,7 @@ weights. It also decides whether the candidate can be exported at all (``check_e
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,21 @@ from evaluator.tasks import (LOOKUP_PREFIX, CURVES_INPUT_SHAPE, CURVES_NUM_CLASS
 # epochs; a failed or timed-out one is still a valid architecture whose training went wrong
 # with this recipe. They export, with a warning that says so.
 EXPORTABLE = ("ok", "failed", "timeout", "stopped_early", "pruned")
+# What a run or candidate id may look like before it names a folder or a file (archagent writes
+# 20261207-051500-a1b2c3 and 20261207-051500-a1b2c3-c0004): no separator, no "..", no leading dot.
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_safe_id(kind: str, value: object) -> str:
+    """``value`` if it can name a folder or a file under the home; else UserInputError. The ids come
+    from the history, which another program (or a copied file) may have written."""
+    if not isinstance(value, str) or SAFE_ID.fullmatch(value) is None or ".." in value:
+        raise UserInputError(f"the history holds the {kind} id {value!r}, which archagent does not write and will "
+                             "not use as a folder or file name",
+                             hint="ids are letters, digits, '_', '.' and '-' (no '..'); this history was changed "
+                                  "outside archagent: export another candidate, or check the file")
+    return value
+
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,8 @@ def check_exportable(candidate_id: str, status: str, error: str | None) -> None:
 def gather(history: History, candidate_id: str) -> Facts:
     """Everything an export needs from the history (NotFoundError for an unknown id)."""
     row = history.get_candidate(candidate_id)
+    check_safe_id("candidate", row["candidate_id"])
+    check_safe_id("run", row["run_id"])
     check_exportable(candidate_id, row["status"], row["error"])
     run = history.get_run(row["run_id"])
     config = run.get("config") or {}

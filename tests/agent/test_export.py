@@ -269,6 +269,22 @@ def test_unknown_invalid_and_unevaluated_candidates_are_refused_with_their_statu
         export("nope", home=tmp_path / "empty")
 
 
+@pytest.mark.parametrize("bad_id", ["../../escape", "/tmp/elsewhere", ".hidden", "a/b"])
+def test_a_stored_id_that_could_name_another_folder_is_refused(tmp_path, bad_id):
+    """The ids come from the history, which another program may have written: one with a path in
+    it used to become the export folder (exports/../../escape is outside the home)."""
+    home = tmp_path / "home"
+    h, cid, _ = write_history(home, finals=0)
+    row = h.get_candidate(cid)
+    h.add_candidates([Candidate(candidate_id=bad_id, run_id=row["run_id"], seq=1, space="layers", spec=row["spec"],
+                                canonical_key="other", proposer="manual", status=Status.OK)])
+    h.add_evaluations(row["run_id"], [Evaluation(candidate_id=bad_id, status=Status.OK, fidelity=3.0, val_accuracy=0.9)])
+    with pytest.raises(UserInputError, match="will not use as a folder or file name") as err:
+        export(bad_id, home=home)
+    assert "changed outside archagent" in err.value.hint
+    assert not (tmp_path / "escape").exists() and not (home / "exports").exists()
+
+
 def test_a_failed_candidate_exports_with_a_warning_and_its_status_on_the_card(tmp_path):
     home = tmp_path / "home"
     _, cid, _ = write_history(home, status=Status.FAILED, finals=0)
