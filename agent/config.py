@@ -13,10 +13,11 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
 
 from evaluator.errors import ConfigError, did_you_mean
 from evaluator.measure import PROXY_NAMES, ProxyName
@@ -28,6 +29,18 @@ else:  # pragma: no cover - Python 3.10
 
 CONFIG_FILE = "agent.toml"
 ENV_PREFIX = "AGENT_"
+
+
+def public_url(url: str) -> str:
+    """``url`` fit to store and print: a user name and password become ``***``, and so does every
+    query value (``?api_key=...``); the fragment goes. Endpoints are often given with their key in
+    them; the key must not reach the history, the reports or an error message."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(f"{pair.partition('=')[0]}=***" for pair in parts.query.split("&") if pair) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 class Settings(BaseModel):
@@ -97,6 +110,11 @@ class Settings(BaseModel):
     sandbox: Literal["auto", "bwrap", "unshare", "none"] = Field(default="auto", description="what isolates training jobs: auto (the strongest layer here), bwrap, unshare, or none (process limits only; code mode then needs --unsafe)")
     unsafe: bool = Field(default=False, description="run code-mode candidates even where no sandbox layer can cut the network (the --unsafe flag only; recorded on the run)")
 
+
+    @field_serializer("openai_base_url")
+    def _stored_url(self, url: str | None) -> str | None:
+        """What the run's config, `agent doctor` and --json show: without credentials."""
+        return None if url is None else public_url(url)
 
     def worker_count(self) -> int:
         """Candidates trained at once on this machine (the local pools): the setting, else 1."""

@@ -20,6 +20,7 @@ import random
 import time
 from typing import Any
 
+from agent.config import public_url
 from agent.llm.base import LLMBackend, LLMError, LLMReply, T, Usage, parse_reply, schema_instructions
 
 MODES = ("json_schema", "json_object", "text")
@@ -41,7 +42,8 @@ class OpenAIBackend(LLMBackend):
                            hint="pass --model (for example gpt-4o-mini, or the name your server serves)")
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode={mode!r} must be one of {MODES}")
-        self.model, self.base_url = model, base_url or "https://api.openai.com/v1"
+        # self.base_url is what messages name: without the credentials an endpoint's URL may carry
+        self.model, self.base_url = model, public_url(base_url or "https://api.openai.com/v1")
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
         self.price_in, self.price_out = price_in, price_out
         self._modes = list(MODES[MODES.index(mode):] if mode else MODES)

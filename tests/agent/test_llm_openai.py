@@ -205,3 +205,21 @@ def test_settings_build_the_backend_and_never_show_the_key(serve, tmp_path):
         make_backend(load_settings({"llm": "openai"}, env={}, cwd=tmp_path).settings)
     with pytest.raises(ConfigError, match="no LLM backend configured"):
         make_backend(load_settings({}, env={}, cwd=tmp_path).settings)
+
+
+def test_credentials_in_the_endpoint_url_are_never_stored_or_shown(tmp_path):
+    """Endpoints are often given as https://user:key@host/v1 or ...?api_key=KEY: the run's config
+    (settings.model_dump, what the history stores) and the errors show the URL without them."""
+    from agent.config import load_settings, public_url
+
+    assert public_url("https://user:pw-secret@example.test:8443/v1?api_key=q-secret&x=1#frag") == \
+        "https://***@example.test:8443/v1?api_key=***&x=***"
+    assert public_url("http://127.0.0.1:8080/v1") == "http://127.0.0.1:8080/v1"
+    url = "http://u:pw-secret@127.0.0.1:9/v1?key=q-secret"
+    settings = load_settings({"llm": "openai", "model": "m"}, env={"OPENAI_BASE_URL": url}, cwd=tmp_path).settings
+    assert settings.openai_base_url == url  # the client still gets the whole URL
+    stored = json.dumps(settings.model_dump(mode="json"))
+    assert "secret" not in stored and "http://***@127.0.0.1:9/v1?key=***" in stored
+    with pytest.raises(LLMError) as err:
+        OpenAIBackend("m", base_url=url, timeout=1, max_retries=1, backoff=0.01).complete(MESSAGES, Proposal)
+    assert "could not be reached" in str(err.value) and "secret" not in str(err.value) + str(err.value.hint)
