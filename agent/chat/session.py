@@ -40,6 +40,7 @@ from agent.prompting import Prompts
 from agent.proposers import ProposalContext
 from agent.proposers.llm import call_record
 from agent.store import History
+from agent.store.history import RunBusyError
 from evaluator.errors import SpecError
 from evaluator.pools.base import Job, PoolEvent
 from agent.records import LLMOutcome
@@ -327,14 +328,21 @@ def _evaluate(ctx: ChatContext, facts: RunFacts, pending: dict) -> tuple[str, di
         return (f"Run {ctx.run_id} is being searched by another process right now; it evaluates its own candidates. "
                 "The proposal stays under review: /approve again once that process has stopped."), pending
     tools = ctx.tools()
-    seq = max((c["seq"] for c in facts.candidates), default=-1) + 1
-    candidate = Candidate(candidate_id=f"{ctx.run_id}-c{seq:04d}", run_id=ctx.run_id, seq=seq, space=tools.space.name,
-                          spec=pending["spec"], canonical_key=pending["canonical_key"], parents=pending.get("parents") or [],
-                          proposer=pending.get("proposer") or "chat", model=pending.get("model"),
-                          rationale=pending.get("rationale"), prompt_ref=pending.get("prompt_ref"), status=Status.RUNNING)
-    ctx.history.add_candidates([candidate], [{"run_id": ctx.run_id, "kind": "chat_approved", "candidate_id":
-                                              candidate.candidate_id, "payload": {"host": socket.gethostname(),
-                                                                                  "pid": os.getpid()}}])
+
+    def build(seq: int) -> Candidate:  # the number comes from the history, in the transaction that adds it
+        return Candidate(candidate_id=f"{ctx.run_id}-c{seq:04d}", run_id=ctx.run_id, seq=seq, space=tools.space.name,
+                         spec=pending["spec"], canonical_key=pending["canonical_key"],
+                         parents=pending.get("parents") or [], proposer=pending.get("proposer") or "chat",
+                         model=pending.get("model"), rationale=pending.get("rationale"),
+                         prompt_ref=pending.get("prompt_ref"), status=Status.RUNNING)
+
+    try:
+        candidate = ctx.history.append_candidate(ctx.run_id, build, lambda c: {
+            "run_id": ctx.run_id, "kind": "chat_approved", "candidate_id": c.candidate_id,
+            "payload": {"host": socket.gethostname(), "pid": os.getpid()}})
+    except RunBusyError:
+        return (f"Run {ctx.run_id} is being searched by another process right now; it evaluates its own candidates. "
+                "The proposal stays under review: /approve again once that process has stopped."), pending
     if ctx.on_note:
         ctx.on_note(f"evaluating {candidate.candidate_id}...")
     pool = tools.setup.pool

@@ -10,12 +10,16 @@ import socket
 import uuid
 from datetime import datetime, timezone
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agent.records import ForecastRecord, LLMCall, LLMOutcome, Run, RunStatus
 from agent.store.database import DB_NAME, Database, HistoryError, dumps_json, loads_json, naive_utc
 from evaluator.errors import NotFoundError
 from evaluator.records import Candidate, Evaluation, Status
+
+
+class RunBusyError(HistoryError):
+    """Another live process is searching the run (History.append_candidate)."""
 
 
 class History(Database):
@@ -43,14 +47,41 @@ class History(Database):
             self._insert(con, "events", [
                 self._event_row(e["run_id"], e["kind"], e.get("payload", {}), e.get("candidate_id")) for e in events
             ])
-            self._insert(con, "candidates", [{
-                "candidate_id": c.candidate_id, "run_id": c.run_id, "seq": c.seq, "space": c.space,
-                "spec": dumps_json(c.spec), "canonical_key": c.canonical_key, "parents": dumps_json(c.parents),
-                "proposer": c.proposer, "model": c.model, "rationale": c.rationale,
-                "prompt_ref": c.prompt_ref, "status": c.status.value, "error": c.error,
-                "created": naive_utc(c.created), "updated": naive_utc(c.created),
-                "measurements": dumps_json(c.measurements) if c.measurements else None,
-            } for c in candidates])
+            self._insert(con, "candidates", [self._candidate_row(c) for c in candidates])
+
+    def append_candidate(self, run_id: str, build: Callable[[int], Candidate],
+                         event: Callable[[Candidate], dict[str, Any]] | None = None) -> Candidate:
+        """Add the run's next candidate, ``build(seq)`` with ``seq`` one past the run's last, and
+        ``event(candidate)`` beside it, in one transaction: two processes that add to one run at
+        once (a chat session, a resumed loop) get different numbers. While another live process
+        searches the run it is refused with :class:`RunBusyError`: that process numbers its own."""
+        with self._transaction() as con:
+            status, host, pid = con.execute("SELECT status, host, pid FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            if status == RunStatus.RUNNING.value and pid != os.getpid() and (host != socket.gethostname() or _alive(pid)):
+                raise RunBusyError(f"run {run_id} is being searched by another process (pid {pid} on {host})",
+                                   hint="wait until that process stops, then try again")
+            seq = con.execute("SELECT coalesce(max(seq) + 1, 0) FROM candidates WHERE run_id = ?", [run_id]).fetchone()[0]
+            candidate = build(int(seq))
+            if candidate.run_id != run_id or candidate.seq != seq:
+                raise ValueError(f"build({seq}) made candidate {candidate.candidate_id} of run {candidate.run_id}, "
+                                 f"seq {candidate.seq}: it must use the run and the number it is given")
+            self._insert(con, "candidates", [self._candidate_row(candidate)])
+            if event is not None:
+                e = event(candidate)
+                self._insert(con, "events", [self._event_row(e["run_id"], e["kind"], e.get("payload", {}),
+                                                             e.get("candidate_id"))])
+        return candidate
+
+    @staticmethod
+    def _candidate_row(c: Candidate) -> dict[str, Any]:
+        return {
+            "candidate_id": c.candidate_id, "run_id": c.run_id, "seq": c.seq, "space": c.space,
+            "spec": dumps_json(c.spec), "canonical_key": c.canonical_key, "parents": dumps_json(c.parents),
+            "proposer": c.proposer, "model": c.model, "rationale": c.rationale,
+            "prompt_ref": c.prompt_ref, "status": c.status.value, "error": c.error,
+            "created": naive_utc(c.created), "updated": naive_utc(c.created),
+            "measurements": dumps_json(c.measurements) if c.measurements else None,
+        }
 
     def set_status(self, candidate_ids: Sequence[str], status: Status, error: str | None = None) -> None:
         """Set the candidates' status (and, given, their error text)."""

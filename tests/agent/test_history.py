@@ -424,3 +424,62 @@ def test_llm_calls_are_kept_exactly_and_totalled(tmp_path):
     (first,) = [c for c in h.llm_calls("r1") if c["call_id"] == "call0"]
     assert first["messages"] == [{"role": "user", "content": "prompt 0 \u00e9\n{}"}] and first["response"] == '{"reply": 0}'
     assert [c["call_id"] for c in h.llm_calls(candidate_id="r1-c0000")] == ["call2"]
+
+
+APPENDER = """
+import sys
+from pathlib import Path
+from tests.agent.test_history import _candidate
+from agent.store import History
+h = History(Path(sys.argv[1]))
+for _ in range(int(sys.argv[3])):
+    c = h.append_candidate("r1", lambda seq: _candidate("r1", seq).model_copy(update={"canonical_key": sys.argv[2] + str(seq)}))
+    print(c.seq, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_processes_that_append_to_one_run_at_once_get_different_numbers(tmp_path):
+    """Chat used to number its candidate from what it had read before: a resumed loop adding one
+    meanwhile made two candidates with one number."""
+    h = History(tmp_path)
+    h.create_run(_run())
+    h.add_candidates([_candidate("r1", 0)])
+    h.finish_run("r1", RunStatus.INTERRUPTED, None)
+    procs = [_python(APPENDER, str(tmp_path), f"p{k}-", "12", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for k in range(3)]
+    given = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        given += [int(n) for n in out.split()]
+    assert sorted(given) == list(range(1, 37))
+    assert [c["seq"] for c in History(tmp_path).run_candidates("r1")] == list(range(37))
+
+
+HOLDS_THE_RUN = """
+import sys, time
+from pathlib import Path
+from tests.agent.test_history import _run
+from agent.store import History
+History(Path(sys.argv[1])).create_run(_run("busy"))
+print("running", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_appending_to_a_run_another_live_process_searches_is_refused(tmp_path):
+    from agent.store.history import RunBusyError
+
+    holder = _python(HOLDS_THE_RUN, str(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "running"
+        with pytest.raises(RunBusyError, match=f"pid {holder.pid}"):
+            History(tmp_path).append_candidate("busy", lambda seq: _candidate("busy", seq))
+        with pytest.raises(ValueError, match="must use the run and the number it is given"):
+            History(tmp_path).create_run(_run("mine"))
+            History(tmp_path).append_candidate("mine", lambda seq: _candidate("mine", seq + 1))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert History(tmp_path).run_candidates("busy") == []
