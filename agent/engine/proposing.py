@@ -17,7 +17,9 @@ One request is outstanding at a time, and its batch waits here until the graph t
 the budget counts them. ``close`` ends the thread's work: a batch finished after it is dropped
 (the graph records nothing after its stop) and nothing more is proposed or reflected, while the
 outcomes already queued still reach the proposer; a call under way is waited for ``timeout``
-seconds at most and then abandoned: the thread is a daemon and never keeps the process alive.
+seconds at most and then abandoned: the thread is a daemon and never keeps the process alive
+(a history write it has under way still ends first: agent.store.database holds the process's
+exit for it). An error of the thread that no ``take`` raised is raised by ``close``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Proposing:
         self._ready = threading.Event()  # a batch is done, or the thread failed
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._failed = False  # the thread's error was raised (by take or close)
 
     # -- the graph's side ------------------------------------------------------------------
 
@@ -82,7 +85,11 @@ class Proposing:
         """The finished batch, once; None while it is being made. Raises what the thread raised."""
         with self._lock:
             if self._error is not None:
-                raise self._error
+                error, self._error = self._error, None
+                self._failed = True
+                raise error
+            if self._failed:
+                raise RuntimeError("the proposal thread failed; its error was raised by an earlier take()")
             batch, self._done = self._done, None
             if batch is not None:
                 self.pending = 0
@@ -105,11 +112,17 @@ class Proposing:
             self._tasks.put(("call", fn))
 
     def close(self, timeout: float = CLOSE_WAIT) -> None:
-        """Stop: nothing made from now on is handed out; wait up to ``timeout`` for a call under way."""
+        """Stop: nothing made from now on is handed out; wait up to ``timeout`` for a call under way.
+        Then raise what the thread raised that no ``take`` has raised yet: a reflection or an
+        observation that failed (a history write, say) is reported, not dropped."""
         self._closed = True
         if self._thread is not None:
             self._tasks.put(None)
             self._thread.join(timeout)
+        with self._lock:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     # -- the thread ------------------------------------------------------------------------
 

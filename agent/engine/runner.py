@@ -43,6 +43,15 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
+def _abandon(proposing: Proposing, stopped_by: BaseException) -> None:
+    """The search stopped or failed: an LLM call under way is abandoned (a daemon thread), and an
+    error of the proposal thread is told beside the one that stopped the search."""
+    try:
+        proposing.close(timeout=0)
+    except BaseException as exc:  # noqa: BLE001 - the search's own error is the one raised
+        stopped_by.add_note(f"the proposal thread failed too: {type(exc).__name__}: {exc}")
+
+
 def run_search(
     settings: Settings,
     *,
@@ -142,15 +151,19 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         state = restore_state(ctx, recorder) if stored is not None else initial_state()
         ctx.max_attempts += state["attempts"]
         final = SEARCH_GRAPH.invoke(state, {"recursion_limit": 20 * ctx.max_attempts + 100}, context=ctx)
-        proposing.close()  # a proposal still being made (a limit stopped the search) is dropped
+        # a proposal still being made (a limit stopped the search) is dropped; a reflection or an
+        # observation that failed in the proposal thread fails the run here
+        proposing.close()
         best = final_report(ctx, final, setup.final_seeds)
         summary = search_summary(ctx, final, best, started, warnings=warnings)
         recorder.finish_run(run.run_id, RunStatus.DONE, summary.to_json())
         return summary
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _abandon(proposing, exc)
         recorder.finish_run(run.run_id, RunStatus.INTERRUPTED, None)
         raise
     except BaseException as exc:
+        _abandon(proposing, exc)
         if not interrupted(exc):
             recorder.finish_run(run.run_id, RunStatus.FAILED, None)
             raise
@@ -158,6 +171,5 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         recorder.finish_run(run.run_id, RunStatus.INTERRUPTED, None)
         raise KeyboardInterrupt() from exc
     finally:
-        proposing.close(timeout=0)  # stopped or failed: an LLM call under way is abandoned (a daemon thread)
         if screen is not None:
             screen.probe.close()

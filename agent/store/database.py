@@ -21,6 +21,7 @@ the committed transaction with its own close, and several such processes corrupt
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import json
@@ -48,6 +49,16 @@ LOCK_NAME = DB_NAME + ".lock"  # never deleted: a process may be waiting on it
 # Held while this process has the file open: a search's proposal thread (agent.engine.proposing)
 # reads the history and records LLM calls while the graph's thread writes.
 _IN_PROCESS = threading.RLock()
+EXIT_WAIT = 60.0  # seconds an exiting process waits for another thread's transaction to end
+
+
+@atexit.register
+def _end_transactions_before_exit() -> None:
+    """At exit, wait for a transaction another thread has under way and let none start after it:
+    Python stops daemon threads where they stand when the interpreter ends, and a thread stopped
+    between BEGIN and COMMIT loses a write it was about to acknowledge (a reflection's insights,
+    an LLM call's record). The lock is never released: the process is ending."""
+    _IN_PROCESS.acquire(timeout=EXIT_WAIT)
 
 
 class HistoryError(ArchAgentError):

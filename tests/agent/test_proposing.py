@@ -236,6 +236,66 @@ def test_an_error_in_the_proposal_thread_fails_the_run_in_the_main_thread(replay
     assert run["status"] == "failed"
 
 
+class FailsAtLastObservation(Slow):
+    """Its observation of the run's last outcome fails, after the graph took its last batch."""
+
+    def __init__(self, inner: Proposer, budget: int) -> None:
+        super().__init__(inner)
+        self.budget = budget
+
+    def observe(self, candidate: Candidate, evaluation: Evaluation) -> None:
+        super().observe(candidate, evaluation)
+        if len(self.observed) == self.budget:
+            raise RuntimeError("the history write of the last observation failed")
+
+
+def test_an_error_of_the_proposal_thread_after_its_last_batch_still_fails_the_run(replays, tmp_path):
+    """It used to be raised only by a next take(), which never came: the run was "done" and the
+    error lost."""
+    path, pools, space, _ = replays
+    proposer = FailsAtLastObservation(RandomSearch(space, 0), budget=6)
+    with pytest.raises(RuntimeError, match="the history write of the last observation failed"):
+        run_search(settings(path, tmp_path / "home", budget=6), proposer=proposer)
+    assert proposer.thread is not None and proposer.thread.name == "proposer"  # it ran in the thread
+    (run,) = History(tmp_path / "home").list_runs()
+    assert run["status"] == "failed"
+
+
+EXITS_IN_A_WRITE = """
+import sys, threading, time
+from pathlib import Path
+from agent.store import History
+
+h = History(Path(sys.argv[1]))
+h.schema_version()
+inside = threading.Event()
+
+def write():
+    with h._transaction() as con:
+        con.execute("INSERT INTO meta VALUES ('late', 'kept')")
+        inside.set()
+        time.sleep(1.0)  # the main thread ends meanwhile
+
+threading.Thread(target=write, daemon=True).start()
+inside.wait(30)
+"""
+
+
+def test_a_process_ending_while_a_thread_writes_the_history_lets_the_write_finish(tmp_path):
+    """Python stops daemon threads where they stand at exit: the proposal thread's write (a
+    reflection, an LLM call's record) was lost mid-transaction."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    History(tmp_path)._ensure_schema()
+    out = subprocess.run([sys.executable, "-c", EXITS_IN_A_WRITE, str(tmp_path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert History(tmp_path).query("SELECT value FROM meta WHERE key = 'late'")[1] == [("kept",)]
+
+
 class Lossy(CurvePool):
     """A replay that loses each job's worker once, as a Ray pool reports: a ``lost`` event (the job
     is queued again and goes on) before the job's first epoch."""
