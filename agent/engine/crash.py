@@ -3,7 +3,9 @@
 ``AGENT_TEST_CRASH_AT`` lists where the coordinator kills itself with SIGKILL, the way a
 power cut or the OOM killer would stop it: comma-separated ``NODE[:N][:before|after]`` items.
 NODE is a graph node (propose, validate, screen, evaluate, record, reflect, decide) or
-``final`` (the final report, after its evaluations are recorded); N counts that node's
+``final`` (the final report, after its evaluations are recorded) or ``commit`` (inside the
+history: after a write transaction's COMMIT, before the file is closed, so the write is only in
+DuckDB's write-ahead log); N counts that node's
 visits in this process (default 1; when proposals are made beside the pool, each finished
 proposal adds a visit of propose, validate, screen, evaluate and decide, while record and
 reflect are visited only for results); ``after`` (default) fires once the node's own writes are
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from evaluator.errors import UserInputError
 
 ENV = "AGENT_TEST_CRASH_AT"
-PLACES = ("propose", "validate", "screen", "evaluate", "record", "reflect", "decide", "final")
+PLACES = ("propose", "validate", "screen", "evaluate", "record", "reflect", "decide", "final", "commit")
 
 
 @dataclass
@@ -49,6 +51,17 @@ class CrashPoints:
                 raise UserInputError(f"{ENV}: unknown place {place!r} in {item!r}", hint="places: " + ", ".join(PLACES))
             points.add((place, count, when))
         return cls(frozenset(points))
+
+    def arm(self) -> None:
+        """Make the ``commit`` points fire inside the history (agent.store.database.after_commit)."""
+        if any(place == "commit" for place, _, _ in self.points):
+            from agent.store import database
+
+            database.after_commit(self.committed)
+
+    def committed(self) -> None:
+        self.reached("commit", "before")
+        self.reached("commit", "after")
 
     def reached(self, place: str, when: str) -> None:
         if when == "before":

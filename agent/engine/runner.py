@@ -78,6 +78,8 @@ def run_search(
     """
     started = time.monotonic()
     crash_points = CrashPoints.from_env()
+    if crash_points is not None:
+        crash_points.arm()
     if resume is not None:
         recorder = recorder or History(settings.home, lock_timeout=settings.lock_timeout)
         run_id = recorder.resolve_run_id(resume)

@@ -31,7 +31,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,6 +49,17 @@ LOCK_NAME = DB_NAME + ".lock"  # never deleted: a process may be waiting on it
 # Held while this process has the file open: a search's proposal thread (agent.engine.proposing)
 # reads the history and records LLM calls while the graph's thread writes.
 _IN_PROCESS = threading.RLock()
+# Called after each write transaction commits, before the file is closed: the crash tests kill the
+# process there (agent.engine.crash, AGENT_TEST_CRASH_AT=commit:N). None outside those tests.
+_after_commit: Callable[[], None] | None = None
+
+
+def after_commit(hook: Callable[[], None] | None) -> None:
+    """Set (or, with None, clear) the hook run after every committed write of this process."""
+    global _after_commit
+    _after_commit = hook
+
+
 EXIT_WAIT = 60.0  # seconds an exiting process waits for another thread's transaction to end
 
 
@@ -222,6 +233,8 @@ class Database:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+            if _after_commit is not None and not read_only:
+                _after_commit()  # tests: a crash between COMMIT and close leaves the write in the WAL
 
     def exists(self) -> bool:
         return self.path.is_file()
