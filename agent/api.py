@@ -113,6 +113,22 @@ def sql(query: str, params: list[Any] | None = None, *, home: Path | str | None 
     return {"columns": result.columns, "rows": json_rows(result.types, result.rows), "truncated": result.truncated}
 
 
+def snapshots(*, home: Path | str | None = None) -> list[dict[str, Any]]:
+    """``agent restore --list --json``: the home's snapshots of the history, newest first."""
+    from agent.store.snapshots import snapshots as listed
+
+    return [s.to_json() for s in listed(_history(home).home)]
+
+
+def restore(snapshot: Path | str | None = None, *, home: Path | str | None = None) -> dict[str, Any]:
+    """``agent restore [SNAPSHOT] --json``: put the newest snapshot that opens (or ``snapshot``)
+    in place of the history; the replaced file is kept beside it. ``{"restored", "moved_aside"}``."""
+    from agent.store.snapshots import restore_snapshot
+
+    snap, aside = restore_snapshot(_history(home), snapshot)
+    return {"restored": snap.to_json(), "moved_aside": None if aside is None else str(aside)}
+
+
 def _iso(value: Any) -> str | None:
     """History times are naive UTC; show them as ISO 8601 with the zone."""
     return None if value is None else value.isoformat() + "Z"

@@ -36,6 +36,7 @@ COMMANDS: dict[str, CommandInfo] = {
     "report": CommandInfo("agent.commands.report", "write a self-contained HTML report of a run, with figures"),
     "export": CommandInfo("agent.commands.export", "write a candidate as a standalone model.py (torch only), recipe and weights"),
     "sql": CommandInfo("agent.commands.sql", "run one read-only SQL query on the history (table, --json or --csv)"),
+    "restore": CommandInfo("agent.commands.restore", "put back a snapshot of the history (--list lists them)"),
     "tasks": CommandInfo("agent.commands.catalog", "list the tasks"),
     "spaces": CommandInfo("agent.commands.catalog", "describe the search spaces and their proposal schemas"),
     "doctor": CommandInfo("agent.commands.doctor", "print versions, device, home and what is available"),

@@ -88,6 +88,8 @@ class Settings(BaseModel):
     llm_price_out: float | None = Field(default=None, ge=0, description="dollars per million completion tokens, for cost accounting")
     max_llm_cost: float | None = Field(default=None, gt=0, description="dollars of LLM calls after which a search stops (needs llm_price_in/out for openai)")
     max_device_seconds: float | None = Field(default=None, gt=0, description="device seconds (training time of every evaluation) after which a search stops")
+    snapshot_every: int = Field(default=100, ge=0, description="every this many evaluations a search copies the history into $AGENT_HOME/snapshots (also when a run ends); 0: only when a run ends")
+    snapshots_kept: int = Field(default=5, ge=1, le=1000, description="snapshots of the history kept (the newest); agent restore puts one back")
     recheck_every: int = Field(default=0, ge=0, description="every this many evaluations, the top recheck_top candidates train again with recheck_seeds new seeds (validation only; training tasks); 0: never (agent loop: 10)")
     recheck_top: int = Field(default=3, ge=1, le=20, description="rechecks: how many of the best candidates are trained again")
     recheck_seeds: int = Field(default=2, ge=1, le=10, description="rechecks: extra seeds per rechecked candidate")

@@ -275,6 +275,9 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         return {}
     ctx.recorder.add_evaluations(ctx.run.run_id, [ev for _, ev in results])
     update = tally(ctx, state, results)
+    every = ctx.snapshot_every
+    if every and update["evaluations"] // every > state["evaluations"] // every:
+        ctx.recorder.checkpoint(f"{ctx.run.run_id}-e{update['evaluations']}", ctx.snapshots_kept)
     if rechecked:
         ctx.recorder.add_evaluations(ctx.run.run_id, rechecked, update_status=False)
         update |= {"recheck_results": [], "rechecks": tally_rechecks(state.get("rechecks", {}), rechecked),

@@ -86,7 +86,7 @@ RESUME_OVERRIDES = ("budget", "minutes", "max_llm_cost", "max_device_seconds", "
 
 # Where this process runs, never taken from the record: the home, secrets, endpoints, caches.
 RESUME_LOCAL = ("home", "openai_api_key", "openai_base_url", "model_cache", "llm_timeout", "lock_timeout",
-                "llm_price_in", "llm_price_out")
+                "llm_price_in", "llm_price_out", "snapshot_every", "snapshots_kept")
 
 
 def resume_settings(current: Settings, given: dict[str, Any], stored: dict[str, Any]) -> Settings:

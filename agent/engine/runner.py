@@ -27,7 +27,7 @@ from agent.engine.state import Recheck, SearchContext, SearchState
 from agent.engine.summary import search_summary
 from agent.proposers import Proposer
 from agent.records import Run, RunStatus
-from agent.store import History
+from agent.store import History, HistoryError
 from agent.store.database import interrupted
 from agent.store.recorder import Recorder
 from agent.summaries import SearchSummary
@@ -143,6 +143,7 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         epochs=setup.pool.epochs,
         early_stop=early_stop, halving=halving, screen=screen, objectives=objectives,
         max_device_seconds=settings.max_device_seconds, crash_points=crash_points,
+        snapshot_every=settings.snapshot_every, snapshots_kept=settings.snapshots_kept,
         recheck=Recheck(settings.recheck_every, settings.recheck_top, settings.recheck_seeds)
         if settings.recheck_every and setup.pool.seeded else None,
         proposing=proposing,
@@ -159,6 +160,10 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         best = final_report(ctx, final, setup.final_seeds)
         summary = search_summary(ctx, final, best, started, warnings=warnings)
         recorder.finish_run(run.run_id, RunStatus.DONE, summary.to_json())
+        try:  # a safe point: the run is whole
+            recorder.checkpoint(f"{run.run_id}-done", settings.snapshots_kept)
+        except HistoryError as exc:  # the run is recorded; say why no copy of it was kept
+            summary.warnings.append(f"no snapshot of the history was taken: {exc}")
         return summary
     except KeyboardInterrupt as exc:
         _abandon(proposing, exc)

@@ -45,6 +45,8 @@ class SearchContext:
     max_device_seconds: float | None = None  # the search stops once its evaluations used this much device time
     recheck: Recheck | None = None  # the top candidates trained again with other seeds, every so many evaluations
     crash_points: CrashPoints | None = None  # tests: kill the process at chosen nodes (AGENT_TEST_CRASH_AT)
+    snapshot_every: int = 0  # evaluations between snapshots of the history (0: none during the run)
+    snapshots_kept: int = 5
     # every call to the proposer (and the reflector) goes through it: beside the pool's jobs when the
     # pool runs them in the background, else inline; None: inline (built from ``proposer``)
     proposing: Proposing | None = None

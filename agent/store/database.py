@@ -76,6 +76,24 @@ class HistoryError(ArchAgentError):
     """The history database cannot be used (locked too long, newer schema, damaged)."""
 
 
+class HistoryDamagedError(HistoryError):
+    """The history file is damaged: DuckDB cannot read it. ``agent restore`` puts back a snapshot."""
+
+
+# DuckDB's words for a file it cannot read (a truncated file, a flipped block, a freed block)
+_DAMAGE = re.compile(r"not a valid duckdb database file|could not read enough bytes|corrupt database file|"
+                     r"computed checksum|markblockasmodified|freed block|serialization error|invalid block|"
+                     r"failed to load metadata|database file .* is truncated", re.IGNORECASE)
+
+
+def _damaged(path: Path, exc: BaseException) -> HistoryDamagedError:
+    return HistoryDamagedError(
+        f"the history database {path} is damaged: {str(exc).strip()[:300]}",
+        hint=f"`agent restore --home {path.parent}` puts back the newest snapshot (the damaged file is kept beside "
+             "it); `agent restore --list` lists them",
+    )
+
+
 # DuckDB's words for "another process holds the file" (not any "lock": a path may hold "blocks",
 # and a corrupt block is no conflict to wait out)
 _LOCK_CONFLICT = re.compile(r"could not set lock|conflicting lock|resource temporarily unavailable", re.IGNORECASE)
@@ -202,8 +220,21 @@ class Database:
                 con = self._open(read_only, deadline)
                 try:
                     yield con
+                except duckdb.Error as exc:
+                    if _DAMAGE.search(str(exc)):
+                        raise _damaged(self.path, exc) from exc
+                    raise
                 finally:
                     con.close()
+
+    @contextmanager
+    def held(self, exclusive: bool) -> Iterator[None]:
+        """The history's lock without a connection: shared, no process writes the file until the
+        block ends; exclusive, no process opens it (snapshots copy and restore under it)."""
+        with _IN_PROCESS:
+            with _FileLock(self.home / LOCK_NAME, exclusive=exclusive, deadline=time.monotonic() + self.lock_timeout,
+                           database=self.path, timeout=self.lock_timeout):
+                yield
 
     def _open(self, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
         delay = 0.005
@@ -211,6 +242,8 @@ class Database:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as exc:
+                if _DAMAGE.search(str(exc)):
+                    raise _damaged(self.path, exc) from None
                 if not _is_lock_conflict(exc):
                     raise HistoryError(
                         f"cannot open the history database {self.path}: {exc}",
@@ -420,6 +453,8 @@ class Database:
             except duckdb.Error as exc:
                 if interrupted(exc) and not expired.is_set():
                     raise  # Ctrl-C, noticed by DuckDB first
+                if _DAMAGE.search(str(exc)):
+                    raise _damaged(self.path, exc) from None
                 if expired.is_set():
                     raise HistoryError(
                         f"the query ran past its time limit of {timeout:g} s and was stopped",

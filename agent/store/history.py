@@ -473,6 +473,13 @@ class History(Database):
         """The run's stored directions, oldest first."""
         return [e["payload"]["text"] for e in self.events(run_id) if e["kind"] == "direction"]
 
+    def checkpoint(self, label: str, keep: int) -> str | None:
+        """A snapshot of the history file (agent.store.snapshots); its path, or None before any record."""
+        from agent.store.snapshots import take_snapshot
+
+        snap = take_snapshot(self, label, keep)
+        return None if snap is None else str(snap.path)
+
     def count_events(self, run_id: str, kind: str) -> int:
         with self._reader() as con:
             if con is None:

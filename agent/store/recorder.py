@@ -56,6 +56,10 @@ class Recorder(Protocol):
 
     def count_events(self, run_id: str, kind: str) -> int: ...
 
+    def checkpoint(self, label: str, keep: int) -> str | None:
+        """Keep a copy of what is recorded so far, to restore should the store be damaged (the
+        newest ``keep`` copies stay); where it went, or None when nothing was copied."""
+
     def directions(self, run_id: str) -> list[str]:
         """The directions given to the run (in chat sessions), oldest first."""
 
@@ -162,6 +166,10 @@ class MemoryRecorder:
 
     def directions(self, run_id: str) -> list[str]:
         return [e["payload"]["text"] for e in self.events if e["run_id"] == run_id and e["kind"] == "direction"]
+
+    def checkpoint(self, label: str, keep: int) -> str | None:
+        """None: the records live in this process, with no file that could be damaged."""
+        return None
 
     # -- the LLM's calls, insights, forecasts ------------------------------------------------
 
