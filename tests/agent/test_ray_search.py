@@ -170,17 +170,27 @@ def test_a_search_joins_a_cluster_started_with_ray_start(tmp_path):
         assert ray_config["address"] == f"127.0.0.1:{port}" and ray_config["workers"] == 2
         assert f"training on Ray: the cluster at 127.0.0.1:{port}, 1 node(s), 2 candidates at once" in out.stderr
     finally:
-        _kill_marked(mark)
+        _kill_marked(mark, Path(temp))
         head.wait(timeout=30)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _kill_marked(mark: str) -> None:
-    """Stop every process of the test's cluster (`ray stop` would stop every cluster of the machine)."""
+def _kill_marked(mark: str, temp: Path) -> None:
+    """Stop every process of the test's cluster (`ray stop` would stop every cluster of the machine):
+    those that carry the test's mark in their environment, and those with a file open in the
+    cluster's temp folder (Ray starts its dashboard and runtime-env agents with an environment of
+    their own: they outlived the test by hours)."""
     needle = f"ARCHAGENT_TEST_CLUSTER={mark}".encode()
+    inside = str(temp.resolve()) + os.sep
     for name in filter(str.isdigit, os.listdir("/proc")):
+        if int(name) == os.getpid():
+            continue
         try:
-            if needle in Path(f"/proc/{name}/environ").read_bytes().split(b"\0"):
+            marked = needle in Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
+            if not marked:
+                fds = Path(f"/proc/{name}/fd")
+                marked = any(os.readlink(fd).startswith(inside) for fd in fds.iterdir())
+            if marked:
                 os.kill(int(name), signal.SIGKILL)
         except OSError:
             continue
