@@ -78,6 +78,9 @@ def parse_reply(text: str, schema: type[T]) -> tuple[T | None, str | None]:
         return None, f"the JSON does not follow the schema: {problems}"
 
 
+MAX_OBJECT_STARTS = 1000  # "{" positions tried in a reply: a hostile one of a million "{" stays cheap
+
+
 def extract_json_object(text: str) -> str | None:
     """The first complete JSON object in ``text``: the whole text when it is one, else the
     first ``{...}`` that parses (a fenced ```json block or an object inside prose)."""
@@ -86,14 +89,16 @@ def extract_json_object(text: str) -> str | None:
         try:
             json.loads(stripped)
             return stripped
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON; an integer of more than 4,300 digits; nesting too deep
             pass
     decoder = json.JSONDecoder()
     start = text.find("{")
-    while start >= 0:
+    tries = 0
+    while start >= 0 and tries < MAX_OBJECT_STARTS:
+        tries += 1
         try:
             obj, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             start = text.find("{", start + 1)
             continue
         if isinstance(obj, dict):

@@ -118,8 +118,9 @@ class LLMProposer(Proposer):
             if reply.value is not None:
                 last_spec = reply.value.spec.model_dump()
                 duplicate = spec if error and error.startswith("duplicate") else None
-            messages = messages + [{"role": "assistant", "content": reply.text},
-                                   {"role": "user", "content": self.prompts.render("repair.j2", error=error, reply=reply.text)}]
+            quoted = _quoted(reply.text)
+            messages = messages + [{"role": "assistant", "content": quoted},
+                                   {"role": "user", "content": self.prompts.render("repair.j2", error=error, reply=quoted)}]
             template = "repair.j2"
         if duplicate is not None:  # the model keeps repeating: move away from what it repeats
             return Proposal(spec=unseen_mutation(self.space, duplicate, context.seen, self.rng), **common, **usage,
@@ -165,6 +166,17 @@ class LLMProposer(Proposer):
                 reply: LLMReply | None, outcome: LLMOutcome, error: str | None) -> None:
         self.record([call_record(self.backend, self.run_id, f"{proposal_id}-a{attempt}", template, messages, reply,
                                  outcome, error, proposal=proposal_id, attempt=attempt)])
+
+
+REPAIR_QUOTE_CHARS = 6000  # of a reply sent back in a repair (twice: as the model's turn and quoted)
+
+
+def _quoted(text: str) -> str:
+    """A reply as a repair sends it back: a runaway or hostile reply (hundreds of KB) would
+    otherwise grow every later prompt of the proposal and every record of its calls."""
+    if len(text) <= REPAIR_QUOTE_CHARS:
+        return text
+    return text[:REPAIR_QUOTE_CHARS] + f"\n[... {len(text) - REPAIR_QUOTE_CHARS} more characters cut]"
 
 
 def call_record(backend: LLMBackend, run_id: str, call_id: str, template: str, messages: list[dict[str, str]],
