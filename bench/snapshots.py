@@ -16,32 +16,10 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import track
 from rich.table import Table
 
-from agent.records import Run
-from agent.store import History
 from agent.store.snapshots import restore_snapshot, take_snapshot
-from evaluator.records import Candidate, Evaluation, Status
-
-PER_RUN = 1000
-SPEC = {f"edge_{i}": "nor_conv_3x3" for i in range(6)}
-
-
-def build(home: Path, n: int) -> History:
-    h = History(home)
-    for start in track(range(0, n, PER_RUN), description=f"{n:,} candidates", transient=True):
-        run_id = f"20260101-000000-{start // PER_RUN:06x}"
-        h.create_run(Run(run_id=run_id, task="nb201-cifar10", space="nb201", proposer="random", seed=0, budget=PER_RUN))
-        ids = [f"{run_id}-c{i:04d}" for i in range(min(PER_RUN, n - start))]
-        h.add_candidates([Candidate(candidate_id=cid, run_id=run_id, seq=i, space="nb201", spec=SPEC,
-                                    canonical_key=f"{start + i}", proposer="random", status=Status.RUNNING)
-                          for i, cid in enumerate(ids)])
-        h.add_evaluations(run_id, [Evaluation(candidate_id=cid, status=Status.OK, fidelity=12.0,
-                                              val_accuracy=0.5 + (i % 100) / 1000, metrics={"params": 1000 + i})
-                                   for i, cid in enumerate(ids)])
-    return h
-
+from history_fixture import build
 
 def timed(fn, repeat: int) -> float:
     times = []
