@@ -331,9 +331,9 @@ def test_a_damaged_file_is_reported_at_once_not_waited_on_as_a_lock(tmp_path):
     home = tmp_path / "blocks"
     home.mkdir()
     (home / "history.duckdb").write_bytes(b"\x00garbage" * 10_000)
-    with pytest.raises(HistoryError, match="cannot open the history database") as info:
+    with pytest.raises(HistoryError, match="is damaged") as info:
         History(home, lock_timeout=2).list_runs()
-    assert "stayed locked" not in str(info.value)
+    assert "stayed locked" not in str(info.value) and "agent restore" in info.value.hint
 
 
 def _writer(home: str, run_id: str, n: int) -> None:
