@@ -1,9 +1,12 @@
 """A history of N candidates for the benchmarks: runs of 1,000 candidates with one search
 evaluation each (a curve of 12 epochs, params and latency measurements), built through the
-History API as a search writes it."""
+History API as a search writes it; and ``timed``, the median time of a call."""
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.progress import track
@@ -34,3 +37,13 @@ def build(home: Path, n: int) -> History:
             for i, cid in enumerate(ids)])
         h.finish_run(run_id, RunStatus.DONE, None)
     return h
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    """Median seconds of ``repeat`` calls of ``fn``."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
