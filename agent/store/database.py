@@ -31,6 +31,7 @@ import re
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,13 +64,23 @@ def after_commit(hook: Callable[[], None] | None) -> None:
 EXIT_WAIT = 60.0  # seconds an exiting process waits for another thread's transaction to end
 
 
+_USERS: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()  # threads that have opened the history
+EXIT_JOIN = 2.0  # seconds an exiting process gives each such thread to leave DuckDB's code
+
+
 @atexit.register
 def _end_transactions_before_exit() -> None:
     """At exit, wait for a transaction another thread has under way and let none start after it:
     Python stops daemon threads where they stand when the interpreter ends, and a thread stopped
     between BEGIN and COMMIT loses a write it was about to acknowledge (a reflection's insights,
-    an LLM call's record). The lock is never released: the process is ending."""
+    an LLM call's record). The lock is never released: the process is ending. Then give the
+    threads that used the history a moment to end: one stopped inside DuckDB's C++ code (freeing
+    a closed connection) aborts the whole process ("FATAL: exception not rethrown")."""
     _IN_PROCESS.acquire(timeout=EXIT_WAIT)
+    me = threading.current_thread()
+    for thread in list(_USERS):
+        if thread is not me and thread.is_alive():
+            thread.join(EXIT_JOIN)
 
 
 class HistoryError(ArchAgentError):
@@ -214,6 +225,7 @@ class Database:
         """The file, open for this thread alone until closed, under the file lock (see the
         module docstring)."""
         with _IN_PROCESS:
+            _USERS.add(threading.current_thread())
             deadline = time.monotonic() + self.lock_timeout
             with _FileLock(self.home / LOCK_NAME, exclusive=not read_only, deadline=deadline,
                            database=self.path, timeout=self.lock_timeout):
