@@ -85,8 +85,7 @@ def _busy_actor() -> int | None:
     return None
 
 
-def test_a_search_runs_on_a_private_ray_cluster_and_survives_a_killed_worker(tmp_path):
-    home = tmp_path / "home"
+def _search_with_a_killed_worker(home: Path) -> tuple[subprocess.Popen, str, str, int | None]:
     proc = subprocess.Popen(_search_argv(home, "--budget", "4", "--workers", "2"), env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed, end = None, time.monotonic() + 400
@@ -103,12 +102,24 @@ def test_a_search_runs_on_a_private_ray_cluster_and_survives_a_killed_worker(tmp
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert killed is not None, f"no Ray worker was seen running a candidate:\n{err[-3000:]}"
-    assert proc.returncode == 0, err[-3000:]
-    summary = json.loads(out)
-    candidates = _check_every_candidate_once(home, summary)
-    assert summary["counts"]["ok"] == 4, candidates
-    lost = _sql(home, f"SELECT payload FROM events WHERE kind = 'worker_lost' AND run_id = '{summary['run_id']}'")
+    return proc, out, err, killed
+
+
+def test_a_search_runs_on_a_private_ray_cluster_and_survives_a_killed_worker(tmp_path):
+    # A kill can land just after a job ended (its result sent, its sandbox still exiting) or on the
+    # final report's retraining, on a loaded machine: then nothing of the search was lost, and the
+    # scenario runs again (at most three times) until a search candidate's worker is killed.
+    for attempt in range(3):
+        home = tmp_path / f"home{attempt}"
+        proc, out, err, killed = _search_with_a_killed_worker(home)
+        assert killed is not None, f"no Ray worker was seen running a candidate:\n{err[-3000:]}"
+        assert proc.returncode == 0, err[-3000:]
+        summary = json.loads(out)
+        candidates = _check_every_candidate_once(home, summary)
+        assert summary["counts"]["ok"] == 4, candidates
+        lost = _sql(home, f"SELECT payload FROM events WHERE kind = 'worker_lost' AND run_id = '{summary['run_id']}'")
+        if lost:
+            break
     assert len(lost) == 1
     payload = json.loads(lost[0]["payload"]) if isinstance(lost[0]["payload"], str) else lost[0]["payload"]
     assert payload["retrying"] is True and payload["node"] == "127.0.0.1" and payload["attempt"] == 1
