@@ -121,6 +121,15 @@ def _held_too_long(path: Path, timeout: float, detail: str) -> HistoryError:
     )
 
 
+def _backoff(first: float, cap: float) -> Iterator[float]:
+    """The delays between tries of a wait for the file: growing by 1.6 from ``first`` up to ``cap``
+    (each try sleeps a jittered share of it), without end: the caller stops at its deadline."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 1.6, cap)
+
+
 class _FileLock:
     """``flock`` on the lock file beside the database until the ``with`` block ends: shared or
     exclusive, waited for with jittered backoff until ``deadline`` (time.monotonic()).
@@ -173,8 +182,7 @@ class _FileLock:
     def _wait(self) -> None:
         assert self._fd is not None
         mode = (fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-        delay = 0.002
-        while True:
+        for delay in _backoff(0.002, 0.1):
             try:
                 fcntl.flock(self._fd, mode)
                 return
@@ -189,7 +197,6 @@ class _FileLock:
                 self._fd = None
                 raise _held_too_long(self.database, self.timeout, f"{self.path.name} is held") from None
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 1.6, 0.1)
 
 
 def naive_utc(value: datetime | None) -> datetime | None:
@@ -224,33 +231,31 @@ class Database:
     def _connection(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         """The file, open for this thread alone until closed, under the file lock (see the
         module docstring)."""
+        with self.held(exclusive=not read_only) as deadline:
+            con = self._open(read_only, deadline)
+            try:
+                yield con
+            except duckdb.Error as exc:
+                if _DAMAGE.search(str(exc)):
+                    raise _damaged(self.path, exc) from exc
+                raise
+            finally:
+                con.close()
+
+    @contextmanager
+    def held(self, exclusive: bool) -> Iterator[float]:
+        """The history's lock without a connection: shared, no process writes the file until the
+        block ends; exclusive, no process opens it (connections, and snapshots' copy and restore,
+        are made under it). Yields the deadline (time.monotonic()) of this wait for the file."""
         with _IN_PROCESS:
             _USERS.add(threading.current_thread())
             deadline = time.monotonic() + self.lock_timeout
-            with _FileLock(self.home / LOCK_NAME, exclusive=not read_only, deadline=deadline,
-                           database=self.path, timeout=self.lock_timeout):
-                con = self._open(read_only, deadline)
-                try:
-                    yield con
-                except duckdb.Error as exc:
-                    if _DAMAGE.search(str(exc)):
-                        raise _damaged(self.path, exc) from exc
-                    raise
-                finally:
-                    con.close()
-
-    @contextmanager
-    def held(self, exclusive: bool) -> Iterator[None]:
-        """The history's lock without a connection: shared, no process writes the file until the
-        block ends; exclusive, no process opens it (snapshots copy and restore under it)."""
-        with _IN_PROCESS:
-            with _FileLock(self.home / LOCK_NAME, exclusive=exclusive, deadline=time.monotonic() + self.lock_timeout,
-                           database=self.path, timeout=self.lock_timeout):
-                yield
+            with _FileLock(self.home / LOCK_NAME, exclusive=exclusive, deadline=deadline, database=self.path,
+                           timeout=self.lock_timeout):
+                yield deadline
 
     def _open(self, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
-        delay = 0.005
-        while True:
+        for delay in _backoff(0.005, 0.25):
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as exc:
@@ -264,7 +269,7 @@ class Database:
                 if time.monotonic() + delay > deadline:  # a process that does not take our lock
                     raise _held_too_long(self.path, self.lock_timeout, str(exc)) from None
                 time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 1.6, 0.25)
+        raise AssertionError("unreachable: _backoff never ends")
 
     @contextmanager
     def _transaction(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
