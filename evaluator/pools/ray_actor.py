@@ -36,6 +36,20 @@ def fingerprint(dataset: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def remove_left_roots(root: Path) -> None:
+    """Remove what earlier coordinators of the same run left on this node (their folders are
+    ``<run id>-<token>``; a run has one live coordinator at a time, and Ray ends an actor when its
+    coordinator dies, so a sibling of ``root`` is from a coordinator that was killed)."""
+    run = root.name.rsplit("-", 1)[0]
+    try:
+        siblings = list(root.parent.iterdir())
+    except OSError:
+        return
+    for other in siblings:
+        if other != root and other.name.rsplit("-", 1)[0] == run:
+            shutil.rmtree(other, ignore_errors=True)
+
+
 def stage_on_node(dataset: Dataset, root: Path, print_: str) -> Path:
     """The node's copy of the arrays, written by the first actor that needs it (a file lock
     orders the actors of one node; a ``complete`` mark makes a half-written copy redo)."""
@@ -67,6 +81,7 @@ class CandidateRunner:
         self.received = time.monotonic()
         dataset: Dataset = ray.get(data[0])  # from the node's object store: fetched over the network once per node
         self.root = NODE_ROOT / config["run"]
+        remove_left_roots(self.root)
         staged = stage_on_node(dataset, self.root, config["fingerprint"])
         device = "cuda" if self.gpu_ids else "cpu"
         isolation: Isolation | None = config["isolation"]

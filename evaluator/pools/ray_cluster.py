@@ -33,7 +33,7 @@ LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Runs in its own process: waits for its stdin (a pipe from the coordinator) to close, then
 # kills every process that carries the cluster's marker, itself excepted.
 REAPER = r"""
-import os, signal, sys
+import os, signal, sys, time
 marker = sys.argv[1].encode()
 try:
     while sys.stdin.buffer.read(65536):
@@ -41,7 +41,9 @@ try:
 except BaseException:
     pass
 me = os.getpid()
-for _ in range(3):
+quiet = 0
+for _ in range(100):  # until two passes 0.1 s apart find nothing: a process may be starting another
+    killed = 0
     for name in os.listdir('/proc'):
         if not name.isdigit() or int(name) == me:
             continue
@@ -53,8 +55,13 @@ for _ in range(3):
         if found:
             try:
                 os.kill(int(name), signal.SIGKILL)
+                killed += 1
             except OSError:
                 pass
+    quiet = 0 if killed else quiet + 1
+    if quiet >= 2:
+        break
+    time.sleep(0.1)
 """
 
 

@@ -148,6 +148,17 @@ def job_threads(capacity: int) -> int:
     return max(1, pool_cores() // capacity)
 
 
+def remove_left_jobs(workdir: Path) -> None:
+    """Remove the job folders a killed process left in ``workdir``. A workdir belongs to one pool
+    at a time (a run's folder: one process works on a run at a time; an actor's: made fresh), so
+    whatever is there when a pool starts is from a process that is gone: its sandboxes ended with
+    it (parent-death signals), its folders did not."""
+    jobs = workdir / "jobs"
+    if jobs.is_dir():
+        for left in jobs.iterdir():
+            shutil.rmtree(left, ignore_errors=True)
+
+
 class TrainingPool(EvaluationPool):
     seeded = True
     def __init__(
@@ -186,6 +197,7 @@ class TrainingPool(EvaluationPool):
         self.device = device
         self.threads = threads or job_threads(capacity)
         self.workdir = Path(workdir)
+        remove_left_jobs(self.workdir)
         self.test_inject = test_inject or {}
         self.proxies = tuple(proxies)
         # the sandbox must let the worker read its own code, wherever this checkout lives
