@@ -35,7 +35,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -46,6 +48,7 @@ TEST_HOOKS_ENV = "ARCHAGENT_TEST_HOOKS"  # set by the pool only when a test asks
 CHECKPOINT_IN = "checkpoint_in.pt"  # the checkpoint a continuing job starts from (put there by the pool)
 CHECKPOINT_OUT = "checkpoint_out.pt"  # the checkpoint a job that stops early leaves behind
 WEIGHTS_OUT = "weights_out.pt"  # a final job's trained state_dict, copied out by the pool
+ORPHANED_EXIT = 70  # the exit status of a worker whose pool went away (nobody would read it)
 PROXY_BATCH = 64  # training images the zero-cost proxies see
 # What every job imports, loaded before the key is read (a held worker is then ready to train at
 # once): our own modules and their libraries only. The builders of every space are loaded, since
@@ -153,12 +156,34 @@ def run(job_dir: Path, channel: Channel) -> None:
     channel.send("done")
 
 
+def _exit_when_orphaned(fd: int) -> None:
+    """End this process as soon as nobody reads its channel: the pool (or Ray actor) that started
+    it is gone, whatever killed it. The parent-death signals of the sandbox should have ended it
+    already; this does not depend on them (a sandbox's init process was once found alive 36
+    minutes after its Ray actor was killed). A pipe's writing end reports POLLERR once its last
+    reader closes, so a thread waits for that, started before anything else runs."""
+    exit_, poll, fatal = os._exit, select.poll(), select.POLLERR | select.POLLHUP | select.POLLNVAL
+    poll.register(fd, 0)  # no events asked for: the errors are reported anyway
+
+    def watch() -> None:
+        while True:
+            try:
+                events = poll.poll()
+            except InterruptedError:
+                continue
+            if any(ev & fatal for _, ev in events):
+                exit_(ORPHANED_EXIT)
+
+    threading.Thread(target=watch, name="exit-when-orphaned", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     from sandbox.process import CHANNEL_FD_ENV, KEY_FD_ENV
 
     if len(argv) != 2 or CHANNEL_FD_ENV not in os.environ:
         print("usage: python -m evaluator.job.worker JOB_DIR (started by the evaluation pool)", file=sys.stderr)
         return 2
+    _exit_when_orphaned(int(os.environ[CHANNEL_FD_ENV]))
     preload_error = _preload()
     key = _read_key(int(os.environ.pop(KEY_FD_ENV)))  # a held worker waits here for its job
     job_dir = Path(argv[1])

@@ -180,3 +180,57 @@ def test_a_continued_job_starts_after_its_checkpoint_and_proxies_come_only_when_
         ch.send("proxies", scores={"synflow": 1.0}, errors={}, seconds=0.1)
 
     assert run(late_proxies, proxies=frozenset({"synflow"})).rejected[0] == "proxies after epoch, not right after ready"
+
+
+# An intermediate process that starts a worker the way a pool does (its channel's reading end
+# kept here, its key pipe given by the test) without any parent-death signal, then sleeps.
+_POOL_STANDIN = r"""
+import os, subprocess, sys, time
+key_r = int(sys.argv[1])
+channel_r, channel_w = os.pipe()
+env = dict(os.environ, ARCHAGENT_CHANNEL_FD=str(channel_w), ARCHAGENT_KEY_FD=str(key_r))
+p = subprocess.Popen([sys.executable, "-I", "-m", "evaluator.job.worker", sys.argv[2]], env=env,
+                     pass_fds=(channel_w, key_r))
+os.close(channel_w)
+print(p.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_ends_when_nobody_reads_its_channel_any_more(tmp_path):
+    """Whatever killed the pool that started it, and whether or not a parent-death signal reached
+    it, a worker does not outlive its channel's reader: here it waits for its key (whose pipe the
+    test keeps open), and its pool is SIGKILLed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    key_r, key_w = os.pipe()
+    try:
+        standin = subprocess.Popen([sys.executable, "-c", _POOL_STANDIN, str(key_r), str(tmp_path)],
+                                   pass_fds=(key_r,), stdout=subprocess.PIPE, text=True)
+        worker = int(standin.stdout.readline())
+        time.sleep(1.0)
+        assert _alive(worker), "the worker should wait for its key"
+        standin.send_signal(signal.SIGKILL)
+        standin.wait()
+        end = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < end:
+            time.sleep(0.1)
+        alive = _alive(worker)
+        if alive:
+            os.kill(worker, signal.SIGKILL)
+        assert not alive, "the worker outlived its pool"
+    finally:
+        os.close(key_r)
+        os.close(key_w)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][:1] not in ("Z", "X")
+    except OSError:
+        return False
