@@ -6,7 +6,7 @@ from --home when it is there), for --minutes:
 - loop A: `agent loop` on the NAS-Bench-201 table (evolution, --budget per run), one run after
   another: many small write transactions;
 - loop B: `agent loop` on digits (a sandboxed training worker), one run for the whole time;
-- four readers, each running `agent history`, `agent history --run` (the newest run), `agent sql`
+- four readers, each running (a second apart, --pause) `agent history`, `agent history --run` (the newest run), `agent sql`
   (evaluations per new run) and `agent report` (the newest finished run) in turn.
 
 Counted: every command that failed (any exit status but 0), every loop run whose evaluations
@@ -41,8 +41,8 @@ FINAL = {"ok", "invalid", "failed", "timeout", "stopped_early", "pruned"}
 
 
 class Soak:
-    def __init__(self, home: Path, minutes: float, benchmark_dir: Path, budget: int) -> None:
-        self.home, self.benchmark_dir, self.budget = home, benchmark_dir, budget
+    def __init__(self, home: Path, minutes: float, benchmark_dir: Path, budget: int, pause: float) -> None:
+        self.home, self.benchmark_dir, self.budget, self.pause = home, benchmark_dir, budget, pause
         self.end = time.monotonic() + minutes * 60
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
         self.since = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")  # run ids sort by their start
@@ -91,6 +91,7 @@ class Soak:
     def reader(self, i: int) -> None:
         k = i
         while time.monotonic() < self.end:
+            time.sleep(self.pause)
             which = k % 4
             k += 1
             if which == 0:
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=100_000)
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--budget", type=int, default=300, help="loop A: evaluations per run")
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds each reader waits between its commands")
     parser.add_argument("--benchmark-dir", type=Path, default=DEFAULT_BENCHMARK_DIR)
     parser.add_argument("--home", type=Path, help="the history's home (built there when missing; kept)")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
@@ -182,7 +184,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = args.home or Path(tmp) / "home"
         build(home, args.candidates)
-        soak = Soak(home, args.minutes, args.benchmark_dir, args.budget)
+        soak = Soak(home, args.minutes, args.benchmark_dir, args.budget, args.pause)
         soak.run()
         result = soak.check()
     for line in result["failed"] + result["problems"]:
