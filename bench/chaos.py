@@ -27,6 +27,10 @@ After the last kill the loop runs to its end and the cycle is checked:
     python bench/chaos.py --cycles 2 --no-write   # the short version the tests run
 
 The model service (issue 24) is not a target yet: it does not exist.
+
+Why one module: the process table, the readers, a cycle and its checks are one scenario whose
+parts share its bookkeeping (what was started here, what was killed, what was acknowledged);
+apart, each would be read only beside the others.
 """
 
 from __future__ import annotations
