@@ -96,6 +96,10 @@ bench: $(STAMP)
 	$(PYTHON) bench/latency.py
 	$(PYTHON) bench/train_throughput.py
 	$(PYTHON) bench/sandbox_overhead.py
+	$(PYTHON) bench/snapshots.py
+	$(PYTHON) bench/history_load.py --candidates 100000
+	$(PYTHON) bench/history_soak.py --benchmark-dir "$(BENCHDATA)/nb201" --candidates 100000 --minutes 30
+	$(PYTHON) bench/chaos.py --cycles 100
 
 clean:
 	rm -rf .make build *.egg-info .pytest_cache .ruff_cache .import_linter_cache
