@@ -296,3 +296,29 @@ def test_a_worker_that_floods_the_channel_is_killed(digits, spec, tmp_path):
     assert ev.status is Status.FAILED and ev.val_accuracy is None
     assert "more than 200 messages that failed the protocol checks" in ev.error and "bad signature" in ev.error
     assert ev.metrics["rejected_messages"] > 200
+
+
+def test_a_pool_removes_the_job_folders_a_killed_process_of_its_run_left(digits, tmp_path):
+    work = tmp_path / "work"
+    left = [work / "jobs" / "c0002-search-s0-56a866", work / "jobs" / "spare-5003778c"]
+    for folder in left:
+        folder.mkdir(parents=True)
+        (folder / "x_train.npy").write_bytes(b"\0" * 100)
+    (work / "checkpoints").mkdir()  # not a job's: kept
+    pool = TrainingPool(digits, "layers", workdir=work, epochs=1, threads=1)
+    try:
+        assert not any(f.exists() for f in left) and (work / "checkpoints").is_dir()
+    finally:
+        pool.close()
+
+
+def test_a_ray_node_removes_what_earlier_coordinators_of_the_run_left(tmp_path):
+    from evaluator.pools.ray_actor import remove_left_roots
+
+    mine = tmp_path / "20261207-081248-243507-c5a81b"
+    killed = tmp_path / "20261207-081248-243507-0f0f0f"
+    other_run = tmp_path / "20261207-090000-aaaaaa-c5a81b"
+    for folder in (mine, killed, other_run):
+        (folder / "actors").mkdir(parents=True)
+    remove_left_roots(mine)
+    assert mine.is_dir() and other_run.is_dir() and not killed.exists()
