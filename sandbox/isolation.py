@@ -29,6 +29,7 @@ import site
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +264,28 @@ _PROBE_CODE = ("import os, socket\n"
                "print(cap, ','.join(names), os.getpid())\n")
 
 
+PROBE_PREFIX = "archagent-probe-"  # + the prober's pid + "-": the probe's scratch folder in the temp folder
+
+
+def _remove_left_probes(min_age: float = 5.0) -> None:
+    """Remove the probe folders of probers that were killed before they could (their pid, in the
+    name, is gone; a few seconds old at least, as a probe takes about one)."""
+    root = Path(tempfile.gettempdir())
+    try:
+        entries = [e for e in root.iterdir() if e.name.startswith(PROBE_PREFIX)]
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        pid = entry.name[len(PROBE_PREFIX):].split("-", 1)[0]
+        try:
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists() and now - entry.stat().st_mtime > min_age \
+                    and entry.stat().st_uid == os.getuid():
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
+
+
 def _run_probe(argv: list[str], pass_fds: Sequence[int] = (), preexec=None) -> tuple[bool, str]:
     try:
         with tempfile.TemporaryDirectory(prefix="archagent-probe-") as tmp:
@@ -283,8 +306,9 @@ def _probe_bwrap(seccomp_ok: bool) -> tuple[str | None, bool, str]:
     except (OSError, subprocess.SubprocessError):
         version = "bubblewrap"
     failures = []
+    _remove_left_probes()
     for userns in (True, False):
-        with tempfile.TemporaryDirectory(prefix="archagent-probe-") as scratch:
+        with tempfile.TemporaryDirectory(prefix=f"{PROBE_PREFIX}{os.getpid()}-") as scratch:
             fds: list[int] = []
             if seccomp_ok:
                 r, w = os.pipe()

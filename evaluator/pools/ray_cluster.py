@@ -31,37 +31,82 @@ INSTALL_HINT = "install the Ray extra: pip install 'archagent[ray]' (or `make in
 LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 # Runs in its own process: waits for its stdin (a pipe from the coordinator) to close, then
-# kills every process that carries the cluster's marker, itself excepted.
+# ends every process of the cluster: those that carry the cluster's marker in their environment
+# and their descendants (Ray starts its dashboard and runtime-env agents with an environment of
+# its own, without the marker; they end themselves when re-parented to pid 1, but not under a
+# child subreaper such as a systemd user session). While it waits it notes the cluster's
+# processes every second (with their start times: a pid may be reused), since a raylet may
+# be gone, and its agents re-parented, before the last pass. Each is stopped first (SIGSTOP: a
+# stopped process starts no other and keeps its children), until two passes find no new one;
+# then all are killed.
 REAPER = r"""
-import os, signal, sys, time
+import os, select, signal, sys, time
 marker = sys.argv[1].encode()
-try:
-    while sys.stdin.buffer.read(65536):
-        pass
-except BaseException:
-    pass
 me = os.getpid()
-quiet = 0
-for _ in range(100):  # until two passes 0.1 s apart find nothing: a process may be starting another
-    killed = 0
+
+def table():
+    out = {}
     for name in os.listdir('/proc'):
         if not name.isdigit() or int(name) == me:
             continue
         try:
-            with open(f'/proc/{name}/environ', 'rb') as f:
-                found = marker in f.read().split(b'\0')
+            with open(f'/proc/{name}/stat', 'rb') as f:
+                stat = f.read()
+            rest = stat[stat.rfind(b')') + 2:].split()
+            out[int(name)] = (int(rest[1]), rest[19], rest[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+def cluster(known):
+    procs, found = table(), set()
+    for pid, (ppid, start, state) in procs.items():
+        if state in (b'Z', b'X'):
+            continue
+        if (pid, start) in known:
+            found.add(pid)
+            continue
+        try:
+            with open(f'/proc/{pid}/environ', 'rb') as f:
+                if marker in f.read().split(b'\0'):
+                    found.add(pid)
         except OSError:
             continue
-        if found:
-            try:
-                os.kill(int(name), signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-    quiet = 0 if killed else quiet + 1
+    grew = True
+    while grew:
+        more = {pid for pid, (ppid, _, _) in procs.items() if ppid in found and pid not in found}
+        found |= more
+        grew = bool(more)
+    return {(pid, procs[pid][1]) for pid in found}
+
+known = set()
+try:
+    while True:
+        if select.select([sys.stdin.buffer], [], [], 1.0)[0]:
+            if not os.read(sys.stdin.fileno(), 65536):
+                break
+        else:
+            known = {k for k in cluster(known)}
+except BaseException:
+    pass
+stopped, quiet = set(), 0
+for _ in range(200):
+    new = {pid for pid, _ in cluster(known)} - stopped
+    for pid in new:
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except OSError:
+            pass
+    stopped |= new
+    quiet = 0 if new else quiet + 1
     if quiet >= 2:
         break
-    time.sleep(0.1)
+    time.sleep(0.05)
+for pid in stopped:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 """
 
 

@@ -222,3 +222,73 @@ def test_resources_size_the_pool_and_refuse_what_no_node_holds(cluster, digits, 
         assert pool.capacity == 2 and "holds 2 candidates" in pool.notes[0]
     finally:
         pool.close()
+
+
+
+# Starts a private cluster in a child (the coordinator) while being a child subreaper, as a
+# systemd user session, tmux or a container's init are: an orphan is re-parented here, not to
+# pid 1. Kills the coordinator and prints what of its cluster is still alive 20 s later.
+_SUPERVISOR = r"""
+import ctypes, json, os, signal, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+owner = subprocess.Popen([sys.executable, "-c", "import time\nfrom evaluator.pools.ray_cluster import connect\n"
+                          "connect(None, num_cpus=1)\nprint('up', flush=True)\ntime.sleep(600)"],
+                         stdout=subprocess.PIPE, text=True)
+assert owner.stdout.readline().strip() == "up"
+
+def table():
+    out = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{name}/stat").read().rsplit(") ", 1)[1].split()
+            cmd = open(f"/proc/{name}/cmdline", "rb").read().replace(b"\0", b" ").decode()[:80]
+        except (OSError, IndexError):
+            continue
+        out[int(name)] = (int(stat[1]), stat[0], cmd)
+    return out
+
+def tree(root):
+    t, found, grew = table(), {root}, True
+    while grew:
+        more = {p for p, (pp, _, _) in t.items() if pp in found and p not in found}
+        found |= more
+        grew = bool(more)
+    return {p: t[p][2] for p in found - {root} if t[p][1] not in "ZX"}
+
+end = time.monotonic() + 60
+while not any(c.startswith("ray::DashboardAgent") for c in tree(owner.pid).values()) and time.monotonic() < end:
+    time.sleep(0.2)
+cluster = tree(owner.pid)
+owner.kill()
+owner.wait()
+end = time.monotonic() + 20
+while time.monotonic() < end:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+    alive = {p: c for p, c in tree(os.getpid()).items() if p in cluster}
+    if not alive:
+        break
+    time.sleep(0.2)
+for p in alive:
+    os.kill(p, signal.SIGKILL)
+print(json.dumps({"cluster": sorted(cluster.values()), "alive": sorted(alive.values())}))
+"""
+
+
+def test_a_killed_coordinator_leaves_no_process_of_its_private_cluster():
+    """SIGKILL the process that started a private cluster under a child subreaper: the cluster's
+    reaper ends every process of it, the dashboard and runtime-env agents included (Ray starts
+    them without the cluster's marker in their environment, and they end themselves only when
+    re-parented to pid 1: under a subreaper they used to outlive the kill)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _SUPERVISOR], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert any(c.startswith("ray::RuntimeEnvAgent") for c in result["cluster"]), result
+    assert result["alive"] == [], f"outlived their coordinator: {result['alive']}"

@@ -496,3 +496,21 @@ def test_redact_hides_secret_values_in_kept_lines(tmp_path, monkeypatch):
     job.proc.argv.append(secret)  # the job got hold of it somehow
     result = job.run()
     assert secret not in result.tail_text and "leaked [redacted]" in result.tail_text
+
+
+def test_probe_folders_of_killed_probers_are_removed(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr(isolation.tempfile, "gettempdir", lambda: str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = tmp_path / f"{isolation.PROBE_PREFIX}{dead.pid}-abc123"
+    fresh = tmp_path / f"{isolation.PROBE_PREFIX}{dead.pid}-def456"
+    live = tmp_path / f"{isolation.PROBE_PREFIX}{os.getpid()}-0a0b0c"
+    for folder in (left, fresh, live):
+        folder.mkdir()
+    old = time.time() - 60
+    os.utime(left, (old, old))
+    os.utime(live, (old, old))
+    isolation._remove_left_probes()
+    assert not left.exists() and fresh.exists() and live.exists()
