@@ -63,7 +63,7 @@ CGROUP_ROOTS = ("/sys/fs/cgroup",)
 TARGETS_LOCAL = {"coordinator": 3, "coordinator in a write": 2, "worker": 2, "reader": 1, "reader holding the lock": 1}
 TARGETS_RAY = {"coordinator": 3, "coordinator in a write": 2, "worker": 1, "ray actor": 2, "reader": 1,
                "reader holding the lock": 1}
-GRACE_S = 20.0  # how long the processes of a killed one may take to go (parent-death signals, Ray's reaper)
+GRACE_S = 30.0  # how long the processes of a killed one may take to go (parent-death signals, Ray's reaper)
 
 
 def log(text: str) -> None:

@@ -40,6 +40,7 @@ from sandbox.isolation import Isolation
 from sandbox.limits import Limits
 
 POLL_SECONDS = 1.0  # how long one poll of an actor waits for its job's next event
+START_RETRIES = 3  # first actors whose process died while starting, replaced before the pool gives up
 START_TIMEOUT = 180.0  # seconds to wait for an actor to start before saying the cluster has no room for it
 STUCK_CHECK = 5.0  # while jobs wait for a replacement actor, how often to check whether it can start at all
 
@@ -134,6 +135,7 @@ class RayPool(EvaluationPool):
         self._results: dict[str, Evaluation] = {}
         self._checkpoints: dict[str, tuple[Path, dict[str, Any]]] = {}
         self.lost = 0  # actors lost so far
+        self._start_losses = 0  # actors whose process died while they started
         for _ in range(self.capacity):
             self._slots.append(self._new_slot())
         self._wait_ready()
@@ -148,26 +150,38 @@ class RayPool(EvaluationPool):
         return _Slot(handle=handle, ready_ref=handle.info.remote())
 
     def _wait_ready(self) -> None:
+        """Wait for the first actors; one whose process died while it started (killed, its node
+        lost) is replaced, at most START_RETRIES times in all."""
         import ray
 
-        refs = [s.ready_ref for s in self._slots]
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT)
-        if not done:
-            self.owns_cluster = False  # the caller closes the cluster it gave
-            self.close()
-            raise RuntimeError(f"no Ray actor started within {START_TIMEOUT:g} s on {self.cluster.describe()} "
-                               f"(each asks for {self.resources.describe()}); `ray status` shows what is free")
-        for slot in self._slots:
-            if slot.ready_ref in done:
-                self._take_info(slot)
+        while True:
+            waiting = [s for s in self._slots if s.info is None]
+            refs = [s.ready_ref for s in waiting]
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT)
+            if not done:
+                self.owns_cluster = False  # the caller closes the cluster it gave
+                self.close()
+                raise RuntimeError(f"no Ray actor started within {START_TIMEOUT:g} s on {self.cluster.describe()} "
+                                   f"(each asks for {self.resources.describe()}); `ray status` shows what is free")
+            for slot in waiting:
+                if slot.ready_ref in done:
+                    self._take_info(slot)
+            if all(s.info is not None for s in self._slots):
+                return
 
     def _take_info(self, slot: _Slot) -> None:
         import ray
 
         try:
             slot.info = ray.get(slot.ready_ref)
-        except Exception as exc:  # noqa: BLE001 - an actor that cannot start is replaced once; say why
+        except Exception as exc:  # noqa: BLE001 - an actor that cannot start is replaced or reported; say why
             message = _first_line(exc)
+            died = isinstance(exc, ray.exceptions.RayActorError) and not exc.actor_init_failed
+            if died and self._start_losses < START_RETRIES:  # its process died, not its code: start another
+                self._start_losses += 1
+                self.lost += 1
+                self._slots[self._slots.index(slot)] = self._new_slot()
+                return
             self._slots.remove(slot)
             if "ModuleNotFoundError" in str(exc) or "No module named" in str(exc):
                 raise RuntimeError(f"a Ray worker cannot import archagent: {message}. Install the same archagent "

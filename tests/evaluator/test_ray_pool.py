@@ -225,6 +225,37 @@ def test_resources_size_the_pool_and_refuse_what_no_node_holds(cluster, digits, 
 
 
 
+def test_an_actor_killed_while_it_starts_is_replaced_and_the_pool_starts(cluster, digits, specs, tmp_path):
+    import threading
+
+    made: list = []
+    starting = threading.Thread(target=lambda: made.append(make_pool(cluster, digits, tmp_path, workers=1)))
+    starting.start()
+    killed, end = None, time.monotonic() + 120
+    while killed is None and starting.is_alive() and time.monotonic() < end:
+        for name in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                title = Path(f"/proc/{name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"ray::CandidateRunner"):
+                os.kill(int(name), signal.SIGKILL)
+                killed = int(name)
+                break
+        time.sleep(0.01)
+    starting.join(timeout=300)
+    assert killed is not None, "no actor process was seen starting"
+    assert made, "the pool did not start"
+    pool = made[0]
+    try:
+        assert pool.lost == 1 and pool.nodes[0]["pid"] != killed
+        pool.submit(Job(candidate_id="c1", spec=specs[0], seed=0))
+        finished = [e for e in drain(pool, 1) if e.kind == "finished"]
+        assert pool.result("c1").status is Status.OK and len(finished) == 1
+    finally:
+        pool.close()
+
+
 # Starts a private cluster in a child (the coordinator) while being a child subreaper, as a
 # systemd user session, tmux or a container's init are: an orphan is re-parented here, not to
 # pid 1. Kills the coordinator and prints what of its cluster is still alive 20 s later.
