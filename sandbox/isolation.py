@@ -21,6 +21,8 @@ Nothing here starts the job; ``sandbox.process.ChildProcess`` does, with ``check
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import importlib.util
 import os
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -264,31 +266,50 @@ _PROBE_CODE = ("import os, socket\n"
                "print(cap, ','.join(names), os.getpid())\n")
 
 
-PROBE_PREFIX = "archagent-probe-"  # + the prober's pid + "-": the probe's scratch folder in the temp folder
+PROBE_PREFIX = "archagent-probe-"  # the probes' scratch folders in the temp folder
 
 
-def _remove_left_probes(min_age: float = 5.0) -> None:
-    """Remove the probe folders of probers that were killed before they could (their pid, in the
-    name, is gone; a few seconds old at least, as a probe takes about one)."""
+@contextlib.contextmanager
+def _probe_scratch() -> Iterator[str]:
+    """A scratch folder for one probe, locked (flock) while it is used: a prober killed before it
+    removed its folder leaves it unlocked, and the next prober removes it (_remove_left_probes)."""
+    with tempfile.TemporaryDirectory(prefix=PROBE_PREFIX, ignore_cleanup_errors=True) as scratch:
+        fd = os.open(scratch, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield scratch
+        finally:
+            os.close(fd)
+
+
+def _remove_left_probes(min_age: float = 1.0) -> None:
+    """Remove the probe folders nobody holds locked (their prober was killed), once a second old
+    (a new one is locked within microseconds of being made)."""
     root = Path(tempfile.gettempdir())
     try:
-        entries = [e for e in root.iterdir() if e.name.startswith(PROBE_PREFIX)]
+        entries = [e for e in root.iterdir() if e.name.startswith(PROBE_PREFIX) and e.is_dir()]
     except OSError:
         return
     now = time.time()
     for entry in entries:
-        pid = entry.name[len(PROBE_PREFIX):].split("-", 1)[0]
         try:
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists() and now - entry.stat().st_mtime > min_age \
-                    and entry.stat().st_uid == os.getuid():
-                shutil.rmtree(entry, ignore_errors=True)
+            if now - entry.stat().st_mtime < min_age or entry.stat().st_uid != os.getuid():
+                continue
+            fd = os.open(entry, os.O_RDONLY)
         except OSError:
             continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its prober is at work
+        finally:
+            os.close(fd)
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _run_probe(argv: list[str], pass_fds: Sequence[int] = (), preexec=None) -> tuple[bool, str]:
     try:
-        with tempfile.TemporaryDirectory(prefix="archagent-probe-") as tmp:
+        with _probe_scratch() as tmp:
             r = subprocess.run(argv, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
                                pass_fds=tuple(pass_fds), preexec_fn=preexec, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.SubprocessError) as e:
@@ -308,7 +329,7 @@ def _probe_bwrap(seccomp_ok: bool) -> tuple[str | None, bool, str]:
     failures = []
     _remove_left_probes()
     for userns in (True, False):
-        with tempfile.TemporaryDirectory(prefix=f"{PROBE_PREFIX}{os.getpid()}-") as scratch:
+        with _probe_scratch() as scratch:
             fds: list[int] = []
             if seccomp_ok:
                 r, w = os.pipe()

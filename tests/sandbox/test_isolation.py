@@ -499,18 +499,17 @@ def test_redact_hides_secret_values_in_kept_lines(tmp_path, monkeypatch):
 
 
 def test_probe_folders_of_killed_probers_are_removed(tmp_path, monkeypatch):
-    import subprocess
-
+    """A probe folder nobody holds locked (its prober was killed) is removed by the next prober;
+    one in use, or just made, is not."""
     monkeypatch.setattr(isolation.tempfile, "gettempdir", lambda: str(tmp_path))
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    left = tmp_path / f"{isolation.PROBE_PREFIX}{dead.pid}-abc123"
-    fresh = tmp_path / f"{isolation.PROBE_PREFIX}{dead.pid}-def456"
-    live = tmp_path / f"{isolation.PROBE_PREFIX}{os.getpid()}-0a0b0c"
-    for folder in (left, fresh, live):
-        folder.mkdir()
+    left = tmp_path / f"{isolation.PROBE_PREFIX}abc123"
+    fresh = tmp_path / f"{isolation.PROBE_PREFIX}def456"
+    left.mkdir()
+    fresh.mkdir()
     old = time.time() - 60
     os.utime(left, (old, old))
-    os.utime(live, (old, old))
-    isolation._remove_left_probes()
-    assert not left.exists() and fresh.exists() and live.exists()
+    with isolation._probe_scratch() as busy:
+        os.utime(busy, (old, old))
+        isolation._remove_left_probes()
+        assert Path(busy).is_dir()
+    assert not left.exists() and fresh.exists() and not Path(busy).exists()
