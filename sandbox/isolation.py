@@ -21,8 +21,6 @@ Nothing here starts the job; ``sandbox.process.ChildProcess`` does, with ``check
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import importlib.util
 import os
@@ -30,14 +28,13 @@ import shutil
 import site
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from sandbox import cgroups, seccomp
+from sandbox.probes import probe_scratch, remove_left_probes
 
 Backend = Literal["auto", "bwrap", "unshare", "none"]
 TMP_MB = 512  # the job's private /tmp (a tmpfs: it counts as memory)
@@ -266,50 +263,9 @@ _PROBE_CODE = ("import os, socket\n"
                "print(cap, ','.join(names), os.getpid())\n")
 
 
-PROBE_PREFIX = "archagent-probe-"  # the probes' scratch folders in the temp folder
-
-
-@contextlib.contextmanager
-def _probe_scratch() -> Iterator[str]:
-    """A scratch folder for one probe, locked (flock) while it is used: a prober killed before it
-    removed its folder leaves it unlocked, and the next prober removes it (_remove_left_probes)."""
-    with tempfile.TemporaryDirectory(prefix=PROBE_PREFIX, ignore_cleanup_errors=True) as scratch:
-        fd = os.open(scratch, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield scratch
-        finally:
-            os.close(fd)
-
-
-def _remove_left_probes(min_age: float = 1.0) -> None:
-    """Remove the probe folders nobody holds locked (their prober was killed), once a second old
-    (a new one is locked within microseconds of being made)."""
-    root = Path(tempfile.gettempdir())
-    try:
-        entries = [e for e in root.iterdir() if e.name.startswith(PROBE_PREFIX) and e.is_dir()]
-    except OSError:
-        return
-    now = time.time()
-    for entry in entries:
-        try:
-            if now - entry.stat().st_mtime < min_age or entry.stat().st_uid != os.getuid():
-                continue
-            fd = os.open(entry, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # its prober is at work
-        finally:
-            os.close(fd)
-        shutil.rmtree(entry, ignore_errors=True)
-
-
 def _run_probe(argv: list[str], pass_fds: Sequence[int] = (), preexec=None) -> tuple[bool, str]:
     try:
-        with _probe_scratch() as tmp:
+        with probe_scratch() as tmp:
             r = subprocess.run(argv, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
                                pass_fds=tuple(pass_fds), preexec_fn=preexec, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.SubprocessError) as e:
@@ -327,9 +283,9 @@ def _probe_bwrap(seccomp_ok: bool) -> tuple[str | None, bool, str]:
     except (OSError, subprocess.SubprocessError):
         version = "bubblewrap"
     failures = []
-    _remove_left_probes()
+    remove_left_probes()
     for userns in (True, False):
-        with _probe_scratch() as scratch:
+        with probe_scratch() as scratch:
             fds: list[int] = []
             if seccomp_ok:
                 r, w = os.pipe()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import cgroups, isolation
+from sandbox import cgroups, isolation, probes
 from sandbox.isolation import Isolation, IsolationUnavailable, check_isolation, describe_isolation, detect_layers
 from sandbox.environment import clean_env, redact
 from sandbox.limits import Limits
@@ -501,15 +501,15 @@ def test_redact_hides_secret_values_in_kept_lines(tmp_path, monkeypatch):
 def test_probe_folders_of_killed_probers_are_removed(tmp_path, monkeypatch):
     """A probe folder nobody holds locked (its prober was killed) is removed by the next prober;
     one in use, or just made, is not."""
-    monkeypatch.setattr(isolation.tempfile, "gettempdir", lambda: str(tmp_path))
-    left = tmp_path / f"{isolation.PROBE_PREFIX}abc123"
-    fresh = tmp_path / f"{isolation.PROBE_PREFIX}def456"
+    monkeypatch.setattr(probes.tempfile, "gettempdir", lambda: str(tmp_path))
+    left = tmp_path / f"{probes.PROBE_PREFIX}abc123"
+    fresh = tmp_path / f"{probes.PROBE_PREFIX}def456"
     left.mkdir()
     fresh.mkdir()
     old = time.time() - 60
     os.utime(left, (old, old))
-    with isolation._probe_scratch() as busy:
+    with probes.probe_scratch() as busy:
         os.utime(busy, (old, old))
-        isolation._remove_left_probes()
+        probes.remove_left_probes()
         assert Path(busy).is_dir()
     assert not left.exists() and fresh.exists() and not Path(busy).exists()
