@@ -124,8 +124,13 @@ def _rmdir(path: Path, timeout: float = 2.0) -> bool:
             time.sleep(0.01)
 
 
+STALE_AGE = 10.0  # seconds an empty cgroup of a coordinator that is gone waits before it is removed
+
+
 def _remove_stale(parent: Path) -> None:
-    """Remove empty job cgroups whose coordinator died before it could remove them."""
+    """Remove empty job cgroups whose coordinator died before it could remove them (its pid, in
+    the name, is gone). The wait (STALE_AGE) is for a coordinator in another pid namespace,
+    whose empty cgroup lives only for the moment between making it and moving its job in."""
     try:
         entries = list(parent.iterdir())
     except OSError:
@@ -141,7 +146,7 @@ def _remove_stale(parent: Path) -> None:
         if pid == os.getpid() or Path(f"/proc/{pid}").exists():
             continue
         try:
-            if time.time() - entry.stat().st_mtime > 60 and not _read(entry / "cgroup.procs").strip():
+            if time.time() - entry.stat().st_mtime > STALE_AGE and not _read(entry / "cgroup.procs").strip():
                 entry.rmdir()
         except OSError:
             pass
@@ -393,10 +398,12 @@ class JobCgroup:
         return oom, pids
 
     def remove(self) -> bool:
+        """Remove the job's cgroups, and the stale ones a killed coordinator left beside them."""
         self.close_fds()
         ok = True
         for d in self.dirs:
             ok = _rmdir(d) and ok
+            _remove_stale(d.parent)
         return ok
 
 

@@ -513,3 +513,24 @@ def test_probe_folders_of_killed_probers_are_removed(tmp_path, monkeypatch):
         probes.remove_left_probes()
         assert Path(busy).is_dir()
     assert not left.exists() and fresh.exists() and not Path(busy).exists()
+
+
+@needs("cgroup-pids")
+def test_a_job_cgroup_left_by_a_killed_coordinator_is_removed_when_another_job_ends():
+    import subprocess
+
+    usable, _ = cgroups.detect()
+    parent = usable["pids"].parent
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = parent / f"{cgroups.PREFIX}{dead.pid}-1-123456"
+    left.mkdir()
+    try:
+        old = time.time() - 2 * cgroups.STALE_AGE
+        os.utime(left, (old, old))
+        job = cgroups.JobCgroup(usable, memory_mb=None, max_processes=64, cpus=None)
+        assert job.remove()
+        assert not left.exists()
+    finally:
+        if left.exists():
+            left.rmdir()
