@@ -228,20 +228,26 @@ def test_resources_size_the_pool_and_refuse_what_no_node_holds(cluster, digits, 
 def test_an_actor_killed_while_it_starts_is_replaced_and_the_pool_starts(cluster, digits, specs, tmp_path):
     import threading
 
+    def runners() -> set[int]:
+        out = set()
+        for name in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if Path(f"/proc/{name}/cmdline").read_bytes().startswith(b"ray::CandidateRunner"):
+                    out.add(int(name))
+            except OSError:
+                continue
+        return out
+
+    earlier = runners()  # actors of earlier tests' pools may still be exiting: not this one's
     made: list = []
     starting = threading.Thread(target=lambda: made.append(make_pool(cluster, digits, tmp_path, workers=1)))
     starting.start()
     killed, end = None, time.monotonic() + 120
     while killed is None and starting.is_alive() and time.monotonic() < end:
-        for name in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                title = Path(f"/proc/{name}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if title.startswith(b"ray::CandidateRunner"):
-                os.kill(int(name), signal.SIGKILL)
-                killed = int(name)
-                break
+        for pid in runners() - earlier:
+            os.kill(pid, signal.SIGKILL)
+            killed = pid
+            break
         time.sleep(0.01)
     starting.join(timeout=300)
     assert killed is not None, "no actor process was seen starting"
