@@ -86,7 +86,7 @@ try:
             if not os.read(sys.stdin.fileno(), 65536):
                 break
         else:
-            known = {k for k in cluster(known)}
+            known = cluster(known)
 except BaseException:
     pass
 stopped, quiet = set(), 0
