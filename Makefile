@@ -88,6 +88,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) bench/search_nb201.py --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201"
 	$(PYTHON) bench/search_nb201.py --task nb201-cifar100 --benchmark-dir "$(BENCHDATA)/nb201"
+	for t in nb201-cifar10 nb201-cifar100 nb201-imagenet16; do \
+	    $(PYTHON) bench/nb201_proxy_table.py --task $$t --benchmark-dir "$(BENCHDATA)/nb201" || exit 1; done
+	$(PYTHON) bench/search_nb201.py --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201" --budgets 10 30 50 100 \
+	    --proposers evolution random portfolio-nollm default proxies prior --json /tmp/archagent-bench-surrogate.json
+	for t in nb201-cifar100 nb201-imagenet16; do \
+	    $(PYTHON) bench/search_nb201.py --task $$t --benchmark-dir "$(BENCHDATA)/nb201" --budgets 50 200 \
+	        --proposers evolution default proxies prior || exit 1; done
+	$(PYTHON) bench/surrogate_quality.py --benchmark-dir "$(BENCHDATA)/nb201"
+	$(PYTHON) bench/surrogate_overhead.py --benchmark-dir "$(BENCHDATA)/nb201"
 	$(PYTHON) bench/search_speed.py --benchmark-dir "$(BENCHDATA)/nb201"
 	$(PYTHON) bench/search_digits.py
 	$(PYTHON) bench/early_stop_digits.py

@@ -108,6 +108,10 @@ class Settings(BaseModel):
     screen: ProxyName | None = Field(default=None, description="screen proposals by this zero-cost proxy before training: propose screen_factor times as many, train the best")
     screen_factor: int = Field(default=4, ge=2, le=20, description="screening: proposals made for every candidate trained")
     llm_after: int = Field(default=8, ge=0, description="portfolio: finished candidates before its LLM operators propose (the LLM proposes from a history, which needs results)")
+    surrogate: Literal["on", "off"] = Field(default="on", description="portfolio: on, the operators fill a pool of proposals and a surrogate model over the run's evaluations picks which are evaluated (expected improvement); off, every proposal is evaluated as its operator made it")
+    pool_size: int = Field(default=256, ge=8, le=10_000, description="portfolio with the surrogate: unevaluated proposals the surrogate chooses from at each step")
+    proxy_evidence: ProxyName | None = Field(default=None, description="portfolio with the surrogate: score every pool proposal with this zero-cost proxy in the model probe and use the scores as the surrogate's prior (their seconds are reported); None: no proxy")
+    priors: list[str] = Field(default_factory=list, description="portfolio with the surrogate: earlier runs (ids, or 'auto' for every run over the same space in this history) whose results warm-start the surrogate; empty: no other run's data")
     directions: list[str] = Field(default_factory=list, description="the user's directions, shown to the LLM in every prompt (e.g. 'prefer 3x3 convolutions')")
     sandbox: Literal["auto", "bwrap", "unshare", "none"] = Field(default="auto", description="what isolates training jobs: auto (the strongest layer here), bwrap, unshare, or none (process limits only; code mode then needs --unsafe)")
     unsafe: bool = Field(default=False, description="run code-mode candidates even where no sandbox layer can cut the network (the --unsafe flag only; recorded on the run)")
@@ -123,14 +127,14 @@ class Settings(BaseModel):
         return self.workers or 1
 
     def proposer_name(self) -> str:
-        """The proposer a search uses: the one set, else portfolio with an LLM and evolution without."""
-        return self.proposer or ("portfolio" if self.llm else "evolution")
+        """The proposer a search uses: the one set, else the portfolio (with LLM operators when an LLM is set)."""
+        return self.proposer or "portfolio"
 
 
 FIELDS = tuple(Settings.model_fields)
 # Environment names the wider ecosystem uses, read when AGENT_<NAME> is not set.
 ENV_ALIASES = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL"}
-LIST_FIELDS = {"directions", "rungs", "objectives", "proxies", "tables"}  # from the environment: JSON lists or comma-separated
+LIST_FIELDS = {"directions", "rungs", "objectives", "proxies", "tables", "priors"}  # from the environment: JSON lists or comma-separated
 BOOL_FIELDS = {"unsafe"}  # the one on/off setting, and it comes only from a flag
 PATH_FIELDS = {"home", "benchmark_dir", "signal_table", "final_table", "data_dir", "model_cache", "space_file"}
 PATH_LIST_FIELDS = {"tables"}

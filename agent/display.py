@@ -117,7 +117,21 @@ def search_lines(s: dict[str, Any]) -> list[str]:
         out.append(llm_line(s["llm"]))
     if s.get("operators"):
         out.append(operators_line(s["operators"]))
+    if s.get("surrogate"):
+        out.append(surrogate_line(s["surrogate"]))
     return out
+
+
+def surrogate_line(g: dict[str, Any]) -> str:
+    """The surrogate's work: the pool, its seconds, the proxy evidence's seconds, the priors used."""
+    line = f"surrogate: each evaluation picked from a pool of about {g.get('pool', '?')} proposals; {g['fit_seconds']:.1f} s fitting and choosing"
+    proxy = g.get("proxy_evidence")
+    if proxy:
+        line += (f"; {proxy['proxy']} scored {proxy['scored']} proposals in {proxy['seconds']:.1f} s"
+                 + (f" ({proxy['failures']} could not be measured)" if proxy.get("failures") else ""))
+    if g.get("priors"):
+        line += "; priors: " + ", ".join(f"{p['run_id']} ({p['task']}, {p['candidates']} results)" for p in g["priors"])
+    return line
 
 
 def final_report_line(best: dict[str, Any], emphasis: Callable[[str], str] = str) -> str:

@@ -66,6 +66,9 @@ class SearchSummary(_Out):
                                                                            "measured, rejected by a constraint, screened out")
     proxies: dict[str, Any] | None = Field(default=None, description="per zero-cost proxy the workers scored: its Spearman "
                                                                       "correlation with the ok candidates' validation accuracy")
+    surrogate: dict[str, Any] | None = Field(default=None, description="portfolio with the surrogate: pool size, seconds "
+                                             "spent fitting and choosing, proxy_evidence (proxy, proposals scored, seconds), "
+                                             "priors (the runs used)")
 
 
 class RunRow(_Out):

@@ -53,7 +53,7 @@ SETTINGS: dict[str, dict[str, Any]] = {  # Portfolio keyword arguments; "default
     "LLM after 5 outcomes": {"llm_after": 5},
     "LLM prior Beta(1,3), llm_after 0": {"llm_prior": (1.0, 3.0), "llm_after": 0},
     "first settings (no warm-up, evidence 1, Beta(1,1), llm_after 0)":
-        {"warmup": 0, "evidence": 1.0, "llm_prior": (1.0, 1.0), "llm_after": 0},
+        {"warmup": 0, "evidence_weight": 1.0, "llm_prior": (1.0, 1.0), "llm_after": 0},
 }
 
 

@@ -38,6 +38,7 @@ Results (20 seeds, mean +- std in percent, AMD EPYC 2 cores; full tables in docs
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import statistics
@@ -51,23 +52,29 @@ from agent.commands.options import positive_int
 from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.proposers import Portfolio
+from agent.surrogate.selector import Selector
 from agent.store.recorder import MemoryRecorder
 from evaluator.errors import ArchAgentError
 from evaluator.tables.nb201 import SIGNAL_TABLE_NAME
 from evaluator.pools.base import Job
 from evaluator.records import Purpose, Status
 from evaluator.spaces import get_space
-from evaluator.spaces.nb201 import EDGE_FIELDS, OPS
+from evaluator.spaces.nb201 import EDGE_FIELDS, OPS, arch_string
 from evaluator.pools.tabular import TabularBenchmark
 from evaluator.tasks import TASK_NAMES, resolve_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DEFAULT_BENCHMARK_DIR, DOC, REPO_ROOT, RunInfo, run_info, stderr_progress, write_doc  # noqa: E402
+from nb201_proxy_table import default_path as default_proxy_path  # noqa: E402
 
 BASELINES = ("evolution", "random")
 LLM_PROPOSERS = ("portfolio", "llm")
-ALL_PROPOSERS = BASELINES + LLM_PROPOSERS + ("portfolio-nollm",)
+SURROGATE = ("default", "proxies", "prior")  # the portfolio without an LLM, surrogate on: as is, + synflow, + a prior run
+ALL_PROPOSERS = BASELINES + LLM_PROPOSERS + ("portfolio-nollm",) + SURROGATE
 HEADLINE_BUDGET = 100
+PRIOR_TASK = {"nb201-cifar10": "nb201-cifar100", "nb201-cifar100": "nb201-cifar10", "nb201-imagenet16": "nb201-cifar10"}
+PRIOR_BUDGET = 100
+PRIOR_SEED = 10_000  # the prior run of seed S uses seed PRIOR_SEED + S
 
 
 #############################################
@@ -83,8 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budgets", type=positive_int, nargs="+", default=[10, 50, 100, 200],
                         help="evaluations per search (default: 10 50 100 200)")
     parser.add_argument("--proposers", nargs="+", choices=ALL_PROPOSERS, default=list(BASELINES),
-                        help="default: evolution random. portfolio and llm use the LLM given by --llm; "
-                             "portfolio-nollm is the portfolio without its LLM operators")
+                        help="default: evolution random. portfolio and llm use the LLM given by --llm (the portfolio with "
+                             "its surrogate); portfolio-nollm is the bandit without LLM operators or surrogate (the "
+                             "previous default); default is `agent search` without flags (the portfolio without LLM, "
+                             "surrogate on); proxies adds --proxy-evidence synflow (scores read from "
+                             "bench/nb201_proxy_table.py's table, with the seconds they took); prior adds --prior: "
+                             f"a {PRIOR_BUDGET}-evaluation default run on another data set")
     parser.add_argument("--llm", choices=["local", "openai"], default="local",
                         help="LLM backend of portfolio and llm (default local: the offline model)")
     parser.add_argument("--model", help="LLM model (default: the offline model)")
@@ -146,16 +157,57 @@ class SeedResult:
     llm_calls: int
     llm_seconds: float
     llm_share: float | None  # portfolio: share of proposals made by its LLM operators
+    proxy_scored: int = 0  # proxies: pool proposals scored
+    proxy_seconds: float = 0.0  # proxies: the probe's seconds for them (measured when the table was made)
+
+
+class TableProxies:
+    """``--proxy-evidence synflow`` as the model probe scores it, read from the table that
+    bench/nb201_proxy_table.py made with the same probe (deterministic scores), so hundreds of
+    searches need not rebuild each cell; each cell's first use in a search adds the seconds the
+    probe took for it."""
+
+    def __init__(self, task: str) -> None:
+        path = default_proxy_path(task, ("synflow",))
+        if not path.is_file():
+            raise ArchAgentError(f"no proxy table at {path}",
+                                 hint=f"make it with `python bench/nb201_proxy_table.py --task {task}` "
+                                      "(about 25 minutes on one core), then run this again")
+        with path.open() as f:
+            self.rows = {r["arch"]: (float(r["synflow"]) if r["synflow"] else None, float(r["seconds"]))
+                         for r in csv.DictReader(f)}
+        self.scored: set[str] = set()
+        self.seconds = 0.0
+
+    def __call__(self, members) -> None:
+        for m in members:
+            score, seconds = self.rows[arch_string(m.spec)]
+            if m.key not in self.scored:
+                self.scored.add(m.key)
+                self.seconds += seconds
+            if score is not None:
+                m.evidence["synflow"] = score
 
 
 def search_one(task: str, benchmark_dir: Path, proposer: str, budget: int, seed: int,
                llm: str = "local", model: str | None = None) -> SeedResult:
-    settings = Settings(task=task, benchmark_dir=benchmark_dir, proposer=proposer.removesuffix("-nollm"), budget=budget,
-                        seed=seed, **({"llm": llm, "model": model} if proposer in LLM_PROPOSERS else {}))
     recorder = MemoryRecorder()
-    own = Portfolio(get_space("nb201"), seed) if proposer == "portfolio-nollm" else None
+    extra: dict = {"llm": llm, "model": model} if proposer in LLM_PROPOSERS else {}
+    if proposer == "prior":
+        prior = Settings(task=PRIOR_TASK[task], benchmark_dir=benchmark_dir, budget=PRIOR_BUDGET, seed=PRIOR_SEED + seed)
+        extra["priors"] = [run_search(prior, recorder=recorder).run_id]
+    settings = Settings(task=task, benchmark_dir=benchmark_dir, budget=budget, seed=seed,
+                        proposer=None if proposer in SURROGATE else proposer.removesuffix("-nollm"), **extra)
+    own, proxies = None, None
+    if proposer == "portfolio-nollm":  # the bandit alone, as before the surrogate
+        own = Portfolio(get_space("nb201"), seed)
+    elif proposer == "proxies":
+        proxies = TableProxies(task)
+        own = Portfolio(get_space("nb201"), seed, selector=Selector(seed=seed, cost=False), pool_size=settings.pool_size,
+                        evidence=[proxies])
     summary = run_search(settings, recorder=recorder, proposer=own)
-    evaluated = [c.canonical_key for c in recorder.candidates.values() if c.status.value != "invalid"]
+    evaluated = [c.canonical_key for c in recorder.candidates.values()
+                 if c.run_id == summary.run_id and c.status.value != "invalid"]
     ops = (summary.operators or {}).get("operators")
     best = summary.best
     if best is None or best.test_accuracy is None:
@@ -167,7 +219,9 @@ def search_one(task: str, benchmark_dir: Path, proposer: str, budget: int, seed:
                       duplicate_evaluations=len(evaluated) - len(set(evaluated)),
                       llm_calls=summary.llm["calls"] if summary.llm else 0,
                       llm_seconds=summary.llm["seconds"] if summary.llm else 0.0,
-                      llm_share=sum(ops[o]["share"] for o in ops if o.startswith("llm")) if ops else None)
+                      llm_share=sum(ops[o]["share"] for o in ops if o.startswith("llm")) if ops else None,
+                      proxy_scored=len(proxies.scored) if proxies else 0,
+                      proxy_seconds=round(proxies.seconds, 3) if proxies else 0.0)
 
 
 def run_all(task: str, benchmark_dir: Path, budgets: list[int], seeds: int, proposers: list[str],
@@ -202,6 +256,7 @@ class Row:
     llm_calls_mean: float
     llm_share_mean: float | None
     duplicate_evaluations: int  # over all seeds
+    proxy_seconds_mean: float = 0.0  # proxies: seconds of proxy compute per search
 
 
 def gain(acc: float, facts: TableFacts) -> float:
@@ -219,7 +274,8 @@ def aggregate(results: list[SeedResult], facts: TableFacts) -> list[Row]:
                         wall_mean=statistics.fmean(r.wall_seconds for r in runs),
                         llm_calls_mean=statistics.fmean(r.llm_calls for r in runs),
                         llm_share_mean=statistics.fmean(shares) if shares else None,
-                        duplicate_evaluations=sum(r.duplicate_evaluations for r in runs)))
+                        duplicate_evaluations=sum(r.duplicate_evaluations for r in runs),
+                        proxy_seconds_mean=statistics.fmean(r.proxy_seconds for r in runs)))
     return rows
 
 
@@ -234,12 +290,13 @@ def pct(x: float) -> str:
 def text_table(task: str, rows: list[Row], facts: TableFacts, seeds: int) -> str:
     head = (f"{task}: {facts.final_source}, of the cell chosen by 12-epoch validation accuracy;\n"
             f"mean +- std over {seeds} seeds (0..{seeds - 1}), in percent\n\n")
-    fmt = "{:>6}  {:<15}  {:>15}  {:>18}  {:>11}  {:>10}  {:>9}  {:>9}  {:>5}"
+    fmt = "{:>6}  {:<15}  {:>15}  {:>18}  {:>11}  {:>10}  {:>9}  {:>9}  {:>9}  {:>5}"
     lines = [fmt.format("budget", "proposer", "final acc (%)", "vs rand-sample avg", "val acc (%)", "s / search",
-                        "LLM calls", "LLM share", "dup"),
-             fmt.format("-" * 6, "-" * 15, "-" * 15, "-" * 18, "-" * 11, "-" * 10, "-" * 9, "-" * 9, "-" * 5)]
+                        "proxy s", "LLM calls", "LLM share", "dup"),
+             fmt.format("-" * 6, "-" * 15, "-" * 15, "-" * 18, "-" * 11, "-" * 10, "-" * 9, "-" * 9, "-" * 9, "-" * 5)]
     lines += [fmt.format(r.budget, r.proposer, f"{pct(r.mean)} +- {pct(r.std)}", f"{r.gain:+.2f}%", pct(r.val_mean),
-                         f"{r.wall_mean:.1f}", f"{r.llm_calls_mean:.1f}", _share(r), r.duplicate_evaluations)
+                         f"{r.wall_mean:.1f}", f"{r.proxy_seconds_mean:.1f}", f"{r.llm_calls_mean:.1f}", _share(r),
+                         r.duplicate_evaluations)
               for r in rows]
     return head + "\n".join(lines) + "\n\n" + references(facts) + "\n"
 
@@ -305,13 +362,27 @@ def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info:
             "proposals made by its LLM operators, \"dup\" the evaluations spent on a cell already evaluated in the "
             "same search, over all seeds.",
         ]
+    if set(proposers) & (set(SURROGATE) | {"portfolio-nollm"}):
+        lines += [
+            "",
+            "The surrogate rows (docs/search.md, \"The surrogate\"): `default` is `agent search` with no proposer flag: "
+            f"the portfolio without LLM operators, whose operators fill a pool of {defaults.pool_size} proposals "
+            "(mutations, the whole neighbourhood of the 3 best cells, crossovers, random samples) from which a Gaussian "
+            "process over the cells' encodings picks each evaluation by expected improvement. `proxies` adds "
+            "`--proxy-evidence synflow`: every pool proposal scored in the model probe (read from the table "
+            "`bench/nb201_proxy_table.py` made with that probe; \"proxy s\" is the probe's seconds for the cells a "
+            f"search scored, a cost beside the evaluations). `prior` adds `--prior`: a {PRIOR_BUDGET}-evaluation "
+            f"`default` run on {PRIOR_TASK[task]} (seed {PRIOR_SEED} + S), recorded first. `portfolio-nollm` is "
+            "the bandit alone (no LLM, no surrogate): the default before the surrogate.",
+        ]
     lines += [
         "",
-        "| budget | proposer | final acc (%) | vs rand-sample avg | val acc (%) | s / search | LLM calls | LLM share | dup |",
-        "|---:|:---|---:|---:|---:|---:|---:|---:|---:|",
+        "| budget | proposer | final acc (%) | vs rand-sample avg | val acc (%) | s / search | proxy s | LLM calls | LLM share | dup |",
+        "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [f"| {r.budget} | {r.proposer} | {pct(r.mean)} +- {pct(r.std)} | {r.gain:+.2f}% | {pct(r.val_mean)} | "
-              f"{r.wall_mean:.1f} | {r.llm_calls_mean:.1f} | {_share(r)} | {r.duplicate_evaluations} |"
+              f"{r.wall_mean:.1f} | {r.proxy_seconds_mean:.1f} | {r.llm_calls_mean:.1f} | {_share(r)} | "
+              f"{r.duplicate_evaluations} |"
               for r in rows]
     lines += [
         "",

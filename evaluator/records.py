@@ -80,6 +80,7 @@ class Candidate(BaseModel):
     status: Status = Status.QUEUED
     error: str | None = None
     measurements: dict[str, Any] = Field(default_factory=dict)  # before training: params, flops, latency_ms, proxy_*
+    selection: dict[str, Any] | None = None  # why a surrogate picked it: prediction, interval, acquisition, operator
     created: datetime = Field(default_factory=utc_now)
 
 

@@ -26,6 +26,45 @@ def test_search_nb201_compares_the_portfolio_with_the_baselines(tiny_tables, tmp
 
 
 @pytest.mark.slow
+def test_search_nb201_measures_the_surrogate_with_and_without_a_prior_run(tiny_tables, tmp_path):
+    out = subprocess.run([sys.executable, "bench/search_nb201.py", "--benchmark-dir", str(tiny_tables), "--seeds", "2",
+                          "--budgets", "6", "--proposers", "default", "prior", "--no-write",
+                          "--json", str(tmp_path / "raw.json")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    raw = json.loads((tmp_path / "raw.json").read_text())
+    assert {(r["proposer"], r["budget"]) for r in raw["rows"]} == {("default", 6), ("prior", 6)}
+    assert all(r["duplicate_evaluations"] == 0 and r["evaluations"] == 6 for r in raw["results"])
+    assert "proxy s" in out.stdout
+
+
+def test_the_proxy_table_is_made_by_the_model_probe_and_resumes(tmp_path):
+    table = tmp_path / "p.csv"
+    for limit in (2, 3):  # the second run adds only the third cell
+        out = subprocess.run([sys.executable, "bench/nb201_proxy_table.py", "--limit", str(limit), "--out", str(table)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+    rows = table.read_text().splitlines()
+    assert rows[0] == "arch,params,flops,seconds,synflow" and len(rows) == 4
+    assert all(float(r.split(",")[-1]) > 0 and float(r.split(",")[3]) > 0 for r in rows[1:])
+
+
+def test_surrogate_overhead_times_a_choice(tmp_path):
+    out = subprocess.run([sys.executable, "bench/surrogate_overhead.py", "--sizes", "10", "--benchmark-dir",
+                          str(tmp_path), "--no-write"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| nb201 | 10 | 4 |" in out.stdout and "| layers | 10 | 1 |" in out.stdout
+
+
+@pytest.mark.slow
+def test_surrogate_quality_compares_the_model_families(tiny_tables):
+    out = subprocess.run([sys.executable, "bench/surrogate_quality.py", "--benchmark-dir", str(tiny_tables),
+                          "--repeats", "1", "--no-write"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    for name in ("gp", "random forest", "extra trees", "bayesian ridge"):
+        assert f"| nb201-cifar10 | {name} |" in out.stdout
+
+
+@pytest.mark.slow
 def test_early_stop_curves_compares_the_modes_on_the_same_candidates(tmp_path):
     from tests.evaluator.test_curves import cells, write_curves
 

@@ -12,7 +12,8 @@ from evaluator.measure import PROXY_NAMES
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_data(parser)
     parser.add_argument("--proposer", choices=["random", "evolution", "llm", "portfolio"],
-                        help="how candidates are proposed (default: portfolio when --llm is given, else evolution)")
+                        help="how candidates are proposed (default: portfolio, with LLM operators when --llm is given; "
+                             "random and evolution are the baselines)")
     parser.add_argument("--llm", choices=["local", "openai"],
                         help="LLM backend of the llm and portfolio proposers (default local: the offline model; "
                              "openai: OPENAI_BASE_URL / OPENAI_API_KEY)")
@@ -62,6 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-after", dest="llm_after", type=non_negative_int, metavar="N",
                         help="portfolio: let the LLM propose once N candidates have finished (default 8; 0: right "
                              "after the 3 random warm-up proposals, for a strong model)")
+    guide = parser.add_argument_group("the portfolio's surrogate")
+    guide.add_argument("--surrogate", choices=["on", "off"],
+                       help="on (default): the operators fill a pool of proposals and a surrogate model of the run's "
+                            "results picks which are evaluated; off: every proposal is evaluated as made")
+    guide.add_argument("--pool-size", dest="pool_size", type=positive_int, metavar="N",
+                       help="proposals the surrogate chooses from at each step (default 256)")
+    guide.add_argument("--proxy-evidence", dest="proxy_evidence", choices=PROXY_NAMES,
+                       help="score every pool proposal with this zero-cost proxy before choosing (synflow: about "
+                            "0.1 s a NAS-Bench-201 cell on one core; the seconds are reported)")
+    guide.add_argument("--prior", dest="priors", action="append", metavar="RUN",
+                       help="warm-start the surrogate from an earlier run over the same space, any task "
+                            "(repeatable), or 'auto' for every such run in this history")
     parser.add_argument("--population", type=positive_int, help="evolution: population size (default 20)")
     parser.add_argument("--tournament", type=positive_int, help="evolution: tournament sample size (default 5)")
     again = parser.add_argument_group("rechecks (training tasks)")
@@ -83,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 SETTING_FLAGS = (
     "task", "space", "space_file", "tables", "benchmark_dir", "signal_table", "final_table", "proposer", "budget", "minutes", "seed",
     "population", "tournament", "llm", "model", "max_llm_cost", "max_device_seconds", "reflect_every", "directions",
-    "portfolio_cost", "llm_after", "early_stop", "early_stop_threshold", "audit_fraction", "rungs", "reduction_factor",
+    "portfolio_cost", "llm_after", "surrogate", "pool_size", "proxy_evidence", "priors", "early_stop", "early_stop_threshold", "audit_fraction", "rungs", "reduction_factor",
     "objectives", "max_latency_ms", "max_params", "max_flops", "proxies", "screen", "screen_factor", "recheck_every",
     "recheck_top", "recheck_seeds", *TRAINING_FLAGS,
 )

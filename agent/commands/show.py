@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] {c['error']}", highlight=False)
     if c.get("measurements"):
         console.print("measured before training: " + measurement_text(c["measurements"]), highlight=False)
+    if c.get("selection"):
+        console.print("why it was evaluated: " + selection_text(c["selection"], c), highlight=False)
     table = Table(title="evaluations", title_justify="left")
     for col in ("purpose", "status", "fidelity", "val acc", "test acc", "source", "wall s"):
         table.add_column(col)
@@ -56,6 +58,30 @@ def run(args: argparse.Namespace) -> int:
     if c.get("forecasts"):
         console.print(_forecast_table(c))
     return 0
+
+
+def selection_text(why: dict, c: dict) -> str:
+    """The surrogate's choice in words: what it predicted, how sure it was, by which rule, against what."""
+    parts = [f"{why.get('operator', '?')} proposal picked from a pool of {why.get('pool', '?')} by {why.get('rule', '?')}"]
+    predicted, interval = why.get("predicted_val_accuracy"), why.get("interval80")
+    if why.get("evaluations") and predicted is not None:
+        text = f"predicted val {predicted:.4f}"
+        if interval and None not in interval:
+            text += f" (80% interval {interval[0]:.4f}-{interval[1]:.4f})"
+        measured = next((e["val_accuracy"] for e in c.get("evaluations", [])
+                         if e["purpose"] == "search" and e["val_accuracy"] is not None), None)
+        if measured is not None:
+            text += f", measured {measured:.4f}"
+        parts.append(text + f", from {why['evaluations']} evaluation(s)")
+    if why.get("acquisition") is not None:
+        parts.append(f"acquisition value {why['acquisition']:.4g}" + (f" (batch pick {why['batch_rank']})"
+                                                                    if why.get("batch_rank", 1) > 1 else ""))
+    if why.get("evidence") is not None:
+        parts.append(f"evidence {why['evidence']:+.2f} sd from " + "+".join(why.get("evidence_sources", []))
+                     + f", weighted {why.get('evidence_weight', 0):.2f}")
+    if why.get("predicted_seconds") is not None:
+        parts.append(f"predicted training {why['predicted_seconds']:.1f} s")
+    return "; ".join(parts)
 
 
 def measurement_text(m: dict) -> str:

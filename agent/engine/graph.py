@@ -102,7 +102,8 @@ def validate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     counts = dict(state["counts"])
     for p in state["proposals"]:
         common = dict(run_id=ctx.run.run_id, space=ctx.space.name, parents=p.parents,
-                      proposer=f"{ctx.proposer.name}:{p.operator}" if p.operator else ctx.proposer.name, model=p.model, rationale=p.rationale, prompt_ref=p.prompt_ref)
+                      proposer=f"{ctx.proposer.name}:{p.operator}" if p.operator else ctx.proposer.name, model=p.model, rationale=p.rationale, prompt_ref=p.prompt_ref,
+                      selection=p.selection)
         try:
             spec = ctx.space.validate(p.spec)
         except SpecError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.config import Settings
+from agent.engine.guidance import Guidance
 from agent.prompting import HistoryView, Prompts
 from agent.proposers import Portfolio, Proposer, make_proposer
 from agent.proposers.llm import LLMProposer
@@ -34,16 +35,22 @@ class LLMParts:
 
 
 def search_proposer(settings: Settings, space: SearchSpace, task: Task, run_id: str, recorder: Recorder,
-                    objectives: Objectives, constraints: Constraints) -> tuple[Proposer, LLMParts | None]:
+                    objectives: Objectives, constraints: Constraints,
+                    guidance: Guidance | None = None) -> tuple[Proposer, LLMParts | None]:
+    """The run's proposer and its LLM parts (None without an LLM). The portfolio has LLM operators
+    when an LLM is set (``--llm``); ``guidance`` (agent.engine.guidance) makes it surrogate-guided."""
     name = settings.proposer_name()
-    if name in LLM_PROPOSERS:
-        # In the portfolio a repeat gets one repair, then a mutation: other operators are cheaper than LLM retries.
-        parts = llm_parts(settings, space, task, run_id, recorder, objectives, constraints,
-                          max_repairs=1 if name == "portfolio" else 2)
-        if name == "llm":
-            return parts.proposer, parts
-        return Portfolio(space, settings.seed, llm=parts.proposer, cost=settings.portfolio_cost,
-                         llm_after=settings.llm_after), parts
+    if name == "portfolio":
+        parts = None
+        if settings.llm:
+            # A repeat gets one repair, then a mutation: other operators are cheaper than LLM retries.
+            parts = llm_parts(settings, space, task, run_id, recorder, objectives, constraints, max_repairs=1)
+        return Portfolio(space, settings.seed, llm=parts.proposer if parts else None, cost=settings.portfolio_cost,
+                         llm_after=settings.llm_after, selector=guidance.selector if guidance else None,
+                         pool_size=settings.pool_size, evidence=guidance.sources if guidance else ()), parts
+    if name == "llm":
+        parts = llm_parts(settings, space, task, run_id, recorder, objectives, constraints, max_repairs=2)
+        return parts.proposer, parts
     if name != "evolution":
         return make_proposer(name, space, settings.seed), None
     if settings.tournament > settings.population:

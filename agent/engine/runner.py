@@ -19,6 +19,7 @@ from agent.config import Settings
 from agent.engine.crash import CrashPoints
 from agent.engine.final_report import final_report
 from agent.engine.graph import SEARCH_GRAPH, initial_state
+from agent.engine.guidance import surrogate_guidance
 from agent.engine.llm_wiring import search_proposer
 from agent.engine.proposing import Proposing
 from agent.engine.resume import check_same_files, restore_state, run_deadline
@@ -110,13 +111,17 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     # A resumed run's proposer starts from another seed: replaying the same draws would only
     # propose what the run already has.
     proposer_settings = settings.model_copy(update={"seed": settings.seed + 7919 * resumes}) if resumes else settings
-    llm = None
+    llm = guidance = None
     if proposer is None:
-        proposer, llm = search_proposer(proposer_settings, space, task, run_id, recorder, objectives, constraints)
+        # checks --prior / --proxy-evidence before anything is recorded; its probe starts on first use
+        guidance = surrogate_guidance(settings, setup, recorder, objectives, current_run=run_id if resume else None)
+        proposer, llm = search_proposer(proposer_settings, space, task, run_id, recorder, objectives, constraints,
+                                        guidance=guidance)
     proposer.objectives = objectives
     early_stop, halving = early_stopping(settings, setup, run_id)  # refuses a table task before anything is recorded
     screen = screening(settings, setup, objectives, constraints)
-    config = settings.model_dump(mode="json") | setup.config | {"deadline": deadline.isoformat() if deadline else None}
+    config = settings.model_dump(mode="json") | setup.config | {"deadline": deadline.isoformat() if deadline else None,
+                                                                "space_label": space.label}
     if stored is not None:
         claim = recorder.claim_run(run_id, budget=budget, config_update=config)
         run = Run(run_id=run_id, task=stored["task"], space=stored["space"], proposer=stored["proposer"],
@@ -146,7 +151,7 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         snapshot_every=settings.snapshot_every, snapshots_kept=settings.snapshots_kept,
         recheck=Recheck(settings.recheck_every, settings.recheck_top, settings.recheck_seeds)
         if settings.recheck_every and setup.pool.seeded else None,
-        proposing=proposing,
+        proposing=proposing, guidance=guidance,
     )
     if screen is not None and screen.proxy:
         ctx.max_attempts *= screen.factor
@@ -180,3 +185,5 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
     finally:
         if screen is not None:
             screen.probe.close()
+        if guidance is not None:
+            guidance.close()

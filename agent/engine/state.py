@@ -41,6 +41,7 @@ class SearchContext:
     early_stop: EarlyStopMonitor | None = None  # --early-stop forecast|both
     halving: HalvingMonitor | None = None  # --early-stop asha|both
     screen: Screen | None = None  # measurements before training: constraints, latency, proxy screening
+    guidance: Any = None  # agent.engine.guidance.Guidance: the portfolio's surrogate, proxy evidence and priors
     objectives: Objectives = Objectives()
     max_device_seconds: float | None = None  # the search stops once its evaluations used this much device time
     recheck: Recheck | None = None  # the top candidates trained again with other seeds, every so many evaluations

@@ -40,6 +40,7 @@ def search_summary(ctx: SearchContext, state: SearchState, best: BestCandidate |
         pretraining=ctx.screen.report() if ctx.screen is not None else None,
         proxies=_proxy_quality(state.get("proxy_scores", [])),
         rechecks=_recheck_report(state),
+        surrogate=ctx.guidance.stats() | (ctx.proposer.stats() or {}).get("surrogate", {}) if ctx.guidance is not None else None,
     )
 
 

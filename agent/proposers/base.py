@@ -43,6 +43,7 @@ class Proposal:
     llm_seconds: float = 0.0  # time spent in LLM calls for it
     llm_cost: float | None = None  # dollars spent in LLM calls for it, when prices are configured
     error: str | None = None  # an LLM proposal that stayed invalid: the last problem found with it (recorded)
+    selection: dict[str, Any] | None = None  # why a surrogate picked it (agent.surrogate.selector.Pick.why)
 
 
 @dataclass

@@ -30,7 +30,7 @@ Four settings keep a weak model from costing a short search much, at little cost
 one: the first ``warmup`` (3) proposals are random samples (a start no operator can spoil); the
 LLM operators join once ``llm_after`` (8) candidates have finished (an LLM that proposes from the
 history needs one, and a short search has no room to learn that a model is weak); an outcome
-counts as ``evidence`` (3) pseudo-observations (the bandit exploits sooner); and the LLM
+counts as ``evidence_weight`` (3) pseudo-observations (the bandit exploits sooner); and the LLM
 operators start from a sceptical prior, Beta(1, 2), the others from Beta(1, 1). Chosen with
 bench/portfolio_standins.py: stand-in LLM operators that sample cells from a weak model's op
 preferences (pooling and skips, as the offline 0.5B model) or a strong one's (3x3
@@ -59,17 +59,20 @@ CIFAR-10 without LLM operators (60 seeds, 200-epoch test accuracy of the chosen 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from agent.proposers.base import Proposal, ProposalContext, Proposer
 from agent.proposers.llm import LLMProposer, unseen_mutation
+from agent.proposers.pool import CandidatePool
+from agent.surrogate.selector import EvidenceSource, PoolMember, Selector
 from evaluator.errors import SpecError
 from evaluator.objectives import objective_values
 from evaluator.records import Candidate, Evaluation, Status
 from evaluator.spaces import SearchSpace
 
-OPERATORS = ("llm", "llm_mutation", "mutation", "random")
+OPERATORS = ("llm", "llm_mutation", "mutation", "crossover", "random")
 LLM_OPERATORS = ("llm", "llm_mutation")
 RANDOM_TRIES = 200
 CostUnit = Literal["evaluation", "second", "dollar"]
@@ -94,6 +97,7 @@ class _Pending:
     operator: str
     llm_seconds: float
     llm_cost: float
+    member: PoolMember | None = None  # from the pool: its encoding and evidence
 
 
 class Portfolio(Proposer):
@@ -103,8 +107,9 @@ class Portfolio(Proposer):
 
     def __init__(self, space: SearchSpace, seed: int = 0, *, llm: LLMProposer | None = None,
                  cost: CostUnit = "evaluation", population: int = POPULATION, tournament: int = TOURNAMENT,
-                 discount: float = 0.97, evidence: float = 3.0, llm_prior: tuple[float, float] = (1.0, 2.0),
-                 warmup: int = 3, llm_after: int = 8) -> None:
+                 discount: float = 0.97, evidence_weight: float = 3.0, llm_prior: tuple[float, float] = (1.0, 2.0),
+                 warmup: int = 3, llm_after: int = 8, selector: Selector | None = None, pool_size: int = 256,
+                 evidence: Sequence[EvidenceSource] = ()) -> None:
         super().__init__(space, seed)
         if cost not in ("evaluation", "second", "dollar"):
             raise ValueError(f"{cost=} must be evaluation, second or dollar")
@@ -112,24 +117,32 @@ class Portfolio(Proposer):
             raise ValueError(f"{discount=} must be in (0, 1]")
         if population < 1 or not 1 <= tournament <= population:
             raise ValueError(f"need 1 <= tournament ({tournament}) <= population ({population})")
-        if evidence <= 0 or warmup < 0 or llm_after < 0 or min(llm_prior) <= 0:
-            raise ValueError(f"need evidence > 0 ({evidence}), warmup >= 0 ({warmup}), llm_after >= 0 ({llm_after}) "
+        if evidence_weight <= 0 or warmup < 0 or llm_after < 0 or min(llm_prior) <= 0:
+            raise ValueError(f"need evidence_weight > 0 ({evidence_weight}), warmup >= 0 ({warmup}), llm_after >= 0 ({llm_after}) "
                              f"and a positive llm_prior ({llm_prior})")
         self.llm, self.cost, self.tournament, self.discount = llm, cost, tournament, discount
-        self.evidence = evidence  # pseudo-observations one outcome counts for: higher exploits sooner
+        self.evidence_weight = evidence_weight  # pseudo-observations one outcome counts for: higher exploits sooner
         self.warmup = warmup  # the first proposals are random samples: a start no operator can spoil
         self.llm_after = llm_after  # the LLM operators wait for this many outcomes
         self.priors = {op: (llm_prior if op in LLM_OPERATORS else (1.0, 1.0)) for op in OPERATORS}
-        self.operators = OPERATORS if llm is not None else tuple(o for o in OPERATORS if o not in LLM_OPERATORS)
+        self.operators = tuple(o for o in OPERATORS if (llm is not None or o not in LLM_OPERATORS)
+                               and (selector is not None or o != "crossover"))  # crossover: a pool operator
         self.arms = {op: Arm() for op in self.operators}
         # (candidate_id, spec, validation accuracy, objective vector) of the most recent ok candidates
         self.population: deque[tuple[str, dict[str, Any], float, tuple[float, ...]]] = deque(maxlen=population)
         self.scores: list[tuple[float, ...]] = []  # objective vectors of ok candidates, in arrival order
         self._pending: dict[str, _Pending] = {}  # canonical key -> who proposed it
+        # Surrogate-guided: the operators fill a pool, the selector picks what is evaluated.
+        self.selector, self.evidence = selector, tuple(evidence)  # each fills pool members' evidence
+        self.pool = CandidatePool(space, self.rng, size=pool_size) if selector is not None else None
+        self.finished: list[tuple[str, dict[str, Any], float, tuple[float, ...]]] = []  # every ok candidate
+        self._llm_made: dict[str, Proposal] = {}  # pool key -> the LLM proposal behind it
 
     # -- proposing -------------------------------------------------------------------------
 
     def propose(self, n: int, context: ProposalContext) -> list[Proposal]:
+        if self.selector is not None:
+            return self._propose_from_pool(n, context)
         seen = set(context.seen)
         out = []
         for _ in range(n):
@@ -152,13 +165,94 @@ class Portfolio(Proposer):
             out.append(proposal)
         return out
 
-    def choose(self) -> str:
-        """The operator for the next proposal: the best Thompson draw per unit of cost."""
-        if sum(a.proposals for a in self.arms.values()) < self.warmup:
+    def _propose_from_pool(self, n: int, context: ProposalContext) -> list[Proposal]:
+        """The operators fill the pool (an LLM call only where the bandit draws an LLM operator);
+        the selector picks ``n`` of its members."""
+        seen = set(context.seen)
+        out: list[Proposal] = []
+        added = self.pool.refill(seen, self._parents())
+        made_now: list[str] = []
+        for _ in range(n):
+            op = self.choose(guided=True)
+            if op not in LLM_OPERATORS:
+                continue
+            proposal = self._apply(op, replace(context, seen=frozenset(seen)))
+            proposal.operator = op
+            self.arms[op].proposals += 1
+            member = self.pool.add(proposal.spec, op, seen)
+            if member is None:  # invalid after repairs, or a repeat: recorded as it is, if invalid
+                self._reward(op, 0.0, seconds=proposal.llm_seconds, dollars=proposal.llm_cost or 0.0)
+                try:
+                    self.space.validate(proposal.spec)
+                except SpecError:
+                    out.append(proposal)
+                continue
+            self._llm_made[member.key] = proposal
+            added.append(member)
+            made_now.append(member.key)
+        if added:
+            for source in self.evidence:
+                source(added)
+        members = list(self.pool.members.values())
+        picks = self.selector.choose(members, max(n - len(out), 0))
+        standing = _standing(self.selector.last_scores)
+        index = {m.key: i for i, m in enumerate(members)}
+        # An LLM proposal the surrogate ranks in the pool's top LLM_STANDING is evaluated in place of
+        # the batch's last pick: a strong model's proposals are taken often, a weak one's rarely.
+        picked = {p.index for p in picks}
+        for key in made_now:
+            i = index[key]
+            if i not in picked and standing[i] >= LLM_STANDING and picks:
+                dropped = next((p for p in reversed(picks) if members[p.index].key not in self._llm_made), None)
+                if dropped is not None:
+                    picks[picks.index(dropped)] = self.selector.pick(
+                        i, dropped.why["batch_rank"], note=f"an LLM proposal ranked above {standing[i]:.0%} of the pool")
+                    picked = {p.index for p in picks}
+        for pick in picks:
+            member = members[pick.index]
+            op = member.operator
+            proposal = self._llm_made.pop(member.key, None)
+            if proposal is None:
+                self.arms[op].proposals += 1
+                proposal = Proposal(spec=member.spec, operator=op, rationale=_rationale(op, pick.why))
+            else:
+                proposal.spec = member.spec
+            proposal.selection = pick.why
+            self.pool.remove(member.key)
+            seen.add(member.key)
+            self._pending[member.key] = _Pending(op, proposal.llm_seconds, proposal.llm_cost or 0.0, member)
+            out.append(proposal)
+        # An LLM proposal the selector passed over earns what the surrogate thought of it: the share of
+        # the pool it ranked above (a strong model's proposals rank high even when another is picked).
+        for key in made_now:
+            if key in self._llm_made:
+                left = self._llm_made[key]
+                self._reward(left.operator, standing[index[key]], seconds=left.llm_seconds, dollars=left.llm_cost or 0.0)
+        for key in [k for k in self._llm_made if k not in self.pool.members]:  # evicted from the pool
+            del self._llm_made[key]
+        return out
+
+    def _parents(self) -> list[tuple[str, dict[str, Any]]]:
+        """The best finished candidates, best first: on accuracy, or the Pareto front first."""
+        if not self.finished:
+            return []
+        if self.objectives.multi:
+            front = [m for m in self.finished if not any(self.objectives.compare(o[3], m[3]) == 1.0 for o in self.finished)]
+            rest = sorted((m for m in self.finished if m not in front), key=lambda m: -m[2])
+            ranked = sorted(front, key=lambda m: -m[2]) + rest
+        else:
+            ranked = sorted(self.finished, key=lambda m: -m[2])
+        return [(m[0], m[1]) for m in ranked[:PARENTS]]
+
+    def choose(self, guided: bool = False) -> str:
+        """The operator for the next proposal: the best Thompson draw per unit of cost. Guided by
+        the surrogate, only a draw of an LLM operator matters (the others fill the pool anyway)."""
+        warming = sum(a.proposals for a in self.arms.values()) < self.warmup
+        if warming and not guided:
             return "random"
         outcomes = sum(a.outcomes for a in self.arms.values())
-        available = [op for op in self.operators if (self.population or op not in ("mutation", "llm_mutation"))
-                     and (outcomes >= self.llm_after or op not in LLM_OPERATORS)]
+        available = [op for op in self.operators if (self.population or op not in ("mutation", "llm_mutation", "crossover"))
+                     and (outcomes >= self.llm_after and not warming or op not in LLM_OPERATORS)]
         draws = {op: self.rng.betavariate(self.priors[op][0] + self.arms[op].wins,
                                           self.priors[op][1] + self.arms[op].losses) / self._unit_cost(op)
                  for op in available}
@@ -207,10 +301,14 @@ class Portfolio(Proposer):
     def observe(self, candidate: Candidate, evaluation: Evaluation) -> None:
         pending = self._pending.pop(candidate.canonical_key or "", None)
         vector = None
+        values = objective_values(candidate, evaluation)
         if evaluation.status is Status.OK and evaluation.val_accuracy is not None:
-            vector = self.objectives.vector(objective_values(candidate, evaluation))
+            vector = self.objectives.vector(values)
         if vector is not None:
             self.population.append((candidate.candidate_id, candidate.spec, evaluation.val_accuracy, vector))
+            self.finished.append((candidate.candidate_id, candidate.spec, evaluation.val_accuracy, vector))
+        if self.selector is not None and evaluation.status is not Status.PRUNED and candidate.canonical_key:
+            self._tell_selector(candidate, evaluation, values, pending.member if pending else None)
         if pending is None or evaluation.status is Status.PRUNED:
             if vector is not None:
                 self.scores.append(vector)
@@ -226,13 +324,28 @@ class Portfolio(Proposer):
         self._reward(pending.operator, reward, seconds=pending.llm_seconds + evaluation.wall_seconds,
                      dollars=pending.llm_cost)
 
+    def _tell_selector(self, candidate: Candidate, evaluation: Evaluation, values: dict[str, Any],
+                       member: PoolMember | None) -> None:
+        if member is None:  # not from the pool (a resumed run's history): encode it now
+            try:
+                spec = self.space.validate(candidate.spec)
+                member = PoolMember(key=candidate.canonical_key, spec=spec, features=self.space.encode(spec),
+                                    operator="history")
+            except (SpecError, ValueError, SyntaxError):
+                return
+            for source in self.evidence:
+                source([member])
+        ok = evaluation.status is Status.OK and evaluation.val_accuracy is not None
+        measured = {m: (values.get(m) if ok else None) for m in self.objectives.metrics}
+        self.selector.observe(member.key, member.features, measured, evaluation.wall_seconds or None, member.evidence)
+
     def _reward(self, op: str, reward: float, *, seconds: float, dollars: float) -> None:
         for arm in self.arms.values():
             arm.wins *= self.discount
             arm.losses *= self.discount
         arm = self.arms[op]
-        arm.wins += self.evidence * reward
-        arm.losses += self.evidence * (1.0 - reward)
+        arm.wins += self.evidence_weight * reward
+        arm.losses += self.evidence_weight * (1.0 - reward)
         arm.outcomes += 1
         arm.reward_sum += reward
         arm.seconds += seconds
@@ -250,5 +363,41 @@ class Portfolio(Proposer):
             row["seconds"], row["dollars"] = round(arm.seconds, 3), round(arm.dollars, 6)
             row["reward_sum"] = round(arm.reward_sum, 4)
             out[op] = row
-        return {"cost": self.cost, "operators": out}
+        result: dict[str, Any] = {"cost": self.cost, "operators": out}
+        if self.selector is not None:
+            result["surrogate"] = {"pool": len(self.pool.members), "fit_seconds": round(self.selector.fit_seconds, 3)}
+        return result
+
+
+PARENTS = 8  # the best finished candidates the pool mutates and crosses
+LLM_STANDING = 0.75  # an LLM proposal ranked above this share of the pool is evaluated
+
+
+def _standing(scores: Sequence[float]) -> list[float]:
+    """Each score's share of the others it beats (ties half): 0 for the worst, 1 for the best."""
+    n = len(scores)
+    if n < 2:
+        return [0.5] * n
+    order = sorted(range(n), key=lambda i: scores[i])
+    out = [0.0] * n
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 / (n - 1)
+        i = j + 1
+    return out
+
+
+def _rationale(op: str, why: dict[str, Any]) -> str:
+    made = {"mutation": "a mutation of one of the best candidates", "crossover": "a crossover of two of the best candidates",
+            "random": "a random sample"}.get(op, op)
+    predicted = why.get("predicted_val_accuracy")
+    low, high = why.get("interval80") or (None, None)
+    if why.get("evaluations") and predicted is not None and low is not None:
+        return (f"{made}, picked from a pool of {why['pool']} by {why['rule']}: predicted val {predicted:.4f} "
+                f"(80%: {low:.4f}-{high:.4f})")
+    return f"{made}, picked from a pool of {why['pool']} ({why['rule']})"
 

@@ -66,6 +66,7 @@ class CandidateInfo:
     eval_seconds: float  # seconds of its search evaluations
     fidelity: float | None  # epochs of its latest search evaluation
     evaluation_id: str | None
+    selection: dict[str, Any] | None = None  # why the portfolio's surrogate picked it (prediction, interval)
 
     @property
     def short_id(self) -> str:
@@ -253,6 +254,7 @@ def _candidates(history: History, run_id: str, space_name: str) -> list[Candidat
             flops=None if flops is None else int(flops), latency_ms=size("latency_ms"),
             finished=r["finished"] if r["finished"] is not None else (r["updated"] if r["status"] in COUNTED else None),
             eval_seconds=float(r["seconds"] or 0.0), fidelity=r["fidelity"], evaluation_id=r["evaluation_id"],
+            selection=_json(r["selection"]),
         ))
     return out
 

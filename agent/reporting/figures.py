@@ -351,11 +351,49 @@ def operators(data: ReportData) -> Figure | None:
     return Figure("operators", "Portfolio operators", caption, alt, png, w, h)
 
 
+def surrogate_points(data: ReportData) -> list[tuple[str, float, float, float, float]]:
+    """(short id, predicted, low, high, measured) of the candidates the surrogate picked with a
+    prediction (after its first evaluations) and that were measured."""
+    out = []
+    for c in data.candidates:
+        why = c.selection or {}
+        low, high = (why.get("interval80") or [None, None])[:2]
+        predicted = why.get("predicted_val_accuracy")
+        if why.get("evaluations") and None not in (predicted, low, high, c.val_accuracy):
+            out.append((c.short_id, float(predicted), float(low), float(high), float(c.val_accuracy)))
+    return out
+
+
+def surrogate(data: ReportData) -> Figure | None:
+    points = surrogate_points(data)
+    if len(points) < 2:
+        return None
+    fig, (ax,) = _new(6.4, 5.0)
+    predicted = [p[1] for p in points]
+    measured = [p[4] for p in points]
+    inside = [p[2] <= p[4] <= p[3] for p in points]
+    ax.errorbar(predicted, measured, xerr=[[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]], fmt="none",
+                ecolor="#bbbbbb", elinewidth=1, zorder=1)
+    ax.scatter(predicted, measured, c=["#2a9d8f" if i else "#e76f51" for i in inside], s=22, zorder=2)
+    low, high = min(predicted + measured), max(predicted + measured)
+    ax.plot([low, high], [low, high], color="#555555", linewidth=1, linestyle="--", zorder=0)
+    ax.set_xlabel("predicted validation accuracy when picked (80% interval)")
+    ax.set_ylabel("measured validation accuracy")
+    share = sum(inside) / len(points)
+    png, w, h = _png(fig)
+    alt = (f"Predicted against measured validation accuracy for {len(points)} candidates the surrogate picked; "
+           f"{share:.0%} of the measurements fell inside the 80% interval predicted when each was picked.")
+    caption = (f"What the surrogate predicted for each candidate it picked, against what training measured (the "
+               f"dashed line is a perfect prediction); {sum(inside)} of {len(points)} inside their 80% interval "
+               "(green).")
+    return Figure("surrogate", "Surrogate: predicted against measured", caption, alt, png, w, h)
+
+
 def make_figures(data: ReportData) -> list[Figure]:
     """The figures the data supports, in report order (a figure with nothing to draw is left out)."""
     require_matplotlib()
     out = []
-    for draw in (progress, pareto, curves, operators, lineage):
+    for draw in (progress, pareto, curves, operators, surrogate, lineage):
         fig = draw(data)
         if fig is not None:
             out.append(fig)

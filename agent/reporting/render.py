@@ -19,7 +19,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from agent.display import asha_line, early_stop_line, training_epochs
+from agent.display import asha_line, early_stop_line, surrogate_line, training_epochs
 from agent.reporting.data import CandidateInfo, ReportData, first_reaching
 from agent.reporting.figures import Figure
 
@@ -325,6 +325,10 @@ def render_html(data: ReportData, figures: list[Figure], *, markdown_name: str, 
             set(range(1, len(_OP_COLUMNS) + 1)))
     else:
         body += _note(f"no portfolio operators: proposer {data.proposer} is not the portfolio")
+    if data.summary.get("surrogate"):
+        body += ("<h3>Surrogate</h3>" + _note(surrogate_line(data.summary["surrogate"]))
+                 + (figure("surrogate") or _note("no prediction to compare yet: the surrogate predicts from its "
+                                                 "first evaluations on")))
     body += "<h3>LLM calls</h3>"
     if data.llm.get("calls"):
         body += _table([k for k, _ in _llm_rows(data)], [[e(v) for _, v in _llm_rows(data)]],
@@ -466,6 +470,8 @@ def render_markdown(data: ReportData, figures: list[Figure], *, html_name: str) 
     if data.operators:
         out += _md_table(["operator"] + [k.replace("_", " ") for k, _ in _OP_COLUMNS],
                          [[md(op, 40)] + [fmt(row.get(k)) for k, fmt in _OP_COLUMNS] for op, row in data.operators.items()])
+    if data.summary.get("surrogate"):
+        out += [md(surrogate_line(data.summary["surrogate"]), 2000), ""]
     if data.llm.get("calls"):
         out += ["LLM: " + ", ".join(f"{k} {v}" for k, v in _llm_rows(data)), ""]
     else:

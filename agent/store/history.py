@@ -81,6 +81,7 @@ class History(Database):
             "prompt_ref": c.prompt_ref, "status": c.status.value, "error": c.error,
             "created": naive_utc(c.created), "updated": naive_utc(c.created),
             "measurements": dumps_json(c.measurements) if c.measurements else None,
+            "selection": dumps_json(c.selection) if c.selection else None,
         }
 
     def set_status(self, candidate_ids: Sequence[str], status: Status, error: str | None = None) -> None:
@@ -293,7 +294,8 @@ class History(Database):
             rows = self._dicts(con.execute(
                 """
                 SELECT c.candidate_id, c.seq, c.status, v.val_accuracy, f.test_accuracy, f.final_runs,
-                       c.canonical_key, c.proposer, c.parents, c.spec, c.error, c.created, c.measurements
+                       c.canonical_key, c.proposer, c.parents, c.spec, c.error, c.created, c.measurements,
+                       c.selection
                 FROM candidates c
                 LEFT JOIN (  -- the latest search evaluation
                     SELECT candidate_id, arg_max(val_accuracy, created) AS val_accuracy FROM evaluations
@@ -308,7 +310,7 @@ class History(Database):
                 [run_id],
             ))
         for row in rows:
-            row["parents"], row["spec"] = loads_json(row["parents"]), loads_json(row["spec"])
+            row["parents"], row["spec"], row["selection"] = (loads_json(row[k]) for k in ("parents", "spec", "selection"))
             row["measurements"] = loads_json(row["measurements"]) or {}
         return rows
 
@@ -370,7 +372,7 @@ class History(Database):
             forecasts = self._dicts(con.execute(
                 "SELECT epoch, final_epoch, method, reference_curves, last_value, mean, lower, median, upper, incumbent, "
                 "p_beat, action, reason FROM forecasts WHERE candidate_id = ? ORDER BY epoch", [candidate_id]))
-        row["spec"], row["parents"] = loads_json(row["spec"]), loads_json(row["parents"])
+        row["spec"], row["parents"], row["selection"] = (loads_json(row[k]) for k in ("spec", "parents", "selection"))
         row["measurements"] = loads_json(row["measurements"]) or {}
         for ev in evals:
             ev["metrics"] = loads_json(ev["metrics"])
@@ -449,7 +451,7 @@ class History(Database):
             candidate_id=c["candidate_id"], run_id=c["run_id"], seq=c["seq"], space=c["space"], spec=loads_json(c["spec"]),
             canonical_key=c["canonical_key"], parents=loads_json(c["parents"]) or [], proposer=c["proposer"],
             model=c["model"], rationale=c["rationale"], prompt_ref=c["prompt_ref"], status=Status(c["status"]),
-            error=c["error"], measurements=loads_json(c["measurements"]) or {},
+            error=c["error"], measurements=loads_json(c["measurements"]) or {}, selection=loads_json(c["selection"]),
             created=c["created"].replace(tzinfo=timezone.utc)) for c in cands]
         evaluations = [_evaluation(e, curves.get(e["evaluation_id"], [])) for e in evals]
         return candidates, evaluations

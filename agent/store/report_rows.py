@@ -12,7 +12,7 @@ _CANDIDATES = """
     WITH s AS (SELECT candidate_id, arg_max(evaluation_id, created) AS evaluation_id, sum(wall_seconds) AS seconds
                FROM evaluations WHERE run_id = ? AND purpose = 'search' GROUP BY candidate_id)
     SELECT c.candidate_id, c.seq, c.status, c.proposer, c.model, c.parents, c.spec, c.canonical_key, c.rationale,
-           c.error, c.measurements, c.updated, e.val_accuracy, e.metrics, e.fidelity, e.created AS finished,
+           c.error, c.measurements, c.selection, c.updated, e.val_accuracy, e.metrics, e.fidelity, e.created AS finished,
            s.seconds, s.evaluation_id
     FROM candidates c LEFT JOIN s ON s.candidate_id = c.candidate_id
                       LEFT JOIN evaluations e ON e.evaluation_id = s.evaluation_id

@@ -37,7 +37,7 @@ def _c(name: str, type_: str, not_null: bool = False) -> Column:
     return Column(name, type_, not_null)
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 TABLES: tuple[Table, ...] = (
     Table(
@@ -85,11 +85,13 @@ TABLES: tuple[Table, ...] = (
             _c("created", "TIMESTAMP", True),
             _c("updated", "TIMESTAMP", True),
             _c("measurements", "JSON"),
+            _c("selection", "JSON"),
         ),
         ("candidate_id",),
         indexes=(("run_id",),),
-        doc="one row per proposed candidate, with lineage (parents), its current status and what was measured "
-            "before training (params, flops, latency_ms, proxy_<name>: the model probe's)",
+        doc="one row per proposed candidate, with lineage (parents), its current status, what was measured "
+            "before training (params, flops, latency_ms, proxy_<name>: the model probe's) and why the portfolio's "
+            "surrogate picked it (selection: prediction, interval, acquisition value, operator)",
     ),
     Table(
         "evaluations",
@@ -303,5 +305,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     Migration(5, "add candidates.measurements: params, FLOPs, latency and proxies measured before training", (
         "ALTER TABLE candidates ADD COLUMN measurements JSON",
+    )),
+    Migration(6, "add candidates.selection: why the portfolio's surrogate picked a candidate", (
+        "ALTER TABLE candidates ADD COLUMN selection JSON",
     )),
 )

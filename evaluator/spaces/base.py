@@ -52,6 +52,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from evaluator.errors import SpecError, did_you_mean
+from evaluator.spaces.encoding import count_stats, flatten
 
 
 class SearchSpace(ABC):
@@ -97,6 +98,11 @@ class SearchSpace(ABC):
     def mutate(self, spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         """A valid spec one small edit away from ``spec`` and different from it."""
 
+    def neighbours(self, spec: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Every spec one edit away from ``spec``, where the space can list them (small discrete
+        spaces); None where it cannot (``mutate`` then draws them one at a time)."""
+        return None
+
     @abstractmethod
     def canonical_key(self, spec: dict[str, Any]) -> str:
         """A string equal for exactly the specs that describe the same candidate."""
@@ -117,6 +123,15 @@ class SearchSpace(ABC):
     def stats(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Static facts about a validated spec (``params``, ``flops``, shapes); ``{}`` if none."""
         return {}
+
+    def encode(self, spec: dict[str, Any]) -> dict[str, float]:
+        """A validated spec as named numeric features for the surrogate (evaluator.spaces.encoding):
+        the spec flattened, and the static parameter / FLOP counts where ``stats`` has them."""
+        try:
+            stats = self.stats(spec)
+        except (SpecError, ValueError):
+            stats = {}
+        return flatten(spec) | count_stats(stats)
 
     @classmethod
     def network_source(cls, spec: dict[str, Any]) -> str | None:

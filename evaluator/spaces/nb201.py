@@ -150,8 +150,31 @@ class Nb201Space(SearchSpace):
         nearest = min(distance.values())
         return parse_arch(rng.choice([a for a, d in distance.items() if d == nearest]))
 
+    def neighbours(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
+        """The 24 cells one edge's op away (inside ``cells`` when the space is restricted)."""
+        out = [dict(spec, **{field: op}) for field in EDGE_FIELDS for op in OPS if op != spec[field]]
+        return [c for c in out if arch_string(c) in self.cells] if self.cells is not None else out
+
     def canonical_key(self, spec: dict[str, Any]) -> str:
         return arch_string(spec)
 
     def extra_fields(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {"arch": arch_string(spec)}
+
+    def encode(self, spec: dict[str, Any]) -> dict[str, float]:
+        """Each edge's op, how many edges carry each op, and the path encoding (encoding module)."""
+        out = {f"{field}={spec[field]}": 1.0 for field in EDGE_FIELDS}
+        for op in OPS:
+            out[f"count:{op}"] = float(sum(spec[field] == op for field in EDGE_FIELDS))
+        for path in _paths(spec):
+            name = "path:" + ">".join(path)
+            out[name] = out.get(name, 0.0) + 1.0
+        return out
+
+
+def _paths(spec: dict[str, Any], node: int = 3) -> list[tuple[str, ...]]:
+    """The sequences of ops along every path from node 0 to ``node`` ('none' edges included:
+    a path through one carries nothing, and the encoding says so by its name)."""
+    if node == 0:
+        return [()]
+    return [prefix + (spec[f"edge_{node}_{j}"],) for j in range(node) for prefix in _paths(spec, j)]

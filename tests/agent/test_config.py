@@ -54,7 +54,7 @@ def test_defaults(cwd):
     s = r.settings
     assert s.home == cwd / "runs"
     assert s.benchmark_dir is None and s.signal_table is None and s.final_table is None
-    assert s.proposer is None and s.proposer_name() == "evolution" and s.budget is None and s.seed == 0
+    assert s.proposer is None and s.proposer_name() == "portfolio" and s.surrogate == "on" and s.priors == [] and s.budget is None and s.seed == 0
     assert s.model_copy(update={"llm": "local"}).proposer_name() == "portfolio"  # the default with an LLM
     assert s.reflect_every == 10 and s.directions == [] and s.max_llm_cost is None
     assert s.population == 20 and s.tournament == 5 and s.lock_timeout == 60.0

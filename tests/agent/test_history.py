@@ -483,3 +483,22 @@ def test_appending_to_a_run_another_live_process_searches_is_refused(tmp_path):
         holder.stdin.close()
         holder.wait(timeout=30)
     assert History(tmp_path).run_candidates("busy") == []
+
+
+def test_version_5_database_upgrades_with_its_measurements_and_takes_selections(tmp_path):
+    _load_sql(ASSETS / "history_v5.sql", tmp_path / store.DB_NAME)
+    h = History(tmp_path)
+    run = "20261122-120000-aaaaaa"
+    measured = h.get_candidate(f"{run}-c0003")
+    assert measured["measurements"]["proxy_synflow"] == 3.5 and measured["selection"] is None
+    assert h.schema_version() == SCHEMA_VERSION and _columns(h.path) == _declared()
+    why = {"rule": "expected improvement", "operator": "mutation", "pool": 256, "evaluations": 4,
+           "predicted_val_accuracy": 0.84, "interval80": [0.8, 0.86], "acquisition": 0.12}
+    picked = Candidate(candidate_id=f"{run}-c0004", run_id=run, seq=4, space="nb201", spec={"a": 1}, canonical_key="k4",
+                       proposer="portfolio:mutation", selection=why)
+    h.add_candidates([picked])
+    assert h.get_candidate(f"{run}-c0004")["selection"] == why
+    rows = {r["candidate_id"]: r for r in h.run_candidates(run)}
+    assert rows[f"{run}-c0004"]["selection"] == why and rows[f"{run}-c0000"]["selection"] is None
+    candidates, _ = h.run_records(run)
+    assert [c.selection for c in candidates if c.candidate_id == f"{run}-c0004"] == [why]

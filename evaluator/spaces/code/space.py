@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from evaluator.errors import SpecError, did_you_mean
 from evaluator.recipe import Training
 from evaluator.spaces.base import SearchSpace, field_text, spec_error_from_validation
+from evaluator.spaces.encoding import flatten, source_features
 from evaluator.spaces.code.edits import apply_edit, format_literal, knob_options, set_training, splice, training_options
 from evaluator.spaces.code.source import (MAX_CHARS, MAX_LINES, clip, count_lines, docstring_line, span,
                                           without_docstrings, parse_source)
@@ -141,6 +142,12 @@ class CodeSpace(SearchSpace):
 
     def stats(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {"lines": count_lines(spec["source"]), "chars": len(spec["source"])}
+
+    def encode(self, spec: dict[str, Any]) -> dict[str, float]:
+        """The TRAINING fields, the knobs and the calls in the source, parsed (never run)."""
+        parsed = parse_source(spec["source"])
+        knobs = {name: value for name, (value, _) in parsed.knobs.items()}
+        return flatten(parsed.training, "training") | flatten(knobs, "knob") | source_features(parsed.tree)
 
     @classmethod
     def network_source(cls, spec: dict[str, Any]) -> str:

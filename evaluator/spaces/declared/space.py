@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from evaluator.errors import SpecError, UserInputError, did_you_mean
 from evaluator.spaces.base import SearchSpace
+from evaluator.spaces.encoding import flatten
 from evaluator.spaces.declared.file import ENUMERATE_LIMIT, Slot, SpaceFile, Value
 
 SAMPLE_TRIES = 10_000  # rejection sampling under rules before falling back to the enumerated set
@@ -325,6 +326,16 @@ class DeclaredSpace(SearchSpace):
 
     def canonical_key(self, spec: dict[str, Any]) -> str:
         return ",".join(f"{n}={describe_value(spec[n])}" for n in self.names)
+
+    def encode(self, spec: dict[str, Any]) -> dict[str, float]:
+        """Each slot's choice as an indicator; a numeric slot's value as a number as well."""
+        out = {}
+        for name in self.names:
+            value = spec[name]
+            out[f"{name}={describe_value(value)}"] = 1.0
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out |= flatten(value, name)
+        return out
 
     def summary(self, spec: dict[str, Any]) -> str:
         return " ".join(f"{n}={spec[n]}" for n in self.names if n in spec)

@@ -1,0 +1,71 @@
+"""What guides the portfolio's choice of proposals: the selector (agent.surrogate.selector), the
+zero-cost proxy evidence (``--proxy-evidence``, scored in a model probe of its own) and the
+priors (``--prior``). ``surrogate_guidance`` builds them, or returns None where the run does not
+use the surrogate (``--surrogate off``, or a proposer other than the portfolio); it checks
+``--prior`` and ``--proxy-evidence`` before anything is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.config import Settings
+from agent.engine.setup import Setup
+from agent.surrogate.evidence import ProxyEvidence
+from agent.surrogate.priors import PriorRuns, load_priors
+from agent.surrogate.selector import EvidenceSource, Selector
+from evaluator.errors import UserInputError
+from evaluator.measure.probe import ModelProbe
+from evaluator.objectives import Objectives
+
+
+@dataclass
+class Guidance:
+    selector: Selector
+    sources: list[EvidenceSource] = field(default_factory=list)
+    proxies: ProxyEvidence | None = None
+    priors: PriorRuns = field(default_factory=PriorRuns)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"fit_seconds": round(self.selector.fit_seconds, 3)}
+        if self.proxies is not None:
+            out["proxy_evidence"] = self.proxies.stats()
+        if self.priors.runs:
+            out["priors"] = self.priors.describe()
+        return out
+
+    def close(self) -> None:
+        if self.proxies is not None:
+            self.proxies.close()
+
+
+def surrogate_guidance(settings: Settings, setup: Setup, recorder, objectives: Objectives, *,
+                       current_run: str | None) -> Guidance | None:
+    uses = settings.proposer_name() == "portfolio" and settings.surrogate == "on"
+    if not uses:
+        asked = [f for f, on in (("--prior", bool(settings.priors)), ("--proxy-evidence", bool(settings.proxy_evidence))) if on]
+        if asked:
+            why = "--surrogate off" if settings.surrogate == "off" else f"--proposer {settings.proposer_name()}"
+            raise UserInputError(f"{' and '.join(asked)} feed the portfolio's surrogate, which {why} does not use",
+                                 hint="drop them, or search with the portfolio (the default) and --surrogate on")
+        return None
+    space = setup.space
+    priors = load_priors(recorder, settings.priors, space, current_run=current_run)
+    # the cost term: real training seconds vary by candidate; a table lookup's or a replay's say nothing
+    selector = Selector(objectives, seed=settings.seed, cost=setup.task.kind == "train")
+    guidance = Guidance(selector=selector, priors=priors)
+    if settings.proxy_evidence:
+        if not space.builds_in_trusted_process:
+            raise UserInputError(f"--proxy-evidence {settings.proxy_evidence} builds each proposal in a trusted process, "
+                                 f"which must never import the {space.label} space's code",
+                                 hint="drop --proxy-evidence for --space code and --space-file (their encodings still "
+                                      "guide the surrogate)")
+        probe = ModelProbe(device=setup.device, threads=1, proxies=(settings.proxy_evidence,), batch=setup.proxy_batch,
+                           timeout=settings.timeout)
+        guidance.proxies = ProxyEvidence(probe=probe, space=space.name, input_shape=tuple(setup.task.input_shape),
+                                         num_classes=setup.task.num_classes, proxy=settings.proxy_evidence)
+        guidance.sources.append(guidance.proxies)
+    if priors.runs:
+        guidance.sources.append(priors)
+    return guidance
