@@ -1,4 +1,14 @@
-"""The proposer portfolio: each proposal comes from one of several operators, chosen by a bandit.
+"""The proposer portfolio: each proposal comes from one of several operators, chosen by a bandit,
+and, guided by a surrogate (the default: ``selector`` set), from a pool that a model of the run's
+results chooses from.
+
+Guided (``selector``; agent.surrogate, agent.proposers.pool, docs/search.md "The surrogate"): each
+step the free operators (mutation, crossover, random) fill the pool; the bandit's draw decides
+only whether an LLM operator is called, and its proposal joins the pool; the selector picks the
+evaluations by expected improvement. An LLM proposal the surrogate ranks above LLM_STANDING of
+the pool is evaluated in place of the batch's last pick; the LLM operators are rewarded by how
+high their proposals ranked (``_standing``), then by the outcome when evaluated. The rest of
+this docstring is the bandit, which is also the whole proposer with ``--surrogate off``.
 
 Operators:
 
@@ -6,7 +16,8 @@ Operators:
 - ``llm_mutation``: the LLM edits a parent chosen by tournament from the recent population;
 - ``mutation``: a single-edit mutation of a tournament-chosen parent (regularized evolution's
   operator, available from the first finished candidate instead of after a random population);
-- ``random``: a uniform sample from the space.
+- ``random``: a uniform sample from the space;
+- ``crossover`` (guided only): each field from one of two good parents (flat specs).
 
 The LLM operators exist only when an LLM is configured; the mutation operators only once a
 candidate has finished ``ok``. Each time a proposal is needed the bandit (Thompson sampling on a

@@ -5,9 +5,12 @@
                            for several objectives, by Monte Carlo over the surrogates' posterior
                            draws (independent per objective), exact hypervolumes in 2-D and a
                            seeded Monte Carlo estimate above.
-    per_cost               divides by the predicted training seconds, relative to the median,
-                           raised to ``COST_POWER`` (0.5): a candidate predicted to cost 4x the
-                           usual must promise 2x the improvement. Measured on the digits search
+    per_cost               divides by the predicted training seconds relative to the pool's
+                           median, when above it, raised to ``COST_POWER`` (0.5): a candidate
+                           predicted to cost 4x the usual must promise 2x the improvement; one
+                           cheaper than the median is not favoured for it (on the digits the
+                           cheapest networks learnt least). Before 3 evaluations are timed, a
+                           proposal's FLOPs (the layers space counts them) stand in. Measured on the digits search
                            (bench/search_digits.py, docs/benchmarks.md): EI per whole second
                            picked small, weak networks; no cost term let one 6-million-parameter
                            network take half of a search's time.
@@ -36,7 +39,7 @@ def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.nd
 def per_cost(acquisition: np.ndarray, seconds: np.ndarray | None) -> np.ndarray:
     if seconds is None:
         return acquisition
-    relative = np.maximum(seconds, 1e-6) / max(float(np.median(seconds)), 1e-6)
+    relative = np.maximum(np.maximum(seconds, 1e-6) / max(float(np.median(seconds)), 1e-6), 1.0)
     return acquisition / relative ** COST_POWER
 
 

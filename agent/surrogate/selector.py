@@ -140,7 +140,7 @@ class Selector:
             else:
                 acquisition = means[0] + sds[0]
             rule = "expected hypervolume improvement" if obs else "evidence and prior only (nothing evaluated yet)"
-        seconds = self._seconds(obs, x_obs, x_pool)
+        seconds = self._seconds(obs, pool, x_obs, x_pool)
         score = per_cost(acquisition, seconds)
         self.last_scores = [float(v) for v in score]
         picks = pick_batch(score, x_pool, n)
@@ -198,12 +198,17 @@ class Selector:
         combined = normal_scores(total) if len(sources) > 1 else total
         return combined[: len(obs)], combined[len(obs):]
 
-    def _seconds(self, obs: Sequence[Observed], x_obs: np.ndarray, x_pool: np.ndarray) -> np.ndarray | None:
+    def _seconds(self, obs: Sequence[Observed], pool: Sequence[PoolMember], x_obs: np.ndarray,
+                 x_pool: np.ndarray) -> np.ndarray | None:
+        """Predicted training seconds of the pool (relative values are what count); None: no cost term."""
         if not self.cost:
             return None
         secs = [o.seconds for o in obs]
         usable = [i for i, s in enumerate(secs) if s is not None and s > 0]
-        if len(usable) < 3:
+        if len(usable) < 3:  # nothing timed yet: FLOPs, where known, stand in for seconds
+            flops = np.array([m.known.get("flops", np.nan) for m in pool], dtype=float)
+            if np.isfinite(flops).all() and flops.max() > COST_SPREAD * max(flops.min(), 1.0):
+                return np.maximum(flops, 1.0)
             return None
         values = np.array([secs[i] for i in usable])
         if values.max() < COST_SPREAD * values.min():

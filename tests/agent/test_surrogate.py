@@ -224,3 +224,21 @@ def test_the_report_plots_predicted_against_measured_and_names_the_priors(tiny_t
     markdown = (tmp_path / "reports" / f"{run.run_id}.md").read_text()
     assert "Surrogate: predicted against measured" in html and f"priors: {prior.run_id}" in html
     assert f"priors: {prior.run_id} (nb201-cifar100, 8 results)" in markdown
+
+
+def test_several_objectives_pick_by_expected_hypervolume_improvement(nb201_dir, tmp_path):
+    summary = run_search(Settings(task="nb201-cifar10", benchmark_dir=nb201_dir, home=tmp_path, budget=14, seed=0,
+                                  objectives=["accuracy", "flops"]))
+    assert summary.pareto and summary.duplicates_skipped == 0
+    rules = [r["selection"]["rule"] for r in History(tmp_path).run_candidates(summary.run_id)]
+    assert rules[0].startswith("evidence and prior only") and rules[-1] == "expected hypervolume improvement"
+
+
+def test_a_batch_for_several_workers_is_picked_at_once_and_spread(tiny_tables):
+    portfolio = Portfolio(NB201, 0, selector=Selector(Objectives()))
+    from agent.proposers import ProposalContext
+
+    batch = portfolio.propose(4, ProposalContext(seen=frozenset(), evaluations=0, budget=10))
+    keys = {arch_string(p.spec) for p in batch}
+    assert len(batch) == 4 and len(keys) == 4
+    assert [p.selection["batch_rank"] for p in batch] == [1, 2, 3, 4]
