@@ -106,7 +106,7 @@ def test_eval_one_arch(tiny_tables, tmp_path):
         (["search", "--task", "nb201-cifar10", "--benchmark-dir", "{tables}", "--budget", "0"], 2, ["--budget", "positive integer"]),
         (["search", "--task", "nb201-cifar10", "--benchmark-dir", "{tables}", "--proposer", "genetic"], 2, ["--proposer", "invalid choice"]),
         (["search", "--task", "nb201-cifar10", "--benchmark-dir", "{tables}", "--space", "layerz"], 2, ["unknown search space 'layerz'"]),
-        (["search", "--task", "nb201-cifar10", "--benchmark-dir", "{tables}", "--population", "3", "--tournament", "5"], 2, ["tournament (5) is larger"]),
+        (["search", "--task", "nb201-cifar10", "--benchmark-dir", "{tables}", "--proposer", "evolution", "--population", "3", "--tournament", "5"], 2, ["tournament (5) is larger"]),
         (["eval", "--task", "nb201-cifar10", "--benchmark-dir", "{tables}", "--arch",
           "|nor_conv_3x3~0|+|nor_conv_5x5~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"],
          2, ["unknown op 'nor_conv_5x5'", "edge 2<-0", "ops are none, skip_connect"]),

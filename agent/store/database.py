@@ -12,7 +12,8 @@ that the same process has open for writing, which is no lock conflict to wait ou
 
 Our own lock, ``history.duckdb.lock`` beside the file, is held from before the connection
 opens until after it closes: shared by readers, exclusive by writers (``flock``; the kernel
-drops it when a process dies). DuckDB's file lock alone is not enough: DuckDB 2.0.1 reads the
+drops it when a process dies). ``history.duckdb.lock.turn`` is taken in the same mode just
+while waiting for it, so a waiting writer holds back new readers. DuckDB's file lock alone is not enough: DuckDB 2.0.1 reads the
 file's header before it takes that lock and works from those bytes afterwards, so a process
 that opened while another committed and closed (a close checkpoints into the file) overwrote
 the committed transaction with its own close, and several such processes corrupted the file
@@ -47,6 +48,7 @@ from evaluator.errors import ArchAgentError, NotFoundError
 DB_NAME = "history.duckdb"
 QUERY_TIMEOUT = 30.0  # seconds an ad-hoc query may run (agent sql --timeout): half the default lock_timeout
 LOCK_NAME = DB_NAME + ".lock"  # never deleted: a process may be waiting on it
+TURN_SUFFIX = ".turn"  # history.duckdb.lock.turn: a waiting writer's place in line (_FileLock)
 # Held while this process has the file open: a search's proposal thread (agent.engine.proposing)
 # reads the history and records LLM calls while the graph's thread writes.
 _IN_PROCESS = threading.RLock()
@@ -153,9 +155,18 @@ class _FileLock:
             if self.exclusive and not held.exclusive:
                 raise RuntimeError(f"a write to {self.database} inside a read of it in the same thread")
             return self
-        self._fd = self._open()
+        self._fd = self._open(self.path)
         if self._fd is not None:
-            self._wait()
+            # The turn, held while waiting: a waiting writer stops new readers (flock has no queue;
+            # a steady stream of readers kept a writer out for its whole lock_timeout).
+            turn = self._open(self.path.with_name(self.path.name + TURN_SUFFIX))
+            try:
+                if turn is not None:
+                    self._wait(turn)
+                self._wait(self._fd)
+            finally:
+                if turn is not None:
+                    os.close(turn)
         _FileLock._held, self._outer = self, True
         return self
 
@@ -167,24 +178,24 @@ class _FileLock:
             os.close(self._fd)  # closing the descriptor releases the lock
             self._fd = None
 
-    def _open(self) -> int | None:
+    def _open(self, path: Path) -> int | None:
         try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             if not self.exclusive and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
                 try:
-                    return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError:
                     return None
-            raise HistoryError(f"cannot open the history's lock file {self.path}: {exc.strerror or exc}",
+            raise HistoryError(f"cannot open the history's lock file {path}: {exc.strerror or exc}",
                                hint="the home folder must be writable for searches; check its permissions") from None
 
-    def _wait(self) -> None:
-        assert self._fd is not None
+    def _wait(self, fd: int) -> None:
+        """flock ``fd`` (the lock or the turn) in this lock's mode; gives the lock up on failure."""
         mode = (fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
         for delay in _backoff(0.002, 0.1):
             try:
-                fcntl.flock(self._fd, mode)
+                fcntl.flock(fd, mode)
                 return
             except BlockingIOError:
                 pass
