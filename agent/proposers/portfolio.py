@@ -247,10 +247,10 @@ class Portfolio(Proposer):
         """The best finished candidates, best first: on accuracy, or the Pareto front first."""
         if not self.finished:
             return []
-        if self.objectives.multi:
-            front = [m for m in self.finished if not any(self.objectives.compare(o[3], m[3]) == 1.0 for o in self.finished)]
-            rest = sorted((m for m in self.finished if m not in front), key=lambda m: -m[2])
-            ranked = sorted(front, key=lambda m: -m[2]) + rest
+        if self.objectives.multi:  # the front among the most accurate FRONT_OF (dominance checks are n^2)
+            pool = sorted(self.finished, key=lambda m: -m[2])[:FRONT_OF]
+            front = [m for m in pool if not any(self.objectives.compare(o[3], m[3]) == 1.0 for o in pool)]
+            ranked = front + [m for m in pool if m not in front]
         else:
             ranked = sorted(self.finished, key=lambda m: -m[2])
         return [(m[0], m[1]) for m in ranked[:PARENTS]]
@@ -381,6 +381,7 @@ class Portfolio(Proposer):
 
 
 PARENTS = 8  # the best finished candidates the pool mutates and crosses
+FRONT_OF = 300  # several objectives: parents come from the Pareto front of this many most accurate
 LLM_STANDING = 0.75  # an LLM proposal ranked above this share of the pool is evaluated
 
 
