@@ -233,7 +233,7 @@ def test_cli_flags_reach_the_search(serve, tiny_tables, tmp_path):
     out = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--llm", "openai",
                   "--model", "m", "--budget", "6", "--reflect-every", "3", "--direction", "avoid pooling",
                   "--direction", "keep it small", "--max-llm-cost", "5", "--portfolio-cost", "second",
-                  "--llm-after", "3", "--json",
+                  "--llm-after", "3", "--surrogate", "off", "--json",
                   home=home, env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sk-test",
                                   "AGENT_LLM_PRICE_IN": "1", "AGENT_LLM_PRICE_OUT": "2"})
     assert out.returncode == 0, out.stderr
