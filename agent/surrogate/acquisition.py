@@ -25,7 +25,7 @@ All values are in the surrogates' normal scores, maximised.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from agent.surrogate.model import normal_cdf, normal_pdf
 
 COST_POWER = 0.5
 
@@ -33,7 +33,7 @@ COST_POWER = 0.5
 def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
     sd = np.maximum(sd, 1e-9)
     z = (mean - best) / sd
-    return (mean - best) * norm.cdf(z) + sd * norm.pdf(z)
+    return (mean - best) * normal_cdf(z) + sd * normal_pdf(z)
 
 
 def per_cost(acquisition: np.ndarray, seconds: np.ndarray | None) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from agent.surrogate.acquisition import expected_improvement, hypervolume_improvement, per_cost, pick_batch
-from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_scores
+from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_quantile, normal_scores
 from evaluator.objectives import OBJECTIVES, Objectives
 
 Z80 = 1.2815515655446004  # the 90th percentile of the standard normal: 80% two-sided intervals
@@ -247,12 +247,10 @@ def _targets(values: Sequence[float | None], sign: float, *, log: bool) -> np.nd
 
 def _score_of(model: GaussianSurrogate, values: np.ndarray) -> np.ndarray:
     """Values on a model's measured scale as its normal scores (the inverse of ``to_values``)."""
-    from scipy.stats import norm
-
     v = model._sorted_values
     if len(v) < 2:
         return np.zeros(len(values))
-    grid = norm.ppf((np.arange(len(v)) + 0.5) / len(v))
+    grid = normal_quantile((np.arange(len(v)) + 0.5) / len(v))
     return np.interp(values, v, grid)
 
 
