@@ -160,6 +160,14 @@ class GaussianSurrogate:
             mean, sd = np.zeros(len(x)), np.full(len(x), self._residual_sd)
         return Prediction(mean=mean + self.beta * e, sd=np.sqrt(sd ** 2 + self._beta_var * e ** 2))
 
+    def to_scores(self, values: np.ndarray) -> np.ndarray:
+        """Values on the measured scale as normal scores (the inverse of ``to_values`` inside the
+        values seen)."""
+        v = self._sorted_values
+        if len(v) < 2:
+            return np.zeros(len(values))
+        return np.interp(values, v, normal_quantile((np.arange(len(v)) + 0.5) / len(v)))
+
     def to_values(self, scores: np.ndarray) -> np.ndarray:
         """Normal scores on the measured scale: the empirical quantiles between the values seen;
         beyond them, on the straight line that fits values against their scores (a few

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from agent.surrogate.acquisition import expected_improvement, hypervolume_improvement, per_cost, pick_batch
-from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_quantile, normal_scores
+from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_scores
 from evaluator.objectives import OBJECTIVES, Objectives
 
 Z80 = 1.2815515655446004  # the 90th percentile of the standard normal: 80% two-sided intervals
@@ -123,7 +123,7 @@ class Selector:
             pred = model.predict(x_pool, e_pool if metric == "val_accuracy" else None)
             mean, sd = pred.mean, pred.sd
             if metric != "val_accuracy" and np.isfinite(known).any():  # exact values where known, on y's scale
-                exact = _score_of(model, sign * _log(known))
+                exact = model.to_scores(sign * _log(known))
                 mean, sd = np.where(np.isfinite(known), exact, mean), np.where(np.isfinite(known), 0.0, sd)
             means.append(mean)
             sds.append(sd)
@@ -243,15 +243,6 @@ def _targets(values: Sequence[float | None], sign: float, *, log: bool) -> np.nd
             y = float(np.log(max(float(v), 1e-12))) if log else float(v)
             ys.append(sign * y)
     return np.array(ys, dtype=float)
-
-
-def _score_of(model: GaussianSurrogate, values: np.ndarray) -> np.ndarray:
-    """Values on a model's measured scale as its normal scores (the inverse of ``to_values``)."""
-    v = model._sorted_values
-    if len(v) < 2:
-        return np.zeros(len(values))
-    grid = normal_quantile((np.arange(len(v)) + 0.5) / len(v))
-    return np.interp(values, v, grid)
 
 
 def _round(x: float) -> float | None:
