@@ -53,7 +53,7 @@ def surrogate_guidance(settings: Settings, setup: Setup, recorder, objectives: O
     space = setup.space
     priors = load_priors(recorder, settings.priors, space, current_run=current_run)
     # the cost term: real training seconds vary by candidate; a table lookup's or a replay's say nothing
-    selector = Selector(objectives, seed=settings.seed, cost=setup.task.kind == "train")
+    selector = Selector(objectives, seed=settings.seed, cost=setup.task.kind == "train", priors=priors)
     guidance = Guidance(selector=selector, priors=priors)
     if settings.proxy_evidence:
         if not space.builds_in_trusted_process:
@@ -66,6 +66,4 @@ def surrogate_guidance(settings: Settings, setup: Setup, recorder, objectives: O
         guidance.proxies = ProxyEvidence(probe=probe, space=space.name, input_shape=tuple(setup.task.input_shape),
                                          num_classes=setup.task.num_classes, proxy=settings.proxy_evidence)
         guidance.sources.append(guidance.proxies)
-    if priors.runs:
-        guidance.sources.append(priors)
     return guidance

@@ -85,6 +85,7 @@ from evaluator.spaces import SearchSpace
 
 OPERATORS = ("llm", "llm_mutation", "mutation", "crossover", "random")
 LLM_OPERATORS = ("llm", "llm_mutation")
+PRIOR = "prior"  # pool members from prior runs (--prior): evaluated as the selector decides, no operator to credit
 RANDOM_TRIES = 200
 CostUnit = Literal["evaluation", "second", "dollar"]
 
@@ -148,6 +149,7 @@ class Portfolio(Proposer):
         self.pool = CandidatePool(space, self.rng, size=pool_size) if selector is not None else None
         self.finished: list[tuple[str, dict[str, Any], float, tuple[float, ...]]] = []  # every ok candidate
         self._llm_made: dict[str, Proposal] = {}  # pool key -> the LLM proposal behind it
+        self._seeded = False  # the prior runs' best candidates have joined the pool
 
     # -- proposing -------------------------------------------------------------------------
 
@@ -181,7 +183,11 @@ class Portfolio(Proposer):
         the selector picks ``n`` of its members."""
         seen = set(context.seen)
         out: list[Proposal] = []
-        added = self.pool.refill(seen, self._parents())
+        added = []
+        if not self._seeded and self.selector.priors is not None:  # once, at the start (evicted first, unless picked)
+            self._seeded = True
+            added = [m for m in (self.pool.add(spec, PRIOR, seen) for spec in self.selector.priors.best_specs()) if m]
+        added += self.pool.refill(seen, self._parents())
         made_now: list[str] = []
         for _ in range(n):
             op = self.choose(guided=True)
@@ -224,7 +230,8 @@ class Portfolio(Proposer):
             op = member.operator
             proposal = self._llm_made.pop(member.key, None)
             if proposal is None:
-                self.arms[op].proposals += 1
+                if op in self.arms:
+                    self.arms[op].proposals += 1
                 proposal = Proposal(spec=member.spec, operator=op, rationale=_rationale(op, pick.why))
             else:
                 proposal.spec = member.spec
@@ -320,7 +327,7 @@ class Portfolio(Proposer):
             self.finished.append((candidate.candidate_id, candidate.spec, evaluation.val_accuracy, vector))
         if self.selector is not None and evaluation.status is not Status.PRUNED and candidate.canonical_key:
             self._tell_selector(candidate, evaluation, values, pending.member if pending else None)
-        if pending is None or evaluation.status is Status.PRUNED:
+        if pending is None or evaluation.status is Status.PRUNED or pending.operator not in self.arms:  # prior: no arm
             if vector is not None:
                 self.scores.append(vector)
             return
@@ -405,7 +412,7 @@ def _standing(scores: Sequence[float]) -> list[float]:
 
 def _rationale(op: str, why: dict[str, Any]) -> str:
     made = {"mutation": "a mutation of one of the best candidates", "crossover": "a crossover of two of the best candidates",
-            "random": "a random sample"}.get(op, op)
+            "random": "a random sample", PRIOR: "one of a prior run's best candidates"}.get(op, op)
     predicted = why.get("predicted_val_accuracy")
     low, high = why.get("interval80") or (None, None)
     if why.get("evaluations") and predicted is not None and low is not None:

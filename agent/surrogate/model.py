@@ -91,6 +91,12 @@ class FeatureMatrix:
         self._low, self._span = low[keep], (high - low)[keep]
         self.matrix = (raw[:, keep] - self._low) / self._span if len(rows) else raw
 
+    def transform(self, rows: list[dict[str, float]]) -> np.ndarray:
+        """Other rows on this matrix's columns and scale (features it does not have are left out;
+        values beyond the range it was built from fall outside [0, 1])."""
+        raw = np.array([[row.get(n, 0.0) for n in self.names] for row in rows], dtype=float).reshape(len(rows), len(self.names))
+        return (raw - self._low) / self._span if len(self.names) else raw
+
 
 @dataclass
 class Prediction:
@@ -159,6 +165,24 @@ class GaussianSurrogate:
         else:
             mean, sd = np.zeros(len(x)), np.full(len(x), self._residual_sd)
         return Prediction(mean=mean + self.beta * e, sd=np.sqrt(sd ** 2 + self._beta_var * e ** 2))
+
+    def loo_mean(self, evidence: np.ndarray | None = None) -> np.ndarray | None:
+        """Leave-one-out predictions of the fitted points (normal scores, closed form from the
+        Gaussian process's Cholesky factor: each point predicted from all the others); None before
+        the Gaussian process part is fitted."""
+        gp = self._gp
+        if gp is None:
+            return None
+        from scipy.linalg import cho_solve
+
+        inverse = cho_solve((gp.L_, True), np.eye(len(gp.alpha_)))
+        alpha = np.ravel(gp.alpha_)
+        y = np.ravel(gp.y_train_)  # normalised where the fit normalised: ranks are what count
+        loo = y - alpha / np.diag(inverse)
+        scale = np.ravel(getattr(gp, "_y_train_std", 1.0))[0] if gp.normalize_y else 1.0
+        shift = np.ravel(getattr(gp, "_y_train_mean", 0.0))[0] if gp.normalize_y else 0.0
+        e = np.zeros(len(loo)) if evidence is None else np.asarray(evidence, dtype=float)
+        return loo * scale + shift + self.beta * e
 
     def to_scores(self, values: np.ndarray) -> np.ndarray:
         """Values on the measured scale as normal scores (the inverse of ``to_values`` inside the

@@ -1,10 +1,12 @@
-"""Priors from earlier runs: what other searches over the same space measured, as evidence.
+"""Priors from earlier runs: what other searches over the same space measured.
 
 ``--prior RUN_ID`` (repeatable) or ``--prior auto`` (every other run in this history over the
-same space, any task). Each prior run's evaluated candidates train one surrogate (normal scores
-of their search signal: ranks carry over between tasks, scales do not; agent.surrogate.model);
-a pool member's prior evidence is the mean of those surrogates' predictions. Without the flag a
-run uses no other run's data.
+same space, any task). Each prior run's evaluated candidates train one surrogate, once (normal
+scores of their search signal: ranks carry over between tasks, scales do not;
+agent.surrogate.model); the prior's prediction for a candidate is the mean of those surrogates'.
+How much the run trusts it is the selector's business (agent.surrogate.selector: the prior's
+weight is how often it ranks the run's own evaluations better than the run's own surrogate
+does). Without the flag a run uses no other run's data.
 
 Checked before anything is recorded (``load_priors`` raises UserInputError naming the run and
 the fix): an unknown run id, a run over another space (or another space file), a run with no
@@ -18,22 +20,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.surrogate.model import FeatureMatrix, GaussianSurrogate
-from agent.surrogate.selector import PoolMember
+from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, Prediction
 from evaluator.errors import NotFoundError, SpecError, UserInputError
 from evaluator.records import Purpose, Status
 from evaluator.spaces import SearchSpace
 
 AUTO = "auto"
 MAX_POINTS = 500  # a prior run's best candidates beyond this add little and cost fitting time
+SEEDS = 10  # each prior run's best candidates that join the pool at the start (``best_specs``)
 
 
 @dataclass
 class _PriorRun:
     run_id: str
     task: str
-    rows: list[dict[str, float]]  # encodings
+    rows: list[dict[str, float]]  # encodings, best first
     values: np.ndarray  # search signal (validation accuracy)
+    specs: list[dict] = field(default_factory=list)  # the validated specs of ``rows``
+    _fitted: tuple[FeatureMatrix, GaussianSurrogate] | None = None
+
+    def predict(self, rows: Sequence[dict[str, float]]) -> Prediction:
+        if self._fitted is None:  # once per run: the prior's own feature scale and surrogate
+            table = FeatureMatrix(self.rows)
+            self._fitted = table, GaussianSurrogate(seed=0).fit(table.matrix, self.values)
+        table, model = self._fitted
+        return model.predict(table.transform(list(rows)))
 
 
 @dataclass
@@ -47,18 +58,18 @@ class PriorRuns:
     def describe(self) -> list[dict[str, object]]:
         return [{"run_id": r.run_id, "task": r.task, "candidates": len(r.values)} for r in self.runs]
 
-    def __call__(self, members: Sequence[PoolMember]) -> None:
-        """Set ``evidence["prior"]`` of each member: the prior runs' mean predicted normal score."""
-        if not members or not self.runs:
-            return
-        total = np.zeros(len(members))
-        for run in self.runs:
-            table = FeatureMatrix(run.rows + [m.features for m in members])
-            x_prior, x_pool = table.matrix[: len(run.rows)], table.matrix[len(run.rows):]
-            model = GaussianSurrogate(seed=0).fit(x_prior, run.values)
-            total += model.predict(x_pool).mean
-        for member, value in zip(members, total / len(self.runs)):
-            member.evidence["prior"] = float(value)
+    def best_specs(self, k: int = SEEDS) -> list[dict]:
+        """Each prior run's ``k`` best candidates (the portfolio puts them in its pool at the start:
+        a prior's knowledge of specific cells, beside what its surrogate says of others)."""
+        return [spec for run in self.runs for spec in run.specs[:k]]
+
+    def predict(self, rows: Sequence[dict[str, float]]) -> Prediction:
+        """The prior runs' prediction for encodings ``rows``: the mean of their surrogates' means
+        and standard deviations (normal scores)."""
+        if not self.runs:
+            raise ValueError("no prior runs to predict with")
+        preds = [run.predict(rows) for run in self.runs]
+        return Prediction(mean=np.mean([p.mean for p in preds], axis=0), sd=np.mean([p.sd for p in preds], axis=0))
 
 
 def load_priors(recorder, refs: Sequence[str], space: SearchSpace, *, current_run: str | None = None) -> PriorRuns:
@@ -108,14 +119,16 @@ def _load(recorder, run_id: str, space: SearchSpace, *, strict: bool) -> _PriorR
     for e in evaluations:  # the latest search evaluation of each candidate
         if e.purpose is Purpose.SEARCH and e.status is Status.OK and e.val_accuracy is not None:
             signal[e.candidate_id] = e.val_accuracy
-    rows, values = [], []
+    rows, values, specs = [], [], []
     for c in candidates:
         if c.candidate_id not in signal:
             continue
         try:
-            rows.append(space.encode(space.validate(c.spec)))
+            spec = space.validate(c.spec)
+            rows.append(space.encode(spec))
         except (SpecError, ValueError, SyntaxError):
             continue
+        specs.append(spec)
         values.append(signal[c.candidate_id])
     if not values:
         if not strict:
@@ -125,7 +138,7 @@ def _load(recorder, run_id: str, space: SearchSpace, *, strict: bool) -> _PriorR
                                             "drop this --prior")
     order = np.argsort(values, kind="stable")[::-1][:MAX_POINTS]
     return _PriorRun(run_id=run_id, task=run["task"], rows=[rows[i] for i in order],
-                     values=np.asarray(values, dtype=float)[order])
+                     values=np.asarray(values, dtype=float)[order], specs=[specs[i] for i in order])
 
 
 def _fits(candidates, space: SearchSpace) -> bool:

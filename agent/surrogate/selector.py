@@ -14,9 +14,24 @@ term once they vary. A candidate that failed, timed out or came back without an 
 as worse than every candidate that finished, so the surrogate learns to avoid its kind.
 
 Evidence (``Evidence``) is anything known of every pool member without an evaluation: zero-cost
-proxy scores (measured in the model probe; their seconds are the search's to report) and prior
-runs' predictions (agent.surrogate.priors). Each source is turned into normal scores over the
-pool and the evaluated candidates, and the sources are averaged.
+proxy scores (measured in the model probe; their seconds are the search's to report). Each source
+is turned into normal scores over the pool and the evaluated candidates, and the sources are
+averaged.
+
+Prior runs (``priors``, agent.surrogate.priors) predict the search signal from other tasks'
+results. Their prediction and the run's own surrogate are combined as a ranking-weighted
+ensemble (after RGPE, Feurer et al. 2018): the prior's weight ``w`` is the share of bootstrap
+resamples of the run's evaluations on which the prior orders more pairs correctly than the run's
+own surrogate does (leave-one-out), so a prior leads while the run knows little and fades where
+it misranks what the run measured. The mean is ``w * prior + (1 - w) * own``; the uncertainty
+stays the run's own (a prior's uncertainty is largest for cells unlike anything it evaluated,
+mostly poor ones, which expected improvement then chased); the incumbent of expected improvement
+is the ensemble's mean at the best evaluated candidate (the run's normal scores widen with each
+evaluation, the prior's do not). The prior runs' best candidates also join the pool at the start
+(agent.proposers.portfolio). This replaced the prior as evidence (its prediction trusted as a
+proxy is), which on NAS-Bench-201 ended no better and, where the prior's ranks did not carry
+over, let a run's uncertainty about poor cells draw its evaluations: bench/search_nb201.py,
+docs/search.md.
 """
 
 from __future__ import annotations
@@ -31,11 +46,13 @@ import numpy as np
 
 from agent.surrogate.acquisition import expected_improvement, hypervolume_improvement, per_cost, pick_batch
 from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_scores
+from agent.surrogate.priors import PriorRuns
 from evaluator.objectives import OBJECTIVES, Objectives
 
 Z80 = 1.2815515655446004  # the 90th percentile of the standard normal: 80% two-sided intervals
 MAX_FIT = 250  # evaluations a surrogate is fitted on at most (bench/surrogate_overhead.py)
 COST_SPREAD = 2.0  # training seconds must vary this much (max / min) before the cost term applies
+PRIOR_RESAMPLES = 64  # bootstrap resamples that weigh a prior against the run's own surrogate
 
 
 @dataclass
@@ -79,15 +96,19 @@ class _Scored:
     model: GaussianSurrogate
     rule: str
     evaluations: int
+    prior_weight: float | None = None
 
 
 class Selector:
-    def __init__(self, objectives: Objectives = Objectives(), *, seed: int = 0, cost: bool = True) -> None:
+    def __init__(self, objectives: Objectives = Objectives(), *, seed: int = 0, cost: bool = True,
+                 priors: PriorRuns | None = None) -> None:
         self.objectives, self.seed, self.cost = objectives, seed, cost
+        self.priors = priors if priors is not None and priors.runs else None
         self.observed: list[Observed] = []
         self.fit_seconds = 0.0  # time spent fitting and scoring, for the summary
-        self.last_scores: list[float] = []
-        self._kernels: dict[str, Any] = {}  # metric -> the last fitted kernel (the next fit starts there)  # the last pool's acquisition values (cost included), in pool order
+        self.last_scores: list[float] = []  # the last pool's acquisition values (cost included), in pool order
+        self._kernels: dict[str, Any] = {}  # metric -> the last fitted kernel (the next fit starts there)
+        self._prior_of: dict[str, float] = {}  # key -> the priors' predicted score, computed once
 
     def observe(self, key: str, features: dict[str, float], values: dict[str, float | None],
                 seconds: float | None, evidence: dict[str, float] | None = None) -> None:
@@ -112,6 +133,7 @@ class Selector:
         e_obs, e_pool = self._evidence(obs, pool)
         metrics = self.objectives.metrics
         means, sds, models = [], [], {}
+        weight, incumbent = None, None
         for metric in metrics:
             sign = 1.0 if OBJECTIVES_BY_METRIC[metric][1] == "max" else -1.0
             known = np.array([m.known.get(metric, np.nan) for m in pool], dtype=float)
@@ -122,6 +144,13 @@ class Selector:
                 self._kernels[metric] = model.kernel
             pred = model.predict(x_pool, e_pool if metric == "val_accuracy" else None)
             mean, sd = pred.mean, pred.sd
+            if metric == "val_accuracy" and self.priors is not None:
+                p_obs = self._prior([o.key for o in obs], [o.features for o in obs])
+                p_pool = self._prior([m.key for m in pool], [m.features for m in pool])
+                weight = prior_weight(p_obs, model.loo_mean(e_obs), y, seed=self.seed)
+                mean = weight * p_pool + (1 - weight) * mean  # the uncertainty stays the run's own
+                # the incumbent on the ensemble's scale (module docstring)
+                incumbent = float(np.max(weight * p_obs + (1 - weight) * model.predict(x_obs, e_obs).mean)) if obs else None
             if metric != "val_accuracy" and np.isfinite(known).any():  # exact values where known, on y's scale
                 exact = model.to_scores(sign * _log(known))
                 mean, sd = np.where(np.isfinite(known), exact, mean), np.where(np.isfinite(known), 0.0, sd)
@@ -130,6 +159,7 @@ class Selector:
             models[metric] = (model, sign)
         if len(metrics) == 1:
             best = float(normal_scores(models[metrics[0]][0]._sorted_values).max()) if obs else 0.0
+            best = incumbent if incumbent is not None else best
             acquisition = expected_improvement(means[0], sds[0], best) if obs else means[0] + sds[0]
             rule = "expected improvement" if obs else "evidence and prior only (nothing evaluated yet)"
         else:
@@ -145,7 +175,8 @@ class Selector:
         self.last_scores = [float(v) for v in score]
         picks = pick_batch(score, x_pool, n)
         self._last = _Scored(pool=list(pool), means=means[0], sds=sds[0], acquisition=acquisition, seconds=seconds,
-                             evidence=e_pool, model=models["val_accuracy"][0], rule=rule, evaluations=len(obs))
+                             evidence=e_pool, model=models["val_accuracy"][0], rule=rule, evaluations=len(obs),
+                             prior_weight=weight)
         return [self.pick(i, rank + 1) for rank, i in enumerate(picks)]
 
     def pick(self, i: int, batch_rank: int, note: str | None = None) -> Pick:
@@ -165,7 +196,18 @@ class Selector:
             why["evidence_sources"] = sorted(last.pool[i].evidence)
         if last.seconds is not None:
             why["predicted_seconds"] = _round(last.seconds[i])
+        if last.prior_weight is not None:
+            why["prior_weight"] = _round(last.prior_weight)
         return Pick(index=i, why=why)
+
+    def _prior(self, keys: Sequence[str], rows: Sequence[dict[str, float]]) -> np.ndarray:
+        """The priors' predicted scores of these candidates, each predicted once."""
+        todo = [i for i, k in enumerate(keys) if k not in self._prior_of]
+        if todo:
+            means = self.priors.predict([rows[i] for i in todo]).mean
+            for j, i in enumerate(todo):
+                self._prior_of[keys[i]] = float(means[j])
+        return np.array([self._prior_of[k] for k in keys], dtype=float)
 
     def _fitted_on(self) -> list[Observed]:
         """What the surrogates are fitted on: every evaluation up to MAX_FIT; beyond, the best half
@@ -220,6 +262,25 @@ class Selector:
 
 
 OBJECTIVES_BY_METRIC = {key: (name, direction) for name, (key, direction, _) in OBJECTIVES.items()}
+
+
+def prior_weight(prior: np.ndarray, own: np.ndarray | None, y: np.ndarray, *, seed: int = 0) -> float:
+    """The prior's share of the ensemble: the share of bootstrap resamples of the evaluations
+    (``y``, higher is better) on which ``prior``'s predictions misorder fewer pairs than ``own``'s
+    leave-one-out predictions (ties count half); 1 while the run's own surrogate has no
+    predictions (``own`` None) or fewer than 2 evaluations."""
+    n = len(y)
+    if own is None or n < 2:
+        return 1.0
+    counts = np.random.default_rng([seed, n]).multinomial(n, np.full(n, 1.0 / n), size=PRIOR_RESAMPLES)
+    loss_prior = np.einsum("si,ij,sj->s", counts, _misordered(np.asarray(prior, dtype=float), y), counts)
+    loss_own = np.einsum("si,ij,sj->s", counts, _misordered(np.asarray(own, dtype=float), y), counts)
+    return float(np.mean((loss_prior < loss_own) + 0.5 * (loss_prior == loss_own)))
+
+
+def _misordered(predicted: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """1 for each pair (i, j) whose measured order the prediction reverses (ties in ``y`` never count)."""
+    return (np.sign(predicted[:, None] - predicted[None, :]) * np.sign(y[:, None] - y[None, :]) < 0).astype(float)
 
 
 def _log(values: np.ndarray) -> np.ndarray:

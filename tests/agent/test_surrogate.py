@@ -20,7 +20,7 @@ from agent.store import History
 from agent.store.recorder import MemoryRecorder
 from agent.surrogate.acquisition import expected_improvement, hypervolume, pick_batch
 from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_scores
-from agent.surrogate.selector import PoolMember, Selector
+from agent.surrogate.selector import PoolMember, Selector, prior_weight
 from evaluator.errors import UserInputError
 from evaluator.objectives import Objectives
 from evaluator.spaces import get_space
@@ -155,12 +155,59 @@ def test_a_prior_run_warm_starts_the_surrogate_and_is_named_in_the_summary(tiny_
                                   priors=[prior.run_id]))
     assert summary.surrogate["priors"] == [{"run_id": prior.run_id, "task": "nb201-cifar100", "candidates": 20}]
     first = History(tmp_path).run_candidates(summary.run_id)[0]
-    assert first["selection"]["evidence_sources"] == ["prior"]
+    assert first["selection"]["prior_weight"] == 1.0  # nothing measured yet: the prior decides alone
+    assert "evidence_sources" not in first["selection"]
+    proposers = [c["proposer"] for c in History(tmp_path).run_candidates(summary.run_id)]
+    assert "portfolio:prior" in proposers  # the prior run's best candidates joined the pool and competed
     assert first["spec"] and parse_arch(arch_string(first["spec"]))  # a cell the prior rates: conv-heavy
     assert arch_string(first["spec"]).count("conv") >= 5
     auto = run_search(Settings(task="nb201-cifar10", benchmark_dir=tiny_tables, home=tmp_path, budget=3, seed=4,
                                priors=["auto"]))
     assert [p["run_id"] for p in auto.surrogate["priors"]] == [prior.run_id, summary.run_id]
+
+
+def test_a_prior_weighs_by_how_well_it_ranks_the_runs_own_evaluations():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=30)
+    right, wrong, noisy = y + 0.01 * rng.normal(size=30), -y, y + 2.0 * rng.normal(size=30)
+    assert prior_weight(right, noisy, y) > 0.95  # the prior orders the run's results better
+    assert prior_weight(wrong, noisy, y) < 0.05  # the prior reverses them: it fades
+    assert prior_weight(wrong, None, y) == 1.0  # no own predictions yet: the prior alone
+    assert 0.2 < prior_weight(noisy, noisy + 1e-9, y) < 0.8  # as good as each other: shared
+
+
+def test_feature_matrix_transform_puts_new_rows_on_the_fitted_scale():
+    table = FeatureMatrix([{"a": 0.0, "b": 2.0, "c": 1.0}, {"a": 4.0, "b": 4.0, "c": 1.0}])
+    assert table.names == ["a", "b"]  # c is constant: dropped
+    np.testing.assert_allclose(table.transform([{"a": 2.0, "b": 6.0, "d": 9.0}]), [[0.5, 2.0]])
+
+
+def test_a_prior_that_misranks_the_run_loses_its_weight_to_the_runs_own_surrogate():
+    """A prior run whose ranking is the reverse of this task's: once the run has measured enough,
+    the ensemble follows its own surrogate."""
+    cells = [NB201.sample(random.Random(i)) for i in range(60)]
+    rows = [NB201.encode(c) for c in cells]
+    truth = np.array([r.get("count:nor_conv_3x3", 0.0) + 0.5 * r.get("count:nor_conv_1x1", 0.0) for r in rows])
+
+    class Reversed:
+        runs = ["reversed"]
+
+        def predict(self, features):
+            from agent.surrogate.model import Prediction
+
+            values = np.array([-(f.get("count:nor_conv_3x3", 0.0) + 0.5 * f.get("count:nor_conv_1x1", 0.0))
+                               for f in features])
+            return Prediction(mean=values, sd=np.full(len(values), 0.3))
+
+    selector = Selector(seed=0, cost=False, priors=Reversed())
+    pool = [PoolMember(key=str(i), spec=c, features=r, operator="random") for i, (c, r) in enumerate(zip(cells, rows))]
+    first = selector.choose(pool, 1)[0]
+    assert first.why["prior_weight"] == 1.0 and truth[first.index] == truth.min()  # trusted while nothing is known
+    for i in range(30, 60):
+        selector.observe(str(i), rows[i], {"val_accuracy": float(truth[i])}, None)
+    later = selector.choose(pool[:30], 1)[0]
+    assert later.why["prior_weight"] < 0.1
+    assert truth[later.index] >= np.quantile(truth[:30], 0.75)
 
 
 def test_bad_priors_are_refused_before_anything_is_recorded(tiny_tables, tmp_path):
