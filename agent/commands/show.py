@@ -79,6 +79,8 @@ def selection_text(why: dict, c: dict) -> str:
     if why.get("evidence") is not None:
         parts.append(f"evidence {why['evidence']:+.2f} sd from " + "+".join(why.get("evidence_sources", []))
                      + f", weighted {why.get('evidence_weight', 0):.2f}")
+    if why.get("prior_weight") is not None:
+        parts.append(f"prior runs' share of the prediction {why['prior_weight']:.0%}")
     if why.get("predicted_seconds") is not None:
         parts.append(f"predicted training {why['predicted_seconds']:.1f} s")
     return "; ".join(parts)

@@ -12,13 +12,15 @@ ranks, not on values. Then
     score(x) = beta * e(x) + g(x),    g ~ GP(0, c * Matern_5/2(l) + noise)
 
 where ``e`` is the evidence known for every candidate without an evaluation (zero-cost proxy
-scores, a prior run's prediction: ``Evidence``, in normal scores over everything scored), and
+scores, in normal scores over everything scored; agent.surrogate.selector), and
 ``beta`` has a Bayesian linear-regression posterior from the prior N(beta0, tau^2): with no
 evaluation the surrogate ranks by the evidence alone, and the evaluations decide how far to
 trust it. ``g`` is scikit-learn's GaussianProcessRegressor (kernel hyper-parameters by
 marginal likelihood, 2 restarts, seeded), fitted to what the evidence leaves unexplained,
 once there are ``MIN_POINTS`` evaluations. Predictions come back as (mean, sd) in normal
-scores; ``to_values`` maps them to the measured scale (the empirical quantiles) for people.
+scores; ``to_values`` maps them to the measured scale (the empirical quantiles) for people;
+``loo_mean`` gives each fitted point's leave-one-out prediction (how well the run's own
+surrogate ranks what it measured, against a prior run's: agent.surrogate.selector).
 
 Chosen by measurement (bench/surrogate_quality.py, docs/benchmarks.md "surrogate quality"):
 on NAS-Bench-201 a GP on the encodings ranked held-out cells better than a random forest, extra

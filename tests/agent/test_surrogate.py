@@ -12,6 +12,7 @@ import random
 import numpy as np
 import pytest
 
+from agent.commands.show import selection_text
 from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.proposers import Portfolio
@@ -159,6 +160,7 @@ def test_a_prior_run_warm_starts_the_surrogate_and_is_named_in_the_summary(tiny_
     assert "evidence_sources" not in first["selection"]
     proposers = [c["proposer"] for c in History(tmp_path).run_candidates(summary.run_id)]
     assert "portfolio:prior" in proposers  # the prior run's best candidates joined the pool and competed
+    assert "prior runs' share of the prediction 100%" in selection_text(first["selection"], first)
     assert first["spec"] and parse_arch(arch_string(first["spec"]))  # a cell the prior rates: conv-heavy
     assert arch_string(first["spec"]).count("conv") >= 5
     auto = run_search(Settings(task="nb201-cifar10", benchmark_dir=tiny_tables, home=tmp_path, budget=3, seed=4,
