@@ -7,8 +7,10 @@ step the free operators (mutation, crossover, random) fill the pool; the bandit'
 only whether an LLM operator is called, and its proposal joins the pool; the selector picks the
 evaluations by expected improvement. An LLM proposal the surrogate ranks above LLM_STANDING of
 the pool is evaluated in place of the batch's last pick; the LLM operators are rewarded by how
-high their proposals ranked (``_standing``), then by the outcome when evaluated. The rest of
-this docstring is the bandit, which is also the whole proposer with ``--surrogate off``.
+high their proposals ranked (``_standing``), then by the outcome when evaluated. With
+``--prior``, the prior runs' best candidates join the pool at the start (proposer
+``portfolio:prior``; no operator is credited for them). The rest of this docstring is the
+bandit, which is also the whole proposer with ``--surrogate off``.
 
 Operators:
 
