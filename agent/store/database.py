@@ -12,12 +12,12 @@ that the same process has open for writing, which is no lock conflict to wait ou
 
 Our own lock, ``history.duckdb.lock`` beside the file, is held from before the connection
 opens until after it closes: shared by readers, exclusive by writers (``flock``; the kernel
-drops it when a process dies). ``history.duckdb.lock.turn`` is taken in the same mode just
-while waiting for it, so a waiting writer holds back new readers. DuckDB's file lock alone is not enough: DuckDB 2.0.1 reads the
-file's header before it takes that lock and works from those bytes afterwards, so a process
-that opened while another committed and closed (a close checkpoints into the file) overwrote
-the committed transaction with its own close, and several such processes corrupted the file
-(../shared/repro/duckdb-header-race; tests/agent/test_history_lock.py).
+drops it when a process dies; ``history.duckdb.lock.turn``, taken in the same mode while
+waiting, lets a waiting writer hold back new readers). DuckDB's file lock alone is not enough:
+DuckDB 2.0.1 reads the file's header before it takes that lock and works from those bytes
+afterwards, so a process that opened while another committed and closed (a close checkpoints
+into the file) overwrote the committed transaction with its own close, and several such
+processes corrupted the file (../shared/repro/duckdb-header-race; tests/agent/test_history_lock.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, Prediction
+from agent.surrogate.model import FeatureMatrix, GaussianSurrogate
 from evaluator.errors import NotFoundError, SpecError, UserInputError
 from evaluator.records import Purpose, Status
 from evaluator.spaces import SearchSpace
@@ -39,12 +39,12 @@ class _PriorRun:
     specs: list[dict] = field(default_factory=list)  # the validated specs of ``rows``
     _fitted: tuple[FeatureMatrix, GaussianSurrogate] | None = None
 
-    def predict(self, rows: Sequence[dict[str, float]]) -> Prediction:
+    def scores(self, rows: Sequence[dict[str, float]]) -> np.ndarray:
         if self._fitted is None:  # once per run: the prior's own feature scale and surrogate
             table = FeatureMatrix(self.rows)
             self._fitted = table, GaussianSurrogate(seed=0).fit(table.matrix, self.values)
         table, model = self._fitted
-        return model.predict(table.transform(list(rows)))
+        return model.predict(table.transform(list(rows))).mean
 
 
 @dataclass
@@ -63,13 +63,12 @@ class PriorRuns:
         a prior's knowledge of specific cells, beside what its surrogate says of others)."""
         return [spec for run in self.runs for spec in run.specs[:k]]
 
-    def predict(self, rows: Sequence[dict[str, float]]) -> Prediction:
-        """The prior runs' prediction for encodings ``rows``: the mean of their surrogates' means
-        and standard deviations (normal scores)."""
+    def scores(self, rows: Sequence[dict[str, float]]) -> np.ndarray:
+        """The prior runs' predicted scores for encodings ``rows``: the mean of their surrogates'
+        predicted means (normal scores; the selector keeps the run's own uncertainty)."""
         if not self.runs:
             raise ValueError("no prior runs to predict with")
-        preds = [run.predict(rows) for run in self.runs]
-        return Prediction(mean=np.mean([p.mean for p in preds], axis=0), sd=np.mean([p.sd for p in preds], axis=0))
+        return np.mean([run.scores(rows) for run in self.runs], axis=0)
 
 
 def load_priors(recorder, refs: Sequence[str], space: SearchSpace, *, current_run: str | None = None) -> PriorRuns:

@@ -204,7 +204,7 @@ class Selector:
         """The priors' predicted scores of these candidates, each predicted once."""
         todo = [i for i, k in enumerate(keys) if k not in self._prior_of]
         if todo:
-            means = self.priors.predict([rows[i] for i in todo]).mean
+            means = self.priors.scores([rows[i] for i in todo])
             for j, i in enumerate(todo):
                 self._prior_of[keys[i]] = float(means[j])
         return np.array([self._prior_of[k] for k in keys], dtype=float)

@@ -194,12 +194,9 @@ def test_a_prior_that_misranks_the_run_loses_its_weight_to_the_runs_own_surrogat
     class Reversed:
         runs = ["reversed"]
 
-        def predict(self, features):
-            from agent.surrogate.model import Prediction
-
-            values = np.array([-(f.get("count:nor_conv_3x3", 0.0) + 0.5 * f.get("count:nor_conv_1x1", 0.0))
-                               for f in features])
-            return Prediction(mean=values, sd=np.full(len(values), 0.3))
+        def scores(self, features):
+            return np.array([-(f.get("count:nor_conv_3x3", 0.0) + 0.5 * f.get("count:nor_conv_1x1", 0.0))
+                             for f in features])
 
     selector = Selector(seed=0, cost=False, priors=Reversed())
     pool = [PoolMember(key=str(i), spec=c, features=r, operator="random") for i, (c, r) in enumerate(zip(cells, rows))]
