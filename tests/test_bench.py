@@ -80,3 +80,29 @@ def test_early_stop_curves_compares_the_modes_on_the_same_candidates(tmp_path):
     asha = rows[2].split("|")
     assert float(asha[4].strip().rstrip("x")) > 1.5  # successive halving saves epochs on any curves
     assert "Reading: with 1 worker(s), successive halving saves" in out.stdout
+
+
+def test_layers_table_reports_the_surrogate_and_the_cost_model_on_a_table(tmp_path):
+    """The analysis part, on a table of real layers specs with made-up measurements (the real
+    table comes from a 120-evaluation random search on the digits)."""
+    import json
+    import random
+
+    from evaluator.spaces import get_space
+
+    space = get_space("layers", input_shape=(1, 8, 8), num_classes=10)
+    rng = random.Random(0)
+    rows = []
+    for i in range(45):
+        spec = space.sample(rng)
+        flops = space.stats(spec)["flops"]
+        rows.append({"spec": spec, "status": "ok", "val_accuracy": rng.uniform(0.1, 1.0) if i % 9 else None,
+                     "wall_seconds": 3.0 + flops / 1e6, "device_seconds": flops / 1e6})
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"rows": rows}))
+    out = subprocess.run([sys.executable, "bench/layers_table.py", "--table", str(table), "--repeats", "2", "--no-write"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| what is predicted: by | n=10 | n=30 |" in out.stdout
+    flops_row = next(line for line in out.stdout.splitlines() if line.startswith("| seconds: FLOPs |"))
+    assert flops_row == "| seconds: FLOPs | 1.000 | 1.000 |"  # seconds grow with FLOPs in this table

@@ -23,6 +23,7 @@ from agent.surrogate.acquisition import expected_improvement, hypervolume, pick_
 from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_scores
 from agent.surrogate.selector import PoolMember, Selector, prior_weight
 from evaluator.errors import UserInputError
+from evaluator.measure.proxies import spearman
 from evaluator.objectives import Objectives
 from evaluator.spaces import get_space
 from evaluator.spaces.nb201 import arch_string, parse_arch
@@ -112,6 +113,39 @@ def test_with_no_evaluation_the_evidence_decides_and_failures_rank_last():
     assert picks[0].why["evaluations"] == 3
 
 
+
+def _sized(i: int, flops: float) -> PoolMember:
+    """A pool member of this many FLOPs, with other features that say nothing of its seconds."""
+    other = {f"x{j}": float(v) for j, v in enumerate(np.random.default_rng(i).uniform(size=6))}
+    return PoolMember(key=f"m{i}", spec={}, features=other | {"log10_flops": float(np.log10(flops))},
+                      operator="random", known={"flops": flops})
+
+
+def test_the_cost_term_counts_a_start_up_before_anything_is_timed():
+    """Before three timings FLOPs stand in for seconds, plus a start-up as large as the median
+    member's compute: a tiny network is not taken for free (on 8x8 digits the smallest tenth of
+    random layers networks reached a mean validation accuracy of 0.6), a huge one still costs."""
+    flops = [1e4, 2e4, 5e4, 1e5, 2e5, 3e5, 5e5, 1e6, 3e7]
+    pool = [_sized(i, f) for i, f in enumerate(flops)]
+    sel = Selector(seed=0)
+    seconds = sel._seconds([], pool, np.zeros((0, 2)), np.zeros((len(pool), 2)))
+    assert seconds[-1] / np.median(seconds) > 10  # the 3e7-FLOP network: more than 10x the median's cost
+    assert np.median(seconds) / seconds[0] < 2.1  # the 1e4-FLOP one: about half the median's, not 1/20
+    [first] = sel.choose(pool, 1)  # nothing known of accuracy: not the biggest, but not simply the smallest
+    assert first.index != len(pool) - 1 and first.why["predicted_seconds"] >= 1.0
+
+
+def test_the_cost_model_learns_seconds_with_flops_as_its_evidence():
+    rng = np.random.default_rng(0)
+    flops = 10 ** rng.uniform(4, 7, 60)
+    seconds = 3.0 + flops / 2e5 * rng.uniform(0.8, 1.25, 60)  # a start-up plus compute, with noise
+    sel = Selector(seed=0)
+    members = [_sized(i, f) for i, f in enumerate(flops)]
+    for m, s in zip(members[:6], seconds[:6]):
+        sel.observe(m.key, m.features, {"val_accuracy": 0.5}, float(s))
+    sel.choose(members[6:], 1)
+    predicted = sel._last.seconds
+    assert spearman(predicted, seconds[6:]) > 0.9
 # -- the guided portfolio ---------------------------------------------------------------------------
 
 def test_the_pool_is_valid_unique_and_holds_the_best_cells_neighbourhoods():
