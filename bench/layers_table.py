@@ -16,6 +16,13 @@ What it measures
       Gaussian process alone, the FLOP count alone, and the Gaussian process with the FLOP counts'
       normal scores as its evidence mean (what agent.surrogate.selector uses) -- Spearman.
 
+    Searches replayed on the table (``--replays`` seeds, default 50; a pick is a table row not
+    yet picked, so nothing trains): at BUDGET evaluations, the best validation accuracy and the
+    seconds spent, for random picks (what evolution does before its population of 20 is full),
+    the selector as the default search uses it (agent.surrogate.selector, picking from every row
+    not yet evaluated), and the same selector told each row's measured seconds (a perfect cost
+    model: how far the cost term alone could cut the seconds).
+
 How to run (from the repository root)
     python bench/layers_table.py                 # builds the table if missing, updates docs/benchmarks.md
     python bench/layers_table.py --no-write --repeats 5
@@ -37,6 +44,7 @@ from scipy.stats import norm, spearmanr
 from agent.commands.options import positive_int
 from agent.store import History
 from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_scores
+from agent.surrogate.selector import PoolMember, Selector
 from evaluator.spaces import get_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,6 +55,7 @@ BUDGET, SEED = 120, 7
 SIZES = (10, 30, 100)
 DIGITS_SHAPE, DIGITS_CLASSES = (1, 8, 8), 10
 Z80 = norm.ppf(0.9)
+REPLAY_BUDGET = 12  # the digits target's evaluations (issue 23)
 
 
 def build(path: Path) -> list[dict]:
@@ -88,6 +97,34 @@ def evaluate(x: np.ndarray, acc: np.ndarray, seconds: np.ndarray, flops: np.ndar
     return out
 
 
+class _KnownSeconds(Selector):
+    """The selector with a perfect cost model: each row's measured seconds."""
+
+    def __init__(self, seconds: dict[str, float], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.truth = seconds
+
+    def _seconds(self, obs, pool, x_obs, x_pool):
+        return np.array([self.truth[m.key] for m in pool])
+
+
+def replay(members: list[PoolMember], acc: np.ndarray, seconds: np.ndarray, strategy: str, seed: int) -> tuple[float, float]:
+    """One search of REPLAY_BUDGET picks on the table: (best validation accuracy, seconds spent)."""
+    order = list(np.random.default_rng(seed).permutation(len(members)))
+    if strategy == "random":
+        picked = order[:REPLAY_BUDGET]
+    else:
+        truth = {m.key: float(s) for m, s in zip(members, seconds)}
+        selector = _KnownSeconds(truth, seed=seed) if strategy == "known seconds" else Selector(seed=seed)
+        picked = []
+        for _ in range(REPLAY_BUDGET):
+            left = [i for i in order if i not in picked]
+            i = left[selector.choose([members[j] for j in left], 1)[0].index]
+            picked.append(i)
+            selector.observe(members[i].key, members[i].features, {"val_accuracy": float(acc[i])}, float(seconds[i]))
+    return float(acc[picked].max()), float(seconds[picked].sum())
+
+
 def _shown(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
@@ -104,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=positive_int, default=20, help="draws of training candidates per size (default 20)")
+    parser.add_argument("--replays", type=positive_int, default=50, help="searches replayed on the table per strategy (default 50)")
     parser.add_argument("--rebuild", action="store_true", help=f"run the random search again ({TABLE.name})")
     parser.add_argument("--table", type=Path, default=TABLE, help=f"the table (default {TABLE.relative_to(REPO_ROOT)})")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
@@ -133,6 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| what is predicted: by | " + " | ".join(f"n={n}" for n in sizes) + " |", "|:---|" + "---:|" * len(sizes)]
     for name in names:
         lines.append(f"| {name} | " + " | ".join(f"{np.mean(results[(name, n)]):.3f}" for n in sizes) + " |")
+    encodings = [space.encode(s) for s in specs]
+    members = [PoolMember(key=str(i), spec=s, features=e, operator="random", known={"flops": float(f)})
+               for i, (s, e, f) in enumerate(zip(specs, encodings, flops))]
+    searches = ["| strategy (on the table) | best validation (mean +- se) | seconds (mean) |", "|:---|---:|---:|"]
+    with stderr_progress(3 * args.replays, "replayed searches") as advance:
+        for strategy in ("random", "default", "known seconds"):
+            got = []
+            for seed in range(args.replays):
+                got.append(replay(members, acc, seconds, strategy, seed))
+                advance(f"{strategy} {seed + 1}/{args.replays}", line=seed == args.replays - 1)
+            best, spent = np.array([g[0] for g in got]), np.array([g[1] for g in got])
+            se = best.std(ddof=1) / np.sqrt(len(best)) if len(best) > 1 else 0.0
+            searches.append(f"| {strategy} | {best.mean():.4f} +- {se:.4f} | {spent.mean():.1f} |")
+    lines += ["", *searches]
     print("\n".join(lines))
     if not args.no_write:
         info = run_info(Path("."), started)
@@ -143,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             f"(`agent search --task digits --proposer random --budget {BUDGET} --seed {SEED}`: validation accuracy, the "
             "worker's wall seconds); the surrogate fitted on n of them at random predicts the others. Spearman of "
             "prediction and measurement, and the share inside the 80% interval, mean over "
-            f"{args.repeats} draws. `seconds: gp + FLOPs evidence` is the cost model of the search's cost term.",
+            f"{args.repeats} draws. `seconds: gp + FLOPs evidence` is the cost model of the search's cost term. "
+            f"Below: {args.replays} searches of {REPLAY_BUDGET} picks replayed on the table per strategy (random; "
+            "the default's selector; the selector told the measured seconds, a perfect cost model); seconds are "
+            "the picked rows' worker wall seconds, summed.",
             "",
             *lines,
             "",

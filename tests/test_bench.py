@@ -100,9 +100,12 @@ def test_layers_table_reports_the_surrogate_and_the_cost_model_on_a_table(tmp_pa
                      "wall_seconds": 3.0 + flops / 1e6, "device_seconds": flops / 1e6})
     table = tmp_path / "table.json"
     table.write_text(json.dumps({"rows": rows}))
-    out = subprocess.run([sys.executable, "bench/layers_table.py", "--table", str(table), "--repeats", "2", "--no-write"],
+    out = subprocess.run([sys.executable, "bench/layers_table.py", "--table", str(table), "--repeats", "2", "--replays", "2",
+                          "--no-write"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "| what is predicted: by | n=10 | n=30 |" in out.stdout
     flops_row = next(line for line in out.stdout.splitlines() if line.startswith("| seconds: FLOPs |"))
     assert flops_row == "| seconds: FLOPs | 1.000 | 1.000 |"  # seconds grow with FLOPs in this table
+    for strategy in ("random", "default", "known seconds"):  # searches replayed on the table
+        assert f"| {strategy} | " in out.stdout
