@@ -159,6 +159,36 @@ def test_the_pool_is_valid_unique_and_holds_the_best_cells_neighbourhoods():
     assert {m.operator for m in added} <= {"mutation", "random"}
 
 
+
+def test_a_local_optimum_whose_neighbours_are_all_measured_gives_its_place_to_the_next_best():
+    pool = CandidatePool(NB201, random.Random(0), size=256)
+    ranked = [parse_arch(BEST)] + [NB201.sample(random.Random(i)) for i in range(3)]
+    seen = {arch_string(c) for c in ranked} | {arch_string(n) for n in NB201.neighbours(ranked[0])}
+    pool.refill(seen, [])  # full of random samples, as after the first step
+    pool.refill(seen, [(f"c{i}", c) for i, c in enumerate(ranked)])
+    for parent in ranked[1:]:  # the three next best lend their neighbourhoods
+        assert {arch_string(n) for n in NB201.neighbours(parent)} - seen <= set(pool.members)
+
+
+def test_with_evidence_the_first_picks_explore_before_mutating(tiny_tables):
+    """The first ``warmup`` evaluations come from the pool's random samples (the best by the
+    evidence, spread), not from mutations of the first result: measured on NAS-Bench-201 with
+    synflow evidence (bench/search_nb201.py, 20 seeds), a search that mutated its first pick at
+    once climbed from wherever synflow's favourite sent it (CIFAR-100: 2 of 20 stuck at validation
+    60.72)."""
+    class FavourMutations:  # evidence that would pick a mutation of the first result at once
+        def __call__(self, members):
+            for m in members:
+                m.evidence["synflow"] = 10.0 if m.operator == "mutation" else float(len(m.key) % 7)
+
+    portfolio = Portfolio(NB201, 0, selector=Selector(seed=0, cost=False), pool_size=64, evidence=[FavourMutations()])
+    settings = Settings(task="nb201-cifar10", benchmark_dir=tiny_tables, budget=6, seed=0)
+    recorder = MemoryRecorder()
+    summary = run_search(settings, recorder=recorder, proposer=portfolio)
+    order = [c.proposer for c in recorder.candidates.values() if c.run_id == summary.run_id]
+    assert order[:portfolio.warmup] == ["portfolio:random"] * portfolio.warmup
+    assert "portfolio:mutation" in order[portfolio.warmup:]  # then the evidence has its way
+
 def test_the_default_search_is_the_guided_portfolio_and_records_why_each_candidate_was_picked(tiny_tables, tmp_path):
     summary = run_search(Settings(task="nb201-cifar10", benchmark_dir=tiny_tables, home=tmp_path, budget=30, seed=3))
     assert summary.proposer == "portfolio" and summary.evaluations == 30 and summary.duplicates_skipped == 0
