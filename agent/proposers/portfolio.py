@@ -11,10 +11,9 @@ whatever the evidence liked best (NAS-Bench-201, synflow evidence, 20 seeds: CIF
 evaluations 60.91 -> 61.03, CIFAR-10 at 10 93.89 -> 94.20; bench/search_nb201.py). An LLM
 proposal the surrogate ranks above LLM_STANDING of the pool is evaluated in place of the batch's
 last pick; the LLM operators are rewarded by how high their proposals ranked (``_standing``),
-then by the outcome when evaluated. With
-``--prior``, the prior runs' best candidates join the pool at the start (proposer
-``portfolio:prior``; no operator is credited for them). The rest of this docstring is the
-bandit, which is also the whole proposer with ``--surrogate off``.
+then by the outcome when evaluated. With ``--prior``, the prior runs' best candidates join the
+pool at the start (proposer ``portfolio:prior``; no operator is credited for them). The rest of
+this docstring is the bandit, which is also the whole proposer with ``--surrogate off``.
 
 Operators:
 

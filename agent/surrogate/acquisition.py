@@ -10,9 +10,9 @@
                            predicted to cost 4x the usual must promise 2x the improvement; one
                            cheaper than the median is not favoured for it (on the digits the
                            cheapest networks learnt least). Before 3 evaluations are timed, a
-                           proposal's FLOPs (the layers space counts them) stand in. Measured
-                           on the digits search (bench/search_digits.py, docs/benchmarks.md):
-                           EI per whole second
+                           proposal's FLOPs (the layers space counts them) plus a start-up stand
+                           in (agent.surrogate.selector). Measured on the digits search
+                           (bench/search_digits.py, docs/benchmarks.md): EI per whole second
                            picked small, weak networks; no cost term let one 6-million-parameter
                            network take half of a search's time.
     pick_batch             ``n`` picks for ``--workers n``: greedily the best score, then every

@@ -244,27 +244,26 @@ class Selector:
                  x_pool: np.ndarray) -> np.ndarray | None:
         """Predicted training seconds of the pool (relative values are what count); None: no cost term.
 
-        Where the space counts FLOPs, they are the cost model's evidence (their ranks, as a proxy's:
-        bench/layers_table.py, on the digits: Spearman 0.68 with a layers network's seconds, a Gaussian
-        process on 10 timings 0.39, the process with FLOPs as evidence 0.70); before three timings
-        they stand in for the seconds, plus a
-        fixed start-up as large as the median member's compute (a worker's start, the data, the
-        first step: on 2 cores 2-3 s of the 3-7 s a small network takes), so that small networks
-        are not taken for free."""
+        Where the space counts FLOPs, they are the cost model's evidence (their ranks, as a proxy's;
+        bench/layers_table.py, on the digits: Spearman 0.68 with a layers network's seconds, a
+        Gaussian process on 10 timings 0.39, the process with FLOPs as evidence 0.70). Before three
+        timings they stand in for the seconds, plus a fixed start-up as large as the median
+        member's compute (a worker's start, the data, the first step: on 2 cores 2-3 s of the 3-7 s
+        a small network takes), so that small networks are not taken for free."""
         if not self.cost:
             return None
-        flops = _flops([o.features for o in obs] + [m.features for m in pool])
+        log_flops = _log10_flops([o.features for o in obs] + [m.features for m in pool])
         secs = [o.seconds for o in obs]
         usable = [i for i, s in enumerate(secs) if s is not None and s > 0]
         if len(usable) < 3:  # nothing timed yet: FLOPs, where known, stand in for seconds
-            f = flops[len(obs):] if flops is not None else None
+            f = 10.0 ** log_flops[len(obs):] if log_flops is not None else None
             if f is not None and f.max() > COST_SPREAD * max(f.min(), 1.0):
                 return 1.0 + f / max(float(np.median(f)), 1.0)
             return None
         values = np.array([secs[i] for i in usable])
         if values.max() < COST_SPREAD * values.min():
             return None
-        evidence = normal_scores(np.log(flops)) if flops is not None else None
+        evidence = normal_scores(log_flops) if log_flops is not None else None
         e_obs = evidence[: len(obs)][usable] if evidence is not None else None
         e_pool = evidence[len(obs):] if evidence is not None else None
         model = GaussianSurrogate(seed=self.seed).fit(x_obs[usable], np.log(values), e_obs,
@@ -296,12 +295,12 @@ def _misordered(predicted: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (np.sign(predicted[:, None] - predicted[None, :]) * np.sign(y[:, None] - y[None, :]) < 0).astype(float)
 
 
-def _flops(rows: Sequence[dict[str, float]]) -> np.ndarray | None:
-    """The FLOP counts of these encodings (``log10_flops``), or None unless every row has one."""
+def _log10_flops(rows: Sequence[dict[str, float]]) -> np.ndarray | None:
+    """The encodings' ``log10_flops`` (the space's static count), or None unless every row has one."""
     values = [row.get("log10_flops") for row in rows]
     if not values or any(v is None for v in values):
         return None
-    return np.power(10.0, np.array(values, dtype=float))
+    return np.array(values, dtype=float)
 
 
 def _log(values: np.ndarray) -> np.ndarray:
