@@ -17,10 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer, field_validator
 
 from evaluator.errors import ConfigError, did_you_mean
 from evaluator.measure import PROXY_NAMES, ProxyName
+
+EVIDENCE_PROXIES: tuple[str, ...] = ("auto", "off", *PROXY_NAMES)  # proxy_evidence's values
+EvidenceProxy = Literal[EVIDENCE_PROXIES]  # one Literal, so a bad value's error lists every choice
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -110,12 +113,18 @@ class Settings(BaseModel):
     llm_after: int = Field(default=8, ge=0, description="portfolio: finished candidates before its LLM operators propose (the LLM proposes from a history, which needs results)")
     surrogate: Literal["on", "off"] = Field(default="on", description="portfolio: on, the operators fill a pool of proposals and a surrogate model over the run's evaluations picks which are evaluated (expected improvement); off, every proposal is evaluated as its operator made it")
     pool_size: int = Field(default=256, ge=8, le=10_000, description="portfolio with the surrogate: unevaluated proposals the surrogate chooses from at each step")
-    proxy_evidence: ProxyName | None = Field(default=None, description="portfolio with the surrogate: score every pool proposal with this zero-cost proxy in the model probe and use the scores as the surrogate's prior (their seconds are reported); None: no proxy")
+    proxy_evidence: EvidenceProxy = Field(default="auto", description="portfolio with the surrogate: score every pool proposal with this zero-cost proxy in the model probe and use the scores as the surrogate's evidence (their seconds are reported); auto: the proxy measured to help on the space (NAS-Bench-201: synflow; layers, code mode, space files: none); off: no proxy")
     priors: list[str] = Field(default_factory=list, description="portfolio with the surrogate: earlier runs (ids, or 'auto' for every run over the same space in this history) whose results warm-start the surrogate; empty: no other run's data")
     directions: list[str] = Field(default_factory=list, description="the user's directions, shown to the LLM in every prompt (e.g. 'prefer 3x3 convolutions')")
     sandbox: Literal["auto", "bwrap", "unshare", "none"] = Field(default="auto", description="what isolates training jobs: auto (the strongest layer here), bwrap, unshare, or none (process limits only; code mode then needs --unsafe)")
     unsafe: bool = Field(default=False, description="run code-mode candidates even where no sandbox layer can cut the network (the --unsafe flag only; recorded on the run)")
 
+
+    @field_validator("proxy_evidence", mode="before")
+    @classmethod
+    def _none_is_off(cls, value: Any) -> Any:
+        """``proxy_evidence=None`` (the Python API's "no proxy" before "auto" became the default) means off."""
+        return "off" if value is None else value
 
     @field_serializer("openai_base_url")
     def _stored_url(self, url: str | None) -> str | None:

@@ -12,9 +12,18 @@ What it measures
     - validation accuracy: the project's surrogate (agent.surrogate.model.GaussianSurrogate on the
       space's encodings) -- Spearman of prediction and measurement on the held-out candidates, and
       the share inside its 80% interval (0.80 is calibrated);
+    - validation accuracy with synflow evidence: the same surrogate with the networks' synflow
+      scores (normal scores) as its evidence mean, as `--proxy-evidence synflow` gives it;
     - training seconds (the worker's wall seconds, what the search's cost term predicts): the
       Gaussian process alone, the FLOP count alone, and the Gaussian process with the FLOP counts'
       normal scores as its evidence mean (what agent.surrogate.selector uses) -- Spearman.
+
+    Zero-cost proxies: every network of the table scored by the search's model probe
+    (evaluator.measure.probe, one thread, a seeded batch of 64 training images as a search takes
+    it) with each proxy; Spearman of score and validation accuracy over the whole table (a
+    network a proxy cannot score ranks last), and the probe's seconds per network. The scores are
+    kept in the table's file (measured once). This decides `proxy_evidence = "auto"` for the
+    layers space (no proxy; NAS-Bench-201: synflow).
 
     Searches replayed on the table (``--replays`` seeds, default 50; a pick is a table row not
     yet picked, so nothing trains): at BUDGET evaluations, the best validation accuracy and the
@@ -45,6 +54,9 @@ from agent.commands.options import positive_int
 from agent.store import History
 from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_scores
 from agent.surrogate.selector import PoolMember, Selector
+from evaluator.data import load_dataset
+from evaluator.measure import PROXY_NAMES
+from evaluator.measure.probe import ModelProbe, ProbeError, training_batch
 from evaluator.spaces import get_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,7 +91,39 @@ def build(path: Path) -> list[dict]:
     return rows
 
 
-def evaluate(x: np.ndarray, acc: np.ndarray, seconds: np.ndarray, flops: np.ndarray, n: int, repeat: int) -> dict[str, float]:
+def score_proxies(rows: list[dict], specs: list[dict], path: Path) -> None:
+    """Each row's zero-cost proxy scores and the probe's seconds for them (``row["proxies"]``),
+    measured once and kept in the table's file."""
+    missing = [i for i, r in enumerate(rows) if set(r.get("proxies", {})) != set(PROXY_NAMES) | {"seconds"}]
+    if not missing:
+        return
+    data = load_dataset("digits", cache_dir=path.parent)
+    batch = training_batch(data.x_train, data.y_train, data.x_scale, seed=SEED)
+    with ModelProbe(threads=1, proxies=PROXY_NAMES, batch=batch) as probe, \
+            stderr_progress(len(missing), "proxy scores") as advance:
+        for k, i in enumerate(missing):
+            try:
+                m = probe.measure("layers", specs[i], DIGITS_SHAPE, DIGITS_CLASSES, latency=False)
+                rows[i]["proxies"] = {name: m.proxies.get(name) for name in PROXY_NAMES} | {"seconds": m.seconds}
+            except ProbeError:
+                rows[i]["proxies"] = {name: None for name in PROXY_NAMES} | {"seconds": None}
+            advance(f"{k + 1}/{len(missing)}", line=k == len(missing) - 1)
+    stored = json.loads(path.read_text())
+    by_spec = {json.dumps(r["spec"], sort_keys=True): r["proxies"] for r in rows}
+    for r in stored["rows"]:
+        r["proxies"] = by_spec.get(json.dumps(r["spec"], sort_keys=True), r.get("proxies"))
+    path.write_text(json.dumps(stored))
+
+
+def proxy_scores(rows: list[dict], name: str) -> np.ndarray:
+    """A proxy's scores, the networks it could not score ranked last."""
+    values = np.array([r["proxies"][name] if r["proxies"][name] is not None else np.nan for r in rows], dtype=float)
+    values[~np.isfinite(values)] = -np.inf
+    return values
+
+
+def evaluate(x: np.ndarray, acc: np.ndarray, seconds: np.ndarray, flops: np.ndarray, synflow: np.ndarray, n: int,
+             repeat: int) -> dict[str, float]:
     order = np.random.default_rng([repeat, n]).permutation(len(acc))
     train, test = order[:n], order[n:]
     out = {}
@@ -88,6 +132,9 @@ def evaluate(x: np.ndarray, acc: np.ndarray, seconds: np.ndarray, flops: np.ndar
     low, high = model.to_values(pred.mean - Z80 * pred.sd), model.to_values(pred.mean + Z80 * pred.sd)
     out["accuracy: Spearman"] = _rho(pred.mean, acc[test])
     out["accuracy: 80% coverage"] = float(np.mean((acc[test] >= low) & (acc[test] <= high)))
+    z = normal_scores(synflow[np.concatenate([train, test])])
+    with_synflow = GaussianSurrogate(seed=repeat).fit(x[train], acc[train], z[:n])
+    out["accuracy (gp + synflow evidence): Spearman"] = _rho(with_synflow.predict(x[test], z[n:]).mean, acc[test])
     log_s = np.log(seconds)
     out["seconds: gp"] = _rho(GaussianSurrogate(seed=repeat).fit(x[train], log_s[train]).predict(x[test]).mean, log_s[test])
     out["seconds: FLOPs"] = _rho(flops[test], log_s[test])
@@ -158,19 +205,29 @@ def main(argv: list[str] | None = None) -> int:
     acc = np.array([r["val_accuracy"] if r["val_accuracy"] is not None else 0.0 for r in rows])  # failed: worst
     seconds = np.array([r["wall_seconds"] for r in rows])
     flops = np.array([space.stats(s)["flops"] for s in specs], dtype=float)
+    score_proxies(rows, specs, args.table)
+    synflow = proxy_scores(rows, "synflow")
     results: dict[tuple[str, int], list[float]] = {}
     warnings.simplefilter("ignore")
     sizes = [n for n in SIZES if n <= len(rows) - 10]  # at least 10 held out
     with stderr_progress(len(sizes) * args.repeats, "fits") as advance:
         for n in sizes:
             for repeat in range(args.repeats):
-                for name, value in evaluate(x, acc, seconds, flops, n, repeat).items():
+                for name, value in evaluate(x, acc, seconds, flops, synflow, n, repeat).items():
                     results.setdefault((name, n), []).append(value)
                 advance(f"n={n} repeat {repeat + 1}", line=repeat == args.repeats - 1)
     names = list(dict.fromkeys(k[0] for k in results))
     lines = ["| what is predicted: by | " + " | ".join(f"n={n}" for n in sizes) + " |", "|:---|" + "---:|" * len(sizes)]
     for name in names:
         lines.append(f"| {name} | " + " | ".join(f"{np.mean(results[(name, n)]):.3f}" for n in sizes) + " |")
+    probe_seconds = [r["proxies"]["seconds"] for r in rows if r["proxies"]["seconds"] is not None]
+    proxies = [f"| proxy (model probe, 64 training images) | Spearman with validation accuracy ({len(rows)} networks) | "
+               "unscored | probe s / network (all proxies) |", "|:---|---:|---:|---:|"]
+    for name in PROXY_NAMES:
+        unscored = sum(r["proxies"][name] is None for r in rows)
+        proxies.append(f"| {name} | {_rho(proxy_scores(rows, name), acc):.3f} | {unscored} | "
+                       f"{np.mean(probe_seconds):.3f} |")
+    lines += ["", *proxies]
     encodings = [space.encode(s) for s in specs]
     members = [PoolMember(key=str(i), spec=s, features=e, operator="random", known={"flops": float(f)})
                for i, (s, e, f) in enumerate(zip(specs, encodings, flops))]

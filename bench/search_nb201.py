@@ -46,13 +46,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
+from unittest.mock import patch
 
 
 from agent.commands.options import positive_int
 from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.proposers import Portfolio
-from agent.surrogate.selector import Selector
+from agent.engine import guidance
+from agent.surrogate.evidence import ProxyEvidence
 from agent.store.recorder import MemoryRecorder
 from evaluator.errors import ArchAgentError
 from evaluator.tables.nb201 import SIGNAL_TABLE_NAME
@@ -65,11 +68,11 @@ from evaluator.tasks import TASK_NAMES, resolve_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import DEFAULT_BENCHMARK_DIR, DOC, REPO_ROOT, RunInfo, run_info, stderr_progress, write_doc  # noqa: E402
-from nb201_proxy_table import default_path as default_proxy_path  # noqa: E402
+from nb201_proxy_table import SHAPES as PROXY_SHAPES, default_path as default_proxy_path  # noqa: E402
 
 BASELINES = ("evolution", "random")
 LLM_PROPOSERS = ("portfolio", "llm")
-SURROGATE = ("default", "proxies", "prior")  # the portfolio without an LLM, surrogate on: as is, + synflow, + a prior run
+SURROGATE = ("default", "no-proxies", "prior")  # the portfolio without an LLM, surrogate on: as is, without synflow, + a prior run
 ALL_PROPOSERS = BASELINES + LLM_PROPOSERS + ("portfolio-nollm",) + SURROGATE
 HEADLINE_BUDGET = 100
 PRIOR_TASK = {"nb201-cifar10": "nb201-cifar100", "nb201-cifar100": "nb201-cifar10", "nb201-imagenet16": "nb201-cifar10"}
@@ -93,12 +96,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: evolution random. portfolio and llm use the LLM given by --llm (the portfolio with "
                              "its surrogate); portfolio-nollm is the bandit without LLM operators or surrogate (the "
                              "previous default); default is `agent search` without flags (the portfolio without LLM, "
-                             "surrogate on); proxies adds --proxy-evidence synflow (scores read from "
-                             "bench/nb201_proxy_table.py's table, with the seconds they took); prior adds --prior: "
-                             f"a {PRIOR_BUDGET}-evaluation default run on another data set")
+                             "surrogate on, synflow evidence); no-proxies adds --proxy-evidence off; prior adds --prior: "
+                             f"a {PRIOR_BUDGET}-evaluation default run on another data set. Synflow scores are read from "
+                             "bench/nb201_proxy_table.py's table, with the seconds the probe took for them")
     parser.add_argument("--llm", choices=["local", "openai"], default="local",
                         help="LLM backend of portfolio and llm (default local: the offline model)")
     parser.add_argument("--model", help="LLM model (default: the offline model)")
+    parser.add_argument("--prior-budget", type=positive_int, default=PRIOR_BUDGET,
+                        help=f"evaluations of the prior run of the prior rows (default {PRIOR_BUDGET})")
+    parser.add_argument("--proxy-tables", type=Path, default=None, metavar="DIR",
+                        help="folder of bench/nb201_proxy_table.py's synflow tables (default: runs/bench-cache)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the raw per-seed results here")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(REPO_ROOT)}")
     args = parser.parse_args(argv)
@@ -157,55 +164,60 @@ class SeedResult:
     llm_calls: int
     llm_seconds: float
     llm_share: float | None  # portfolio: share of proposals made by its LLM operators
-    proxy_scored: int = 0  # proxies: pool proposals scored
-    proxy_seconds: float = 0.0  # proxies: the probe's seconds for them (measured when the table was made)
+    proxy_scored: int = 0  # proxy evidence: pool proposals scored
+    proxy_seconds: float = 0.0  # proxy evidence: the probe's seconds for them (measured when the table was made)
 
 
-class TableProxies:
-    """``--proxy-evidence synflow`` as the model probe scores it, read from the table that
-    bench/nb201_proxy_table.py made with the same probe (deterministic scores), so hundreds of
-    searches need not rebuild each cell; each cell's first use in a search adds the seconds the
-    probe took for it."""
+class TableProxyEvidence(ProxyEvidence):
+    """The search's proxy evidence (agent.surrogate.evidence) with each score read from the table
+    that bench/nb201_proxy_table.py made with the same model probe (the scores are deterministic),
+    so hundreds of searches need not rebuild each cell; a cell's first score in a search counts
+    the seconds the probe took for it. Its probe never starts."""
 
-    def __init__(self, task: str) -> None:
-        path = default_proxy_path(task, ("synflow",))
-        if not path.is_file():
-            raise ArchAgentError(f"no proxy table at {path}",
-                                 hint=f"make it with `python bench/nb201_proxy_table.py --task {task}` "
-                                      "(about 25 minutes on one core), then run this again")
-        with path.open() as f:
-            self.rows = {r["arch"]: (float(r["synflow"]) if r["synflow"] else None, float(r["seconds"]))
-                         for r in csv.DictReader(f)}
-        self.scored: set[str] = set()
-        self.seconds = 0.0
+    tables: ClassVar[dict[tuple, dict[str, tuple[float | None, float]]]] = {}
+    folder: ClassVar[Path | None] = None  # where the tables are (None: bench/nb201_proxy_table.py's default)
 
-    def __call__(self, members) -> None:
-        for m in members:
-            score, seconds = self.rows[arch_string(m.spec)]
-            if m.key not in self.scored:
-                self.scored.add(m.key)
-                self.seconds += seconds
-            if score is not None:
-                m.evidence["synflow"] = score
+    def _score(self, member):
+        if self.proxy != "synflow":
+            raise ArchAgentError(f"the proxy tables hold synflow, not {self.proxy}")
+        score, seconds = self._table()[arch_string(member.spec)]
+        self.seconds += seconds
+        self.scored += 1
+        return score
+
+    def _table(self) -> dict[str, tuple[float | None, float]]:
+        shape = (tuple(self.input_shape), self.num_classes)
+        if shape not in self.tables:
+            task = next(t for t, s in PROXY_SHAPES.items() if (tuple(s[0]), s[1]) == shape)
+            path = default_proxy_path(task, ("synflow",))
+            if self.folder is not None:
+                path = self.folder / path.name
+            if not path.is_file():
+                raise ArchAgentError(f"no proxy table at {path}",
+                                     hint=f"make it with `python bench/nb201_proxy_table.py --task {task}` "
+                                          "(about 25 minutes on one core), then run this again")
+            with path.open() as f:
+                self.tables[shape] = {r["arch"]: (float(r["synflow"]) if r["synflow"] else None, float(r["seconds"]))
+                                      for r in csv.DictReader(f)}
+        return self.tables[shape]
 
 
 def search_one(task: str, benchmark_dir: Path, proposer: str, budget: int, seed: int,
-               llm: str = "local", model: str | None = None) -> SeedResult:
+               llm: str = "local", model: str | None = None, prior_budget: int = PRIOR_BUDGET) -> SeedResult:
     recorder = MemoryRecorder()
     extra: dict = {"llm": llm, "model": model} if proposer in LLM_PROPOSERS else {}
-    if proposer == "prior":
-        prior = Settings(task=PRIOR_TASK[task], benchmark_dir=benchmark_dir, budget=PRIOR_BUDGET, seed=PRIOR_SEED + seed)
-        extra["priors"] = [run_search(prior, recorder=recorder).run_id]
-    settings = Settings(task=task, benchmark_dir=benchmark_dir, budget=budget, seed=seed,
-                        proposer=None if proposer in SURROGATE else proposer.removesuffix("-nollm"), **extra)
-    own, proxies = None, None
-    if proposer == "portfolio-nollm":  # the bandit alone, as before the surrogate
-        own = Portfolio(get_space("nb201"), seed)
-    elif proposer == "proxies":
-        proxies = TableProxies(task)
-        own = Portfolio(get_space("nb201"), seed, selector=Selector(seed=seed, cost=False), pool_size=settings.pool_size,
-                        evidence=[proxies])
-    summary = run_search(settings, recorder=recorder, proposer=own)
+    with patch.object(guidance, "ProxyEvidence", TableProxyEvidence):  # every search here, the prior runs too
+        if proposer == "prior":
+            prior = Settings(task=PRIOR_TASK[task], benchmark_dir=benchmark_dir, budget=prior_budget,
+                             seed=PRIOR_SEED + seed)
+            extra["priors"] = [run_search(prior, recorder=recorder).run_id]
+        if proposer == "no-proxies":
+            extra["proxy_evidence"] = "off"
+        settings = Settings(task=task, benchmark_dir=benchmark_dir, budget=budget, seed=seed,
+                            proposer=None if proposer in SURROGATE else proposer.removesuffix("-nollm"), **extra)
+        own = Portfolio(get_space("nb201"), seed) if proposer == "portfolio-nollm" else None  # the bandit alone
+        summary = run_search(settings, recorder=recorder, proposer=own)
+    proxies = ((summary.surrogate or {}).get("proxy_evidence") or {"scored": 0, "seconds": 0.0})
     evaluated = [c.canonical_key for c in recorder.candidates.values()
                  if c.run_id == summary.run_id and c.status.value != "invalid"]
     ops = (summary.operators or {}).get("operators")
@@ -220,18 +232,17 @@ def search_one(task: str, benchmark_dir: Path, proposer: str, budget: int, seed:
                       llm_calls=summary.llm["calls"] if summary.llm else 0,
                       llm_seconds=summary.llm["seconds"] if summary.llm else 0.0,
                       llm_share=sum(ops[o]["share"] for o in ops if o.startswith("llm")) if ops else None,
-                      proxy_scored=len(proxies.scored) if proxies else 0,
-                      proxy_seconds=round(proxies.seconds, 3) if proxies else 0.0)
+                      proxy_scored=proxies["scored"], proxy_seconds=proxies["seconds"])
 
 
 def run_all(task: str, benchmark_dir: Path, budgets: list[int], seeds: int, proposers: list[str],
-            llm: str = "local", model: str | None = None) -> list[SeedResult]:
+            llm: str = "local", model: str | None = None, prior_budget: int = PRIOR_BUDGET) -> list[SeedResult]:
     results: list[SeedResult] = []
     with stderr_progress(len(proposers) * len(budgets) * seeds, "searching") as advance:
         for budget, proposer in itertools.product(budgets, proposers):
             started = time.perf_counter()
             for seed in range(seeds):
-                results.append(search_one(task, benchmark_dir, proposer, budget, seed, llm, model))
+                results.append(search_one(task, benchmark_dir, proposer, budget, seed, llm, model, prior_budget))
                 done = seed == seeds - 1
                 advance(f"{proposer} budget {budget}: {seed + 1}/{seeds} seeds"
                         + (f" in {time.perf_counter() - started:.1f} s" if done else ""), done)
@@ -256,7 +267,7 @@ class Row:
     llm_calls_mean: float
     llm_share_mean: float | None
     duplicate_evaluations: int  # over all seeds
-    proxy_seconds_mean: float = 0.0  # proxies: seconds of proxy compute per search
+    proxy_seconds_mean: float = 0.0  # proxy evidence: seconds of proxy compute per search
 
 
 def gain(acc: float, facts: TableFacts) -> float:
@@ -327,7 +338,7 @@ def section_key(task: str, proposers: list[str], budgets: list[int]) -> str:
 
 
 def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info: RunInfo, proposers: list[str],
-                llm: str, model: str | None) -> str:
+                llm: str, model: str | None, prior_budget: int = PRIOR_BUDGET) -> str:
     defaults = Settings()
     with_llm = bool(set(proposers) - set(BASELINES))
     title = "LLM proposer and portfolio against the baselines" if with_llm else "search baselines"
@@ -368,12 +379,14 @@ def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info:
             "The surrogate rows (docs/search.md, \"The surrogate\"): `default` is `agent search` with no proposer flag: "
             f"the portfolio without LLM operators, whose operators fill a pool of {defaults.pool_size} proposals "
             "(mutations, the whole neighbourhood of the 3 best cells, crossovers, random samples) from which a Gaussian "
-            "process over the cells' encodings picks each evaluation by expected improvement. `proxies` adds "
-            "`--proxy-evidence synflow`: every pool proposal scored in the model probe (read from the table "
-            "`bench/nb201_proxy_table.py` made with that probe; \"proxy s\" is the probe's seconds for the cells a "
-            f"search scored, a cost beside the evaluations). `prior` adds `--prior`: a {PRIOR_BUDGET}-evaluation "
-            f"`default` run on {PRIOR_TASK[task]} (seed {PRIOR_SEED} + S), recorded first. `portfolio-nollm` is "
-            "the bandit alone (no LLM, no surrogate): the default before the surrogate.",
+            "process over the cells' encodings, with every proposal's synflow score as its evidence "
+            "(`proxy_evidence = \"auto\"`, synflow on NAS-Bench-201), picks each evaluation by expected improvement. "
+            "The scores are read from the table `bench/nb201_proxy_table.py` made with the search's model probe; "
+            "\"proxy s\" is the probe's seconds for the cells a search scored, a cost beside the evaluations. "
+            "`no-proxies` is the default with `--proxy-evidence off`. "
+            f"`prior` adds `--prior`: a {prior_budget}-evaluation `default` run on {PRIOR_TASK[task]} (seed "
+            f"{PRIOR_SEED} + S), recorded first. `portfolio-nollm` is the bandit alone (no LLM, no surrogate): the "
+            "default before the surrogate. The `portfolio` row (the default with `--llm`) has synflow evidence too.",
         ]
     lines += [
         "",
@@ -402,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     benchmark_dir = args.benchmark_dir.expanduser().resolve()
+    TableProxyEvidence.folder = args.proxy_tables
     if not (benchmark_dir / SIGNAL_TABLE_NAME).is_file():
         print(f"search_nb201: no NAS-Bench-201 tables: looked for {benchmark_dir / SIGNAL_TABLE_NAME}.\n"
               f"Pass --benchmark-dir with the folder that holds {SIGNAL_TABLE_NAME} (and optionally "
@@ -409,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         facts = table_facts(TabularBenchmark(resolve_task(args.task, benchmark_dir=benchmark_dir)))
-        results = run_all(args.task, benchmark_dir, args.budgets, args.seeds, args.proposers, args.llm, args.model)
+        results = run_all(args.task, benchmark_dir, args.budgets, args.seeds, args.proposers, args.llm, args.model,
+                          args.prior_budget)
     except ArchAgentError as exc:
         print(f"search_nb201: {exc}", file=sys.stderr)
         return 2
@@ -423,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     if not args.no_write:
         key = section_key(args.task, args.proposers, args.budgets)
-        write_doc(key, doc_section(args.task, rows, facts, args.seeds, info, args.proposers, args.llm, args.model))
+        write_doc(key, doc_section(args.task, rows, facts, args.seeds, info, args.proposers, args.llm, args.model,
+                                   args.prior_budget))
         print(f"updated {DOC.relative_to(REPO_ROOT)} (section {key}); wall time {info.wall_seconds} s")
     print(summary_line(args.task, rows))
     return 0

@@ -98,6 +98,23 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+@pytest.fixture(autouse=True)
+def _no_default_proxy_evidence(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searches in tests use no proxy evidence unless they ask: by default (``proxy_evidence =
+    "auto"``) a NAS-Bench-201 search scores every pool proposal with synflow in the model probe,
+    about 25 s for a first pool of 256 on 2 cores, and hundreds of tests run short NAS-Bench-201
+    searches for other reasons. In this process the space's measured choice is set aside; in the
+    processes tests start (``run_cli``, Popen) AGENT_PROXY_EVIDENCE=off says the same. Tests marked
+    ``proxy_evidence`` run the real default (tests/agent/test_surrogate.py)."""
+    if request.node.get_closest_marker("proxy_evidence") is not None:
+        monkeypatch.delenv("AGENT_PROXY_EVIDENCE", raising=False)
+        return
+    from evaluator.spaces.nb201 import Nb201Space
+
+    monkeypatch.setattr(Nb201Space, "evidence_proxy", None)
+    monkeypatch.setenv("AGENT_PROXY_EVIDENCE", "off")
+
+
 @pytest.fixture(scope="session")
 def nb201_dir() -> Path:
     if not (NB201_DIR / "nb201_12epoch_accuracy.csv").is_file():
@@ -141,7 +158,7 @@ def default_sigint() -> None:
 
 def run_cli(*args: str, home: Path | None = None, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
     """Run the real `agent` CLI in a subprocess; returns CompletedProcess with text output."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_") or k == "AGENT_PROXY_EVIDENCE"}
     if home is not None:
         full_env["AGENT_HOME"] = str(home)
     full_env.update(env or {})

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, all_archs
 
 
 @pytest.mark.slow
@@ -27,14 +27,25 @@ def test_search_nb201_compares_the_portfolio_with_the_baselines(tiny_tables, tmp
 
 @pytest.mark.slow
 def test_search_nb201_measures_the_surrogate_with_and_without_a_prior_run(tiny_tables, tmp_path):
+    # synflow tables as bench/nb201_proxy_table.py writes them (made-up scores: the real ones take 22 minutes a task)
+    for task in ("nb201-cifar10", "nb201-cifar100"):
+        lines = ["arch,params,flops,seconds,synflow"] + [f"{a},1,1,0.01,{a.count('conv') + 0.5 * a.count('skip')}"
+                                                         for a in all_archs()]
+        (tmp_path / f"{task}_proxies_synflow.csv").write_text("\n".join(lines) + "\n")
     out = subprocess.run([sys.executable, "bench/search_nb201.py", "--benchmark-dir", str(tiny_tables), "--seeds", "2",
-                          "--budgets", "6", "--proposers", "default", "prior", "--no-write",
-                          "--json", str(tmp_path / "raw.json")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          "--budgets", "6", "--proposers", "default", "no-proxies", "prior", "--prior-budget", "12", "--no-write",
+                          "--proxy-tables", str(tmp_path), "--json", str(tmp_path / "raw.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     raw = json.loads((tmp_path / "raw.json").read_text())
-    assert {(r["proposer"], r["budget"]) for r in raw["rows"]} == {("default", 6), ("prior", 6)}
+    assert {(r["proposer"], r["budget"]) for r in raw["rows"]} == {(p, 6) for p in ("default", "no-proxies", "prior")}
     assert all(r["duplicate_evaluations"] == 0 and r["evaluations"] == 6 for r in raw["results"])
-    assert "proxy s" in out.stdout
+    scored = {p: [r["proxy_scored"] for r in raw["results"] if r["proposer"] == p] for p in ("default", "no-proxies")}
+    assert min(scored["default"]) >= 200 and scored["no-proxies"] == [0, 0]  # the default scores its pool
+    missing = subprocess.run([sys.executable, "bench/search_nb201.py", "--benchmark-dir", str(tiny_tables), "--seeds",
+                              "2", "--budgets", "3", "--proposers", "default", "--no-write", "--proxy-tables",
+                              str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "nb201_proxy_table.py" in missing.stderr
 
 
 def test_the_proxy_table_is_made_by_the_model_probe_and_resumes(tmp_path):
@@ -96,8 +107,12 @@ def test_layers_table_reports_the_surrogate_and_the_cost_model_on_a_table(tmp_pa
     for i in range(45):
         spec = space.sample(rng)
         flops = space.stats(spec)["flops"]
-        rows.append({"spec": spec, "status": "ok", "val_accuracy": rng.uniform(0.1, 1.0) if i % 9 else None,
+        acc = rng.uniform(0.1, 1.0) if i % 9 else None
+        rows.append({"spec": spec, "status": "ok", "val_accuracy": acc,
                      "wall_seconds": 3.0 + flops / 1e6, "device_seconds": flops / 1e6})
+        if i >= 3:  # the first 3 rows are scored by the real probe; these rank as their accuracy, naswot at random
+            rows[-1]["proxies"] = {"synflow": acc or 0.0, "naswot": rng.random(), "jacob_cov": None,
+                                   "grad_norm": acc or 0.0, "snip": acc or 0.0, "seconds": 0.1}
     table = tmp_path / "table.json"
     table.write_text(json.dumps({"rows": rows}))
     out = subprocess.run([sys.executable, "bench/layers_table.py", "--table", str(table), "--repeats", "2", "--replays", "2",
@@ -109,3 +124,9 @@ def test_layers_table_reports_the_surrogate_and_the_cost_model_on_a_table(tmp_pa
     assert flops_row == "| seconds: FLOPs | 1.000 | 1.000 |"  # seconds grow with FLOPs in this table
     for strategy in ("random", "default", "known seconds"):  # searches replayed on the table
         assert f"| {strategy} | " in out.stdout
+    assert "| accuracy (gp + synflow evidence): Spearman |" in out.stdout
+    proxy_rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:3] for line in out.stdout.splitlines()
+                  if line.startswith(("| synflow |", "| jacob_cov |"))}
+    assert float(proxy_rows["synflow"][0]) > 0.6 and proxy_rows["jacob_cov"][1] == "42"  # unscored rank last
+    stored = json.loads(table.read_text())["rows"]  # the probe's scores are kept with the table
+    assert all(r["proxies"]["seconds"] > 0 for r in stored[:3]) and stored[3]["proxies"]["seconds"] == 0.1

@@ -6,6 +6,7 @@ import argparse
 
 from agent.commands.options import (TRAINING_FLAGS, add_task_data, comma_ints, comma_list, console as make_console,
                                     non_negative_int, positive_float, positive_int, print_json, proxy_list, settings_flags)
+from agent.config import EVIDENCE_PROXIES
 from evaluator.measure import PROXY_NAMES
 
 
@@ -69,9 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "results picks which are evaluated; off: every proposal is evaluated as made")
     guide.add_argument("--pool-size", dest="pool_size", type=positive_int, metavar="N",
                        help="proposals the surrogate chooses from at each step (default 256)")
-    guide.add_argument("--proxy-evidence", dest="proxy_evidence", choices=PROXY_NAMES,
-                       help="score every pool proposal with this zero-cost proxy before choosing (synflow: about "
-                            "0.1 s a NAS-Bench-201 cell on one core; the seconds are reported)")
+    guide.add_argument("--proxy-evidence", dest="proxy_evidence", choices=EVIDENCE_PROXIES,
+                       help="score every pool proposal with this zero-cost proxy before choosing (the seconds are "
+                            "reported); auto (default): the proxy measured to help on the space (NAS-Bench-201: "
+                            "synflow, about 0.08 s a cell on one core; others: none); off: no proxy")
     guide.add_argument("--prior", dest="priors", action="append", metavar="RUN",
                        help="warm-start the surrogate from an earlier run over the same space, any task "
                             "(repeatable), or 'auto' for every such run in this history")

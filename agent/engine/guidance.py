@@ -1,8 +1,9 @@
 """What guides the portfolio's choice of proposals: the selector (agent.surrogate.selector), the
-zero-cost proxy evidence (``--proxy-evidence``, scored in a model probe of its own) and the
-priors (``--prior``). ``surrogate_guidance`` builds them, or returns None where the run does not
-use the surrogate (``--surrogate off``, or a proposer other than the portfolio); it checks
-``--prior`` and ``--proxy-evidence`` before anything is recorded.
+zero-cost proxy evidence (``--proxy-evidence``, scored in a model probe of its own; by default
+the proxy measured to help on the space, ``SearchSpace.evidence_proxy``) and the priors
+(``--prior``). ``surrogate_guidance`` builds them, or returns None where the run does not use the
+surrogate (``--surrogate off``, or a proposer other than the portfolio); it checks ``--prior`` and
+``--proxy-evidence`` before anything is recorded.
 """
 
 from __future__ import annotations
@@ -40,11 +41,20 @@ class Guidance:
             self.proxies.close()
 
 
+def evidence_proxy(settings: Settings, space) -> str | None:
+    """The proxy whose scores guide the surrogate: the one named, the space's measured choice
+    for ``auto``, none for ``off``."""
+    if settings.proxy_evidence == "auto":
+        return space.evidence_proxy if space.builds_in_trusted_process else None
+    return None if settings.proxy_evidence == "off" else settings.proxy_evidence
+
+
 def surrogate_guidance(settings: Settings, setup: Setup, recorder, objectives: Objectives, *,
                        current_run: str | None) -> Guidance | None:
     uses = settings.proposer_name() == "portfolio" and settings.surrogate == "on"
     if not uses:
-        asked = [f for f, on in (("--prior", bool(settings.priors)), ("--proxy-evidence", bool(settings.proxy_evidence))) if on]
+        named = settings.proxy_evidence not in ("auto", "off")
+        asked = [f for f, on in (("--prior", bool(settings.priors)), ("--proxy-evidence", named)) if on]
         if asked:
             why = "--surrogate off" if settings.surrogate == "off" else f"--proposer {settings.proposer_name()}"
             raise UserInputError(f"{' and '.join(asked)} feed the portfolio's surrogate, which {why} does not use",
@@ -55,15 +65,16 @@ def surrogate_guidance(settings: Settings, setup: Setup, recorder, objectives: O
     # the cost term: real training seconds vary by candidate; a table lookup's or a replay's say nothing
     selector = Selector(objectives, seed=settings.seed, cost=setup.task.kind == "train", priors=priors)
     guidance = Guidance(selector=selector, priors=priors)
-    if settings.proxy_evidence:
+    proxy = evidence_proxy(settings, space)
+    if proxy is not None:
         if not space.builds_in_trusted_process:
-            raise UserInputError(f"--proxy-evidence {settings.proxy_evidence} builds each proposal in a trusted process, "
+            raise UserInputError(f"--proxy-evidence {proxy} builds each proposal in a trusted process, "
                                  f"which must never import the {space.label} space's code",
-                                 hint="drop --proxy-evidence for --space code and --space-file (their encodings still "
-                                      "guide the surrogate)")
-        probe = ModelProbe(device=setup.device, threads=1, proxies=(settings.proxy_evidence,), batch=setup.proxy_batch,
+                                 hint="drop --proxy-evidence (or set it to auto or off) for --space code and --space-file "
+                                      "(their encodings still guide the surrogate)")
+        probe = ModelProbe(device=setup.device, threads=1, proxies=(proxy,), batch=setup.proxy_batch,
                            timeout=settings.timeout)
         guidance.proxies = ProxyEvidence(probe=probe, space=space.name, input_shape=tuple(setup.task.input_shape),
-                                         num_classes=setup.task.num_classes, proxy=settings.proxy_evidence)
+                                         num_classes=setup.task.num_classes, proxy=proxy)
         guidance.sources.append(guidance.proxies)
     return guidance

@@ -228,8 +228,9 @@ def _prepare_training(settings: Settings, run_id: str, test_inject: dict[str, st
                          "sandbox": describe_isolation(isolation), "unsafe": settings.unsafe,
                          "workers": pool.capacity, **extra},
                  device=device.split(":")[0],
+                 # screening and proxy evidence score proposals on training images, not a synthetic batch
                  proxy_batch=training_batch(dataset.x_train, dataset.y_train, dataset.x_scale, seed=settings.seed)
-                 if settings.screen else None)
+                 if settings.screen or settings.proxy_evidence != "off" else None)
 
 
 def _ray_pool(settings: Settings, run_id: str, dataset: Any, space: SearchSpace, epochs: int, limits: Any,

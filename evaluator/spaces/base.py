@@ -40,7 +40,10 @@ of the space's name):
 - ``recipe_in_spec``: whether ``spec["training"]`` is the training recipe
   (``evaluator.recipe.Training``); not where the spec's keys are the user's own slots;
 - ``llm_limits``: the LLM proposer's limits where one proposal is longer than a spec
-  (``max_tokens``, ``token_budget``, ``max_repairs``).
+  (``max_tokens``, ``token_budget``, ``max_repairs``);
+- ``evidence_proxy``: the zero-cost proxy whose scores the portfolio's surrogate takes as
+  evidence by default (``proxy_evidence = "auto"``), chosen by measurement for the space; None
+  where no proxy earned it (docs/search.md, "The surrogate").
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class SearchSpace(ABC):
     builds_in_trusted_process: ClassVar[bool] = True
     recipe_in_spec: ClassVar[bool] = True
     llm_limits: ClassVar[dict[str, int]] = {}
+    evidence_proxy: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from agent.commands.show import selection_text
-from agent.config import Settings
+from agent.config import Settings, load_settings
+from agent.engine.guidance import evidence_proxy
 from agent.engine.runner import run_search
 from agent.proposers import Portfolio
 from agent.proposers.pool import CandidatePool
@@ -22,7 +23,7 @@ from agent.store.recorder import MemoryRecorder
 from agent.surrogate.acquisition import expected_improvement, hypervolume, pick_batch
 from agent.surrogate.model import FeatureMatrix, GaussianSurrogate, normal_scores
 from agent.surrogate.selector import PoolMember, Selector, prior_weight
-from evaluator.errors import UserInputError
+from evaluator.errors import ConfigError, UserInputError
 from evaluator.measure.proxies import spearman
 from evaluator.objectives import Objectives
 from evaluator.spaces import get_space
@@ -302,14 +303,33 @@ def test_bad_priors_are_refused_before_anything_is_recorded(tiny_tables, tmp_pat
     assert out.returncode == 2 and "no run 'nope'" in out.stderr and "agent history" in out.stderr
 
 
-def test_proxy_evidence_is_scored_in_the_probe_and_its_seconds_reported(tiny_tables, tmp_path):
+@pytest.mark.proxy_evidence
+def test_by_default_a_nb201_search_scores_its_pool_with_synflow_and_reports_the_seconds(tiny_tables, tmp_path):
     out = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--budget", "3",
-                  "--pool-size", "16", "--proxy-evidence", "synflow", "--json", home=tmp_path, timeout=300)
+                  "--pool-size", "16", "--json", home=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)["surrogate"]["proxy_evidence"]
     assert s["proxy"] == "synflow" and s["scored"] >= 16 and s["seconds"] > 0 and s["failures"] == 0
     text = run_cli("history", "--run", "latest", home=tmp_path).stdout
     assert "synflow scored" in text
+    off = run_cli("search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables), "--budget", "3",
+                  "--pool-size", "16", "--proxy-evidence", "off", "--json", home=tmp_path, timeout=300)
+    assert off.returncode == 0, off.stderr
+    assert "proxy_evidence" not in json.loads(off.stdout)["surrogate"]
+
+
+@pytest.mark.proxy_evidence
+def test_auto_proxy_evidence_is_the_spaces_measured_choice():
+    def chosen(value, space):
+        return evidence_proxy(Settings(proxy_evidence=value), get_space(space))
+
+    assert chosen("auto", "nb201") == "synflow"  # measured to lift every budget (docs/search.md)
+    assert chosen("auto", "layers") is None  # measured not to rank digits networks (bench/layers_table.py)
+    assert chosen("auto", "code") is None  # its candidates never build in a trusted process
+    assert chosen("off", "nb201") is None and chosen(None, "nb201") is None
+    assert chosen("naswot", "layers") == "naswot"
+    with pytest.raises(ConfigError, match="'auto', 'off', 'synflow'"):
+        load_settings(env={"AGENT_PROXY_EVIDENCE": "synflo"})
 
 
 def test_proxy_evidence_refuses_code_mode():
