@@ -78,6 +78,7 @@ HEADLINE_BUDGET = 100
 PRIOR_TASK = {"nb201-cifar10": "nb201-cifar100", "nb201-cifar100": "nb201-cifar10", "nb201-imagenet16": "nb201-cifar10"}
 PRIOR_BUDGET = 100
 PRIOR_SEED = 10_000  # the prior run of seed S uses seed PRIOR_SEED + S
+PRIOR_RUNS: dict[tuple, tuple[MemoryRecorder, str]] = {}  # (task, tables, prior budget, seed) -> where its prior run is
 
 
 #############################################
@@ -207,10 +208,14 @@ def search_one(task: str, benchmark_dir: Path, proposer: str, budget: int, seed:
     recorder = MemoryRecorder()
     extra: dict = {"llm": llm, "model": model} if proposer in LLM_PROPOSERS else {}
     with patch.object(guidance, "ProxyEvidence", TableProxyEvidence):  # every search here, the prior runs too
-        if proposer == "prior":
-            prior = Settings(task=PRIOR_TASK[task], benchmark_dir=benchmark_dir, budget=prior_budget,
-                             seed=PRIOR_SEED + seed)
-            extra["priors"] = [run_search(prior, recorder=recorder).run_id]
+        if proposer == "prior":  # the prior run of a seed is the same at every budget: recorded once
+            key = (task, benchmark_dir, prior_budget, seed)
+            if key not in PRIOR_RUNS:
+                prior = Settings(task=PRIOR_TASK[task], benchmark_dir=benchmark_dir, budget=prior_budget,
+                                 seed=PRIOR_SEED + seed)
+                PRIOR_RUNS[key] = (recorder, run_search(prior, recorder=recorder).run_id)
+            recorder, run_id = PRIOR_RUNS[key]
+            extra["priors"] = [run_id]
         if proposer == "no-proxies":
             extra["proxy_evidence"] = "off"
         settings = Settings(task=task, benchmark_dir=benchmark_dir, budget=budget, seed=seed,

@@ -59,11 +59,15 @@ def test_the_proxy_table_is_made_by_the_model_probe_and_resumes(tmp_path):
     assert all(float(r.split(",")[-1]) > 0 and float(r.split(",")[3]) > 0 for r in rows[1:])
 
 
+@pytest.mark.slow
 def test_surrogate_overhead_times_a_choice(tmp_path):
     out = subprocess.run([sys.executable, "bench/surrogate_overhead.py", "--sizes", "10", "--benchmark-dir",
                           str(tmp_path), "--no-write"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "| nb201 | 10 | 4 |" in out.stdout and "| layers | 10 | 1 |" in out.stdout
+    synflow = next(line for line in out.stdout.splitlines() if line.startswith("| nb201 + synflow | 10 | 1 |"))
+    proxy_seconds, first = (float(v) for v in synflow.split(" | ")[4:6])
+    assert proxy_seconds > 0 and first > proxy_seconds  # the first choice scores the whole first pool
 
 
 @pytest.mark.slow
