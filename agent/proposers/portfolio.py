@@ -92,6 +92,7 @@ OPERATORS = ("llm", "llm_mutation", "mutation", "crossover", "random")
 LLM_OPERATORS = ("llm", "llm_mutation")
 PRIOR = "prior"  # pool members from prior runs (--prior): evaluated as the selector decides, no operator to credit
 RANDOM_TRIES = 200
+LLM_STANDING = 0.75  # an LLM proposal ranked above this share of the pool is evaluated
 CostUnit = Literal["evaluation", "second", "dollar"]
 
 
@@ -126,7 +127,7 @@ class Portfolio(Proposer):
                  cost: CostUnit = "evaluation", population: int = POPULATION, tournament: int = TOURNAMENT,
                  discount: float = 0.97, evidence_weight: float = 3.0, llm_prior: tuple[float, float] = (1.0, 2.0),
                  warmup: int = 3, llm_after: int = 8, selector: Selector | None = None, pool_size: int = 256,
-                 evidence: Sequence[EvidenceSource] = ()) -> None:
+                 evidence: Sequence[EvidenceSource] = (), llm_standing: float = LLM_STANDING) -> None:
         super().__init__(space, seed)
         if cost not in ("evaluation", "second", "dollar"):
             raise ValueError(f"{cost=} must be evaluation, second or dollar")
@@ -134,6 +135,8 @@ class Portfolio(Proposer):
             raise ValueError(f"{discount=} must be in (0, 1]")
         if population < 1 or not 1 <= tournament <= population:
             raise ValueError(f"need 1 <= tournament ({tournament}) <= population ({population})")
+        if not 0 <= llm_standing <= 1:
+            raise ValueError(f"{llm_standing=} must be a share of the pool, in [0, 1]")
         if evidence_weight <= 0 or warmup < 0 or llm_after < 0 or min(llm_prior) <= 0:
             raise ValueError(f"need evidence_weight > 0 ({evidence_weight}), warmup >= 0 ({warmup}), llm_after >= 0 ({llm_after}) "
                              f"and a positive llm_prior ({llm_prior})")
@@ -141,6 +144,7 @@ class Portfolio(Proposer):
         self.evidence_weight = evidence_weight  # pseudo-observations one outcome counts for: higher exploits sooner
         self.warmup = warmup  # the first proposals are random samples: a start no operator can spoil
         self.llm_after = llm_after  # the LLM operators wait for this many outcomes
+        self.llm_standing = llm_standing  # an LLM proposal ranked above this share of the pool is evaluated
         self.priors = {op: (llm_prior if op in LLM_OPERATORS else (1.0, 1.0)) for op in OPERATORS}
         self.operators = tuple(o for o in OPERATORS if (llm is not None or o not in LLM_OPERATORS)
                                and (selector is not None or o != "crossover"))  # crossover: a pool operator
@@ -228,7 +232,7 @@ class Portfolio(Proposer):
         picked = {p.index for p in picks}
         for key in made_now:
             i = index[key]
-            if i not in picked and standing[i] >= LLM_STANDING and picks:
+            if i not in picked and standing[i] >= self.llm_standing and picks:
                 dropped = next((p for p in reversed(picks) if members[p.index].key not in self._llm_made), None)
                 if dropped is not None:
                     picks[picks.index(dropped)] = self.selector.pick(
@@ -398,7 +402,6 @@ class Portfolio(Proposer):
 
 PARENTS = 8  # the best finished candidates the pool mutates and crosses
 FRONT_OF = 300  # several objectives: parents come from the Pareto front of this many most accurate
-LLM_STANDING = 0.75  # an LLM proposal ranked above this share of the pool is evaluated
 
 
 def _standing(scores: Sequence[float]) -> list[float]:

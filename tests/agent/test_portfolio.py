@@ -275,3 +275,9 @@ def test_reflection_waits_until_the_model_has_proposed_since_the_last_one(serve)
     assert not r.due(10)  # nothing proposed since the reflection
     spend.calls += 1
     assert r.due(10)
+
+
+def test_llm_standing_is_a_share_of_the_pool():
+    assert Portfolio(NB201, 0, llm_standing=0.9).llm_standing == 0.9
+    with pytest.raises(ValueError, match="llm_standing"):
+        Portfolio(NB201, 0, llm_standing=1.5)
