@@ -86,15 +86,22 @@ lint: $(STAMP)
 	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-cache
 
 bench: $(STAMP)
-	$(PYTHON) bench/search_nb201.py --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201"
-	$(PYTHON) bench/search_nb201.py --task nb201-cifar100 --benchmark-dir "$(BENCHDATA)/nb201"
+	for t in nb201-cifar10 nb201-cifar100 nb201-imagenet16; do \
+	    $(PYTHON) bench/search_nb201.py --task $$t --benchmark-dir "$(BENCHDATA)/nb201" || exit 1; done
 	for t in nb201-cifar10 nb201-cifar100 nb201-imagenet16; do \
 	    $(PYTHON) bench/nb201_proxy_table.py --task $$t --benchmark-dir "$(BENCHDATA)/nb201" || exit 1; done
 	$(PYTHON) bench/search_nb201.py --task nb201-cifar10 --benchmark-dir "$(BENCHDATA)/nb201" --budgets 10 30 50 100 \
-	    --proposers evolution random portfolio-nollm default proxies prior --json /tmp/archagent-bench-surrogate.json
+	    --proposers evolution random portfolio-nollm no-proxies default prior --json /tmp/archagent-bench-surrogate.json
 	for t in nb201-cifar100 nb201-imagenet16; do \
-	    $(PYTHON) bench/search_nb201.py --task $$t --benchmark-dir "$(BENCHDATA)/nb201" --budgets 50 200 \
-	        --proposers evolution default proxies prior || exit 1; done
+	    $(PYTHON) bench/search_nb201.py --task $$t --benchmark-dir "$(BENCHDATA)/nb201" --budgets 50 \
+	        --proposers no-proxies default prior || exit 1; done
+	$(PYTHON) bench/search_nb201.py --benchmark-dir "$(BENCHDATA)/nb201" --budgets 10 30 --proposers portfolio
+	$(PYTHON) bench/search_nb201.py --benchmark-dir "$(BENCHDATA)/nb201" --budgets 50 --proposers portfolio
+	$(PYTHON) bench/search_nb201.py --benchmark-dir "$(BENCHDATA)/nb201" --budgets 100 --proposers portfolio
+	$(PYTHON) bench/portfolio_standins.py --benchmark-dir "$(BENCHDATA)/nb201"
+	$(PYTHON) bench/portfolio_standins.py --benchmark-dir "$(BENCHDATA)/nb201" --guided --seeds 25 --budgets 30 50
+	$(PYTHON) bench/layers_table.py
+	$(PYTHON) bench/digits_proposers.py
 	$(PYTHON) bench/surrogate_quality.py --benchmark-dir "$(BENCHDATA)/nb201"
 	$(PYTHON) bench/surrogate_overhead.py --benchmark-dir "$(BENCHDATA)/nb201"
 	$(PYTHON) bench/search_speed.py --benchmark-dir "$(BENCHDATA)/nb201"

@@ -69,10 +69,8 @@ SETTINGS: dict[str, dict[str, Any]] = {  # Portfolio keyword arguments; "default
 }
 
 GUIDED: dict[str, float] = {  # the guided portfolio's llm_standing
-    "guided, llm_standing 0.5": 0.5,
-    f"guided, llm_standing {LLM_STANDING:g} (default)": LLM_STANDING,
-    "guided, llm_standing 0.9": 0.9,
-    "guided, llm_standing 1 (only the pool's best)": 1.0,
+    f"guided, llm_standing {v:g}" + (" (default)" if v == LLM_STANDING else "") + (" (only the pool's best)" if v == 1 else ""): v
+    for v in (0.5, 0.75, 0.9, 1.0)
 }
 
 
