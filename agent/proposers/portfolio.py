@@ -9,10 +9,9 @@ evaluations by expected improvement; the first ``warmup`` picks come from the po
 samples (and prior runs' candidates), so that with evidence a search does not start climbing from
 whatever the evidence liked best (NAS-Bench-201, synflow evidence, 20 seeds: CIFAR-100 at 50
 evaluations 60.91 -> 61.03, CIFAR-10 at 10 93.89 -> 94.20; bench/search_nb201.py). An LLM
-proposal the surrogate ranks above LLM_STANDING (0.9) of the pool is evaluated in place of the
-batch's last pick (with stand-in LLMs, weak or strong, 25 seeds at 30 and 50 evaluations, a higher
-share harmed less: bench/portfolio_standins.py --guided, docs/search.md); the LLM operators are
-rewarded by how high their proposals ranked (``_standing``), then by the outcome when evaluated. With ``--prior``, the prior runs' best candidates join the
+proposal the surrogate ranks above LLM_STANDING (0.75) of the pool is evaluated in place of the
+batch's last pick (measured against 0.5, 0.9 and 1 with stand-in LLMs and a scripted strong model:
+docs/search.md, "The surrogate"); the LLM operators are rewarded by how high their proposals ranked (``_standing``), then by the outcome when evaluated. With ``--prior``, the prior runs' best candidates join the
 pool at the start (proposer ``portfolio:prior``; no operator is credited for them). The rest of
 this docstring is the bandit, which is also the whole proposer with ``--surrogate off``.
 
@@ -93,7 +92,7 @@ OPERATORS = ("llm", "llm_mutation", "mutation", "crossover", "random")
 LLM_OPERATORS = ("llm", "llm_mutation")
 PRIOR = "prior"  # pool members from prior runs (--prior): evaluated as the selector decides, no operator to credit
 RANDOM_TRIES = 200
-LLM_STANDING = 0.9  # an LLM proposal ranked above this share of the pool is evaluated (bench/portfolio_standins.py --guided)
+LLM_STANDING = 0.75  # an LLM proposal ranked above this share of the pool is evaluated (docs/search.md says why)
 CostUnit = Literal["evaluation", "second", "dollar"]
 
 
