@@ -104,7 +104,7 @@ def _no_default_proxy_evidence(request: pytest.FixtureRequest, monkeypatch: pyte
     "auto"``) a NAS-Bench-201 search scores every pool proposal with synflow in the model probe,
     about 25 s for a first pool of 256 on 2 cores, and hundreds of tests run short NAS-Bench-201
     searches for other reasons. In this process the space's measured choice is set aside; in the
-    processes tests start (``run_cli``, Popen) AGENT_PROXY_EVIDENCE=off says the same. Tests marked
+    processes tests start (``run_cli``, ``child_env``) AGENT_PROXY_EVIDENCE=off says the same. Tests marked
     ``proxy_evidence`` run the real default (tests/agent/test_surrogate.py)."""
     if request.node.get_closest_marker("proxy_evidence") is not None:
         monkeypatch.delenv("AGENT_PROXY_EVIDENCE", raising=False)
@@ -156,9 +156,16 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment for an `agent` process a test starts: without the AGENT_
+    settings of whoever runs the tests, but with AGENT_PROXY_EVIDENCE (set off for tests that do
+    not ask for the default proxy evidence: ``_no_default_proxy_evidence``)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AGENT_") or k == "AGENT_PROXY_EVIDENCE"}
+
+
 def run_cli(*args: str, home: Path | None = None, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
     """Run the real `agent` CLI in a subprocess; returns CompletedProcess with text output."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_") or k == "AGENT_PROXY_EVIDENCE"}
+    full_env = child_env()
     if home is not None:
         full_env["AGENT_HOME"] = str(home)
     full_env.update(env or {})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 import agent
 from agent.store import History
-from tests.conftest import ROOT, all_archs, default_sigint, run_cli
+from tests.conftest import ROOT, all_archs, default_sigint, run_cli, child_env
 
 SUMMARY_FIELDS = {"run_id", "status", "task", "evaluations", "counts", "best"}
 BEST_FIELDS = {"candidate_id", "spec", "val_accuracy", "test_accuracy", "arch"}
@@ -182,7 +181,7 @@ def test_tasks_and_spaces_catalog():
 @pytest.mark.slow
 def test_ctrl_c_stops_a_search_and_marks_the_run_interrupted(tiny_tables, tmp_path):
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
+    env = child_env() | {"AGENT_HOME": str(home)}
     proc = subprocess.Popen([sys.executable, "-m", "agent", "search", "--task", "nb201-cifar10", "--benchmark-dir",
                              str(tiny_tables), "--budget", "100000", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
@@ -218,7 +217,7 @@ def test_ctrl_c_exits_130_even_after_an_interrupt_came_through_a_c_extensions_ev
         "sys.exit(cli.main(['history']))\n"
     )
     (tmp_path / "interrupted_main.py").write_text(script)  # run as `python -m agent` is: with -c, Py_Exit
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {
+    env = child_env() | {
         "AGENT_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "interrupted_main"], capture_output=True, text=True, env=env,
                          cwd=tmp_path, timeout=120)

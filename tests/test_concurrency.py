@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from agent.store import History
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, child_env
 
 
 @pytest.mark.slow
 def test_two_searches_and_history_readers_share_one_home(tiny_tables, tmp_path):
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
+    env = child_env() | {"AGENT_HOME": str(home)}
     searches = [
         subprocess.Popen(
             [sys.executable, "-m", "agent", "search", "--task", "nb201-cifar10", "--benchmark-dir", str(tiny_tables),

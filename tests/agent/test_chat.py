@@ -8,7 +8,6 @@ and approves it, quits, comes back, and finds the conversation and the direction
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -18,13 +17,13 @@ import pytest
 
 from agent.chat.session import intent_by_rule, turn_schema
 from agent.store import History
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, child_env
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    env = child_env()
     env.update(AGENT_HOME=str(home), HF_HUB_OFFLINE="1", TERM="xterm", COLUMNS="250")
     return env
 

@@ -13,7 +13,6 @@ shows the shim really opens the window.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import duckdb
 import pytest
 
 from agent.store import History
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
 
 SHIM_SOURCE = Path(__file__).parent / "shims" / "delay_duckdb_lock.c"
 
@@ -40,7 +39,7 @@ def shim(tmp_path_factory) -> Path:
 
 
 def _env(shim: Path, folder: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    env = child_env()
     env.update(LD_PRELOAD=str(shim), SHIM_FLAG=str(folder / "shim_on"), SHIM_MARK=str(folder / "in_window"),
                PYTHONPATH=str(ROOT), **settings)
     return env

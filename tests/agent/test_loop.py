@@ -9,7 +9,6 @@ candidate once, with a final status, one search evaluation each, one final repor
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -25,13 +24,13 @@ from agent.commands.loop import until_time
 from agent.engine.crash import CrashPoints
 from agent.store import History
 from evaluator.errors import UserInputError
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, child_env
 
 FINAL = {"ok", "invalid", "failed", "timeout", "stopped_early", "pruned"}
 
 
 def _env(home: Path, crash: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    env = child_env()
     env["AGENT_HOME"] = str(home)
     if crash:
         env["AGENT_TEST_CRASH_AT"] = crash

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import io
 import json
-import os
 import re
 import statistics
 import sys
@@ -22,7 +21,7 @@ from evaluator.errors import ArchAgentError, NotFoundError, UserInputError
 from agent.records import ForecastRecord, LLMCall, LLMOutcome, Run, RunStatus
 from evaluator.records import Candidate, CurvePoint, Evaluation, Status
 from evaluator.spaces.nb201 import arch_string, parse_arch
-from tests.conftest import BENCHDATA, ROOT, run_cli
+from tests.conftest import BENCHDATA, ROOT, run_cli, child_env
 
 CURVES_FILE = BENCHDATA / "curves" / "nb201_cifar10valid_200archs_curves.csv"
 IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"')
@@ -317,7 +316,7 @@ def test_a_running_run_reports_what_is_there(tmp_path):
     assert data.counts["running"] == 1 and data.evaluations == 5
     assert data.final is None and data.best.candidate_id == cid[3]
     # on a terminal the Markdown is rendered (rich), then the paths
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
+    env = child_env() | {"AGENT_HOME": str(home)}
     child = pexpect.spawn(sys.executable, ["-m", "agent", "report", "latest"], env=env, cwd=str(ROOT), encoding="utf-8",
                           dimensions=(60, 200), timeout=120)
     child.expect(pexpect.EOF)

@@ -17,7 +17,7 @@ from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.store import History
 from evaluator.data.cifar10 import ARCHIVE
-from tests.conftest import ROOT, default_sigint, run_cli
+from tests.conftest import ROOT, default_sigint, run_cli, child_env
 from tests.evaluator.test_data import make_cifar_archive
 
 FAULTS = {
@@ -125,7 +125,7 @@ def _workers_of(path) -> list[int]:
 @pytest.mark.slow
 def test_stopping_during_training_marks_the_run_interrupted_and_requeues_the_candidate(tmp_path, sig, code, word):
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")} | {"AGENT_HOME": str(home)}
+    env = child_env() | {"AGENT_HOME": str(home)}
     proc = subprocess.Popen([sys.executable, "-m", "agent", "search", "--task", "digits", "--budget", "50",
                              "--epochs", "40", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
