@@ -54,6 +54,7 @@ from agent.commands.options import positive_int
 from agent.config import Settings
 from agent.engine.runner import run_search
 from agent.proposers import Portfolio
+from agent.proposers.portfolio import LLM_STANDING
 from agent.engine import guidance
 from agent.surrogate.evidence import ProxyEvidence
 from agent.store.recorder import MemoryRecorder
@@ -373,7 +374,11 @@ def doc_section(task: str, rows: list[Row], facts: TableFacts, seeds: int, info:
             "and random, rewarding each by the share of earlier candidates its candidate beats (after 3 random "
             "warm-up proposals; the LLM operators join once 8 candidates have finished; an outcome counts 3 pseudo-observations; the LLM operators start from a Beta(1, 2) "
             "prior, the others from Beta(1, 1)); `portfolio-nollm` is "
-            "the same bandit without the LLM operators. Both LLM proposers reflect every 10 evaluations. \"s / search\" "
+            "the same bandit without the LLM operators. With its surrogate (the default, `--surrogate on`) the "
+            "bandit only decides when an LLM operator is called: the model's proposal joins the pool, which the "
+            f"surrogate (with synflow evidence on NAS-Bench-201) ranks, and one ranked above {LLM_STANDING:.0%} of the pool is "
+            "evaluated at once; the synflow scores are read from bench/nb201_proxy_table.py's table (\"proxy s\": "
+            "the probe's seconds for them). Both LLM proposers reflect every 10 evaluations. \"s / search\" "
             "is the wall time of one search (model loading included), \"LLM share\" the share of the portfolio's "
             "proposals made by its LLM operators, \"dup\" the evaluations spent on a cell already evaluated in the "
             "same search, over all seeds.",
