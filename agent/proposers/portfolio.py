@@ -368,7 +368,10 @@ class Portfolio(Proposer):
                 source([member])
         ok = evaluation.status is Status.OK and evaluation.val_accuracy is not None
         measured = {m: (values.get(m) if ok else None) for m in self.objectives.metrics}
-        self.selector.observe(member.key, member.features, measured, evaluation.wall_seconds or None, member.evidence)
+        # the cost term's seconds: the training seconds (what a pick changes; a worker's start is the same for every
+        # candidate), the worker's wall seconds where nothing reports them (a tabular lookup)
+        seconds = evaluation.device_seconds or evaluation.wall_seconds or None
+        self.selector.observe(member.key, member.features, measured, seconds, member.evidence)
 
     def _reward(self, op: str, reward: float, *, seconds: float, dollars: float) -> None:
         for arm in self.arms.values():
