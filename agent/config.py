@@ -98,7 +98,7 @@ class Settings(BaseModel):
     recheck_seeds: int = Field(default=2, ge=1, le=10, description="rechecks: extra seeds per rechecked candidate")
     reflect_every: int = Field(default=10, ge=0, description="LLM proposers: distil insights from the history every this many evaluations; 0: never")
     portfolio_cost: Literal["evaluation", "second", "dollar"] = Field(default="evaluation", description="portfolio: what an operator's improvement is measured per")
-    early_stop: Literal["off", "forecast", "asha", "both"] = Field(default="off", description="training tasks: forecast (stop candidates whose learning-curve forecast says they will not beat the best finished one), asha (asynchronous successive halving over --rungs), both, or off")
+    early_stop: Literal["auto", "off", "forecast", "asha", "both"] = Field(default="auto", description="training tasks: forecast (stop candidates whose learning-curve forecast says they will not beat the best finished one), asha (asynchronous successive halving over --rungs), both, or off; auto: asha for the surrogate-guided portfolio (the default proposer), off for the other proposers and --surrogate off")
     early_stop_threshold: float = Field(default=0.05, gt=0, lt=1, description="early stop: stop when P(final > incumbent) falls below this")
     audit_fraction: float = Field(default=0.1, ge=0, le=1, description="early stop: share of would-be-stopped candidates that train on, to measure the forecast's live error")
     rungs: list[int] | None = Field(default=None, description="successive halving: epochs at which candidates are compared (default: epochs / eta^k, e.g. 2, 5 for 15 epochs)")

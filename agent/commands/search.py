@@ -31,10 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--portfolio-cost", dest="portfolio_cost", choices=["evaluation", "second", "dollar"],
                         help="portfolio: measure each operator's improvement per evaluation (default), second or dollar")
     stop = parser.add_argument_group("early stopping (training tasks)")
-    stop.add_argument("--early-stop", dest="early_stop", choices=["off", "forecast", "asha", "both"],
+    stop.add_argument("--early-stop", dest="early_stop", choices=["auto", "off", "forecast", "asha", "both"],
                       help="forecast: forecast each candidate's final accuracy after every epoch and stop it when it "
                            "will almost surely not beat the best finished one; asha: asynchronous successive halving "
-                           "(candidates stop at --rungs, the best continue from their checkpoint); both; off (default)")
+                           "(candidates stop at --rungs, the best continue from their checkpoint); both; off; auto "
+                           "(default): asha with the default proposer (the surrogate-guided portfolio), off with "
+                           "--proposer random|evolution|llm or --surrogate off")
     stop.add_argument("--early-stop-threshold", dest="early_stop_threshold", type=positive_float, metavar="P",
                       help="forecast: stop when P(beat the incumbent) < P (default 0.05)")
     stop.add_argument("--audit-fraction", dest="audit_fraction", type=float, metavar="F",

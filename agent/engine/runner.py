@@ -118,10 +118,12 @@ def _run(settings, setup: Setup, run_id, started, recorder, proposer, on_start, 
         proposer, llm = search_proposer(proposer_settings, space, task, run_id, recorder, objectives, constraints,
                                         guidance=guidance)
     proposer.objectives = objectives
-    early_stop, halving = early_stopping(settings, setup, run_id)  # refuses a table task before anything is recorded
+    # refuses a table task before anything is recorded
+    early_stop, halving, early_stop_mode = early_stopping(settings, setup, run_id, guided=guidance is not None)
     screen = screening(settings, setup, objectives, constraints)
     config = settings.model_dump(mode="json") | setup.config | {"deadline": deadline.isoformat() if deadline else None,
-                                                                "space_label": space.label}
+                                                                "space_label": space.label,
+                                                                "early_stop": early_stop_mode}  # auto resolved
     if stored is not None:
         claim = recorder.claim_run(run_id, budget=budget, config_update=config)
         run = Run(run_id=run_id, task=stored["task"], space=stored["space"], proposer=stored["proposer"],

@@ -328,14 +328,30 @@ def _device(choice: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def early_stopping(settings: Settings, setup: Setup, run_id: str) -> tuple[EarlyStopMonitor | None, HalvingMonitor | None]:
-    """The forecast rule and / or successive halving, as ``--early-stop`` asks."""
-    mode = settings.early_stop
+def early_stopping_mode(settings: Settings, *, trains: bool, guided: bool) -> str:
+    """``--early-stop`` with ``auto`` resolved: successive halving where the surrogate guides the
+    portfolio (``guided``) on a training task (on the digits it matched evolution's best validation
+    accuracy in under half its training seconds: bench/digits_proposers.py, docs/search.md), off
+    for the baselines (they stay the algorithms they are named after), a proposer of the caller's
+    own, ``--surrogate off`` and lookups."""
+    if settings.early_stop != "auto":
+        return settings.early_stop
+    return "asha" if trains and guided else "off"
+
+
+def early_stopping(settings: Settings, setup: Setup, run_id: str, *, guided: bool = False
+                   ) -> tuple[EarlyStopMonitor | None, HalvingMonitor | None, str]:
+    """The forecast rule and / or successive halving, as ``--early-stop`` asks, and the mode
+    (``auto`` resolved: ``guided`` says whether the surrogate guides the run's portfolio)."""
+    mode = early_stopping_mode(settings, trains=setup.pool.epochs is not None, guided=guided)
     if mode == "off":
         if settings.rungs is not None:
-            raise UserInputError(f"--rungs {','.join(map(str, settings.rungs))} is given but early stopping is off",
+            why = "early stopping is off" + ("" if settings.early_stop == "off" else
+                                             " (--early-stop auto: successive halving is the surrogate-guided "
+                                             "portfolio's default, and this search is not one)")
+            raise UserInputError(f"--rungs {','.join(map(str, settings.rungs))} is given but {why}",
                                  hint="add --early-stop asha (or both), or drop --rungs")
-        return None, None
+        return None, None, mode
     epochs = setup.pool.epochs
     if epochs is None:
         raise UserInputError(f"--early-stop {mode} needs a task that trains its candidates; "
@@ -348,7 +364,7 @@ def early_stopping(settings: Settings, setup: Setup, run_id: str) -> tuple[Early
     if mode in ("asha", "both"):
         rungs = tuple(settings.rungs) if settings.rungs is not None else None
         halving = HalvingMonitor(run_id, setup.pool, SuccessiveHalving(epochs, rungs, settings.reduction_factor))
-    return forecast, halving
+    return forecast, halving, mode
 
 
 def screening(settings: Settings, setup: Setup, objectives: Objectives, constraints: Constraints) -> Screen | None:

@@ -123,3 +123,20 @@ def test_both_forecasts_inside_the_rungs_and_records_every_forecast(tmp_path):
     assert len(forecasts) == summary.early_stop["forecasts"] > 0
     assert {r["status"] for r in h.run_candidates(summary.run_id)} <= {"ok", "pruned", "stopped_early"}
     assert summary.epochs_trained + summary.epochs_saved == 20 * 20
+
+
+@pytest.mark.slow
+def test_auto_halves_the_guided_portfolio_only(tmp_path):
+    """``--early-stop auto`` (the default): successive halving for the surrogate-guided portfolio on
+    a training task, off for a baseline and with --surrogate off; the run records the mode used."""
+    assert Settings().early_stop == "auto"
+    summary, h = curves_search(tmp_path, budget=12, workers=2)
+    assert summary.asha is not None and summary.asha["rungs"][0]["reached"] == 12
+    assert h.get_run(summary.run_id)["config"]["early_stop"] == "asha"  # auto, resolved
+    assert {r["status"] for r in h.run_candidates(summary.run_id)} == {"ok", "pruned"}
+    assert summary.counts["pruned"] >= 6 and summary.best.candidate_id is not None
+    for kw in ({"proposer": "random"}, {"surrogate": "off"}):
+        run, h = curves_search(tmp_path, budget=6, **kw)
+        assert run.asha is None and run.counts["pruned"] == 0 and h.get_run(run.run_id)["config"]["early_stop"] == "off"
+    with pytest.raises(UserInputError, match=r"early stopping is off \(--early-stop auto"):
+        curves_search(tmp_path, budget=6, proposer="evolution", rungs=[2])
