@@ -19,7 +19,7 @@ from agent.config import Settings
 from agent.engine.early_stop import EarlyStopMonitor
 from agent.engine.halving import HalvingMonitor
 from agent.engine.screen import Screen
-from evaluator.early_stop.halving import SuccessiveHalving
+from evaluator.early_stop.halving import SuccessiveHalving, default_rungs
 from evaluator.errors import UserInputError
 from evaluator.measure.latency import LatencySettings
 from evaluator.measure.probe import ModelProbe, training_batch
@@ -339,11 +339,19 @@ def early_stopping_mode(settings: Settings, *, trains: bool, guided: bool) -> st
     return "asha" if trains and guided else "off"
 
 
+def _no_rung_fits(settings: Settings, epochs: int) -> bool:
+    """``auto``: a schedule too short for any default rung (epochs below the reduction factor) trains
+    without halving rather than failing."""
+    return settings.early_stop == "auto" and settings.rungs is None and not default_rungs(epochs, settings.reduction_factor)
+
+
 def early_stopping(settings: Settings, setup: Setup, run_id: str, *, guided: bool = False
                    ) -> tuple[EarlyStopMonitor | None, HalvingMonitor | None, str]:
     """The forecast rule and / or successive halving, as ``--early-stop`` asks, and the mode
     (``auto`` resolved: ``guided`` says whether the surrogate guides the run's portfolio)."""
     mode = early_stopping_mode(settings, trains=setup.pool.epochs is not None, guided=guided)
+    if mode == "asha" and _no_rung_fits(settings, setup.pool.epochs):
+        mode = "off"
     if mode == "off":
         if settings.rungs is not None:
             why = "early stopping is off" + ("" if settings.early_stop == "off" else

@@ -140,3 +140,7 @@ def test_auto_halves_the_guided_portfolio_only(tmp_path):
         assert run.asha is None and run.counts["pruned"] == 0 and h.get_run(run.run_id)["config"]["early_stop"] == "off"
     with pytest.raises(UserInputError, match=r"early stopping is off \(--early-stop auto"):
         curves_search(tmp_path, budget=6, proposer="evolution", rungs=[2])
+    # a schedule too short for any rung (2 epochs, eta 3) trains without halving instead of failing
+    (tmp_path / "short").mkdir()
+    short, h = curves_search(tmp_path / "short", n_cells=8, epochs=2, budget=4)
+    assert short.asha is None and h.get_run(short.run_id)["config"]["early_stop"] == "off"
