@@ -9,9 +9,10 @@
                            median, when above it, raised to ``COST_POWER`` (0.5): a candidate
                            predicted to cost 4x the usual must promise 2x the improvement; one
                            cheaper than the median is not favoured for it (on the digits the
-                           cheapest networks learnt least). Before 3 evaluations are timed, a
-                           proposal's FLOPs (the layers space counts them) plus a start-up stand
-                           in (agent.surrogate.selector). Measured on the digits search
+                           cheapest networks learnt least). The seconds are training seconds
+                           (``device_seconds``); before 3 evaluations are timed, a proposal's
+                           FLOPs (the layers space counts them) plus a fixed term stand in
+                           (agent.surrogate.selector). Measured on the digits search
                            (bench/search_digits.py, docs/benchmarks.md): EI per whole second
                            picked small, weak networks; no cost term let one 6-million-parameter
                            network take half of a search's time.

@@ -244,12 +244,14 @@ class Selector:
                  x_pool: np.ndarray) -> np.ndarray | None:
         """Predicted training seconds of the pool (relative values are what count); None: no cost term.
 
-        Where the space counts FLOPs, they are the cost model's evidence (their ranks, as a proxy's;
-        bench/layers_table.py, on the digits: Spearman 0.68 with a layers network's seconds, a
-        Gaussian process on 10 timings 0.39, the process with FLOPs as evidence 0.70). Before three
-        timings they stand in for the seconds, plus a fixed start-up as large as the median
-        member's compute (a worker's start, the data, the first step: on 2 cores 2-3 s of the 3-7 s
-        a small network takes), so that small networks are not taken for free."""
+        The seconds observed are the evaluations' training seconds (``device_seconds``; the
+        portfolio falls back to the wall seconds where nothing reports them). Where the space
+        counts FLOPs, they are the cost model's evidence (their ranks, as a proxy's;
+        bench/layers_table.py, on the digits: Spearman 0.68 with a layers network's worker seconds,
+        a Gaussian process on 10 timings 0.39, the process with FLOPs as evidence 0.70). Before
+        three timings they stand in for the seconds, plus a fixed term as large as the median
+        member's compute (data loading and the first steps do not shrink with the network), so
+        that small networks are not taken for free."""
         if not self.cost:
             return None
         log_flops = _log10_flops([o.features for o in obs] + [m.features for m in pool])
