@@ -328,30 +328,26 @@ def _device(choice: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def early_stopping_mode(settings: Settings, *, trains: bool, guided: bool) -> str:
+def _early_stopping_mode(settings: Settings, epochs: int | None, guided: bool) -> str:
     """``--early-stop`` with ``auto`` resolved: successive halving where the surrogate guides the
     portfolio (``guided``) on a training task (on the digits it matched evolution's best validation
     accuracy in under half its training seconds: bench/digits_proposers.py, docs/search.md), off
     for the baselines (they stay the algorithms they are named after), a proposer of the caller's
-    own, ``--surrogate off`` and lookups."""
+    own, ``--surrogate off``, lookups (``epochs`` None) and a schedule too short for any default
+    rung (it trains without halving rather than failing)."""
     if settings.early_stop != "auto":
         return settings.early_stop
-    return "asha" if trains and guided else "off"
-
-
-def _no_rung_fits(settings: Settings, epochs: int) -> bool:
-    """``auto``: a schedule too short for any default rung (epochs below the reduction factor) trains
-    without halving rather than failing."""
-    return settings.early_stop == "auto" and settings.rungs is None and not default_rungs(epochs, settings.reduction_factor)
+    if epochs is None or not guided:
+        return "off"
+    fits = settings.rungs is not None or default_rungs(epochs, settings.reduction_factor)
+    return "asha" if fits else "off"
 
 
 def early_stopping(settings: Settings, setup: Setup, run_id: str, *, guided: bool = False
                    ) -> tuple[EarlyStopMonitor | None, HalvingMonitor | None, str]:
     """The forecast rule and / or successive halving, as ``--early-stop`` asks, and the mode
     (``auto`` resolved: ``guided`` says whether the surrogate guides the run's portfolio)."""
-    mode = early_stopping_mode(settings, trains=setup.pool.epochs is not None, guided=guided)
-    if mode == "asha" and _no_rung_fits(settings, setup.pool.epochs):
-        mode = "off"
+    mode = _early_stopping_mode(settings, setup.pool.epochs, guided)
     if mode == "off":
         if settings.rungs is not None:
             why = "early stopping is off" + ("" if settings.early_stop == "off" else
